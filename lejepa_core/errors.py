@@ -1,0 +1,53 @@
+"""Domain exceptions: the library raises these; only the CLI turns them into exit codes.
+
+Exit codes (see ``lejepa_core.cli``): a ``UserInputError`` (bad recipe, bad file, unknown
+name) exits 2 with one line on stderr; any other ``LejepaError`` exits 1.
+"""
+
+from __future__ import annotations
+
+
+class LejepaError(Exception):
+    """Base class of every lejepa error."""
+
+
+class UserInputError(LejepaError):
+    """Something the user supplied is wrong (recipe, flag, file): exit code 2."""
+
+
+class RecipeError(UserInputError):
+    """A recipe failed validation. ``errors`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, errors: list[str] | str, *, source: str | None = None):
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__(prefix + "; ".join(self.errors))
+
+
+class UnknownComponentError(UserInputError):
+    """A recipe names a component that no plugin registered."""
+
+
+class DuplicateComponentError(LejepaError):
+    """Two plugins registered the same kind and name."""
+
+
+class InvalidComponentError(LejepaError):
+    """A plugin registered an object that does not satisfy its interface."""
+
+
+class PluginLoadError(LejepaError):
+    """A plugin failed to import or to run its hooks (fatal only in strict mode)."""
+
+
+class DatasetError(UserInputError):
+    """A dataset file is missing, truncated, corrupt, foreign or of an unknown schema."""
+
+
+class CheckpointError(UserInputError):
+    """A checkpoint or run directory cannot be used (missing, corrupt, incompatible)."""
+
+
+class TrainingError(LejepaError):
+    """Training cannot continue (for example: non-finite losses keep happening)."""

@@ -1,0 +1,312 @@
+"""TOML recipes -> validated attrs classes.
+
+A recipe has one table per component and a few plain tables::
+
+    [model]      latent_dim
+    [encoder]    name = "mlp", then that encoder's parameters
+    [predictor]  name + parameters
+    [quantizer]  optional: name + parameters
+    [masker]     name + parameters (default: "none")
+    [[losses]]   name, weight, optional label, then that loss's parameters
+    [target]     mode = "ema" | "shared", momentum, momentum_final
+    [data] [train] [log]
+
+Loading is two-phase for component tables: read ``name``, look the component up in the
+registry, then structure the remaining keys into that component's ``Params`` class. Every
+problem is collected and reported as one ``path: message`` line. Components are chosen by
+registered name only, never by import path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from lejepa_core.errors import RecipeError, UnknownComponentError
+from lejepa_core.params import each, in_range, non_empty, non_negative, param, positive
+from lejepa_core.structure import structure_attrs, structure_value, unstructure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@attrs.frozen(kw_only=True)
+class ComponentConfig:
+    """A chosen component: registered ``name`` and an instance of its ``Params`` class."""
+
+    name: str
+    params: Any
+
+
+@attrs.frozen(kw_only=True)
+class LossConfig(ComponentConfig):
+    """One ``[[losses]]`` entry; ``label`` names it in logs (default: ``name``)."""
+
+    weight: float = 1.0
+    label: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ModelConfig:
+    latent_dim: int = param(64, "dimension D of every latent", positive)
+
+
+@attrs.frozen(kw_only=True)
+class TargetConfig:
+    mode: Literal["ema", "shared"] = param(
+        "ema", "'ema': a slowly updated copy of the context encoder; 'shared': the context "
+        "encoder itself, gradients flowing (LeJEPA style, SIGReg prevents collapse)"
+    )
+    momentum: float = param(0.995, "EMA momentum at the start of training", in_range(0.0, 1.0))
+    momentum_final: float | None = param(
+        None, "if set, momentum follows a cosine schedule to this value", in_range(0.0, 1.0)
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DataConfig:
+    path: str = param("data/bouncing_balls.h5", "HDF5 trajectory file (relative to the working directory); generated first if missing")
+    env_id: str = param("lejepa/BouncingBalls-v0", "gymnasium id used to generate the file when it is missing")
+    env_kwargs: dict[str, Any] = param({}, "keyword arguments of the environment")
+    episodes: int = param(200, "episodes to generate when the file is missing", positive)
+    steps: int = param(100, "steps per generated episode", positive)
+    seed: int = param(0, "generation seed", non_negative)
+    workers: int = param(1, "generation worker processes", positive)
+    context_frames: int = param(4, "W: context frames fed to the predictor", positive)
+    horizons: tuple[int, ...] = param((1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive))
+    val_fraction: float = param(0.1, "fraction of episodes held out for validation", in_range(0.0, 0.9))
+    split_seed: int = param(0, "seed of the train/validation episode split", non_negative)
+    normalize: bool = param(True, "standardise float observations with the file's per-feature mean/std")
+    on_device: Literal["auto", "always", "never"] = param(
+        "auto", "hold the dataset on the training device ('auto': when it fits)"
+    )
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    seed: int = param(0, "seed of weights, sampling and masking", non_negative)
+    epochs: int = param(20, "maximum number of epochs", positive)
+    steps_per_epoch: int = param(200, "optimisation steps per epoch", positive)
+    batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
+    lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
+    weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
+    betas: tuple[float, ...] = param((0.9, 0.999), "AdamW betas")
+    warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
+    min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
+    grad_clip: float | None = param(1.0, "clip the global gradient norm to this value (none: no clipping)", positive)
+    val_batches: int = param(8, "validation batches per epoch", positive)
+    patience: int = param(5, "epochs without improvement before early stopping (0: never stop early)", non_negative)
+    min_delta: float = param(1e-4, "minimum decrease of the validation loss that counts as improvement", non_negative)
+    max_nonfinite_steps: int = param(10, "stop after this many consecutive non-finite losses", positive)
+    device: str = param("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
+    precision: Literal["auto", "bf16", "fp32"] = param("auto", "'auto': bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = param(False, "wrap the models in torch.compile")
+    threads: int = param(0, "CPU threads for torch (0: torch's default)", non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class LogConfig:
+    every: int = param(50, "log training metrics every N steps", positive)
+    tensorboard: bool = param(True, "write tensorboardX event files")
+    progress: bool = param(True, "show a progress bar")
+    runs_dir: str = param("runs", "parent of run directories when --out is not given")
+
+
+@attrs.frozen(kw_only=True)
+class Recipe:
+    model: ModelConfig
+    encoder: ComponentConfig
+    predictor: ComponentConfig
+    masker: ComponentConfig
+    losses: tuple[LossConfig, ...]
+    quantizer: ComponentConfig | None = None
+    target: TargetConfig = attrs.field(factory=TargetConfig)
+    data: DataConfig = attrs.field(factory=DataConfig)
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    log: LogConfig = attrs.field(factory=LogConfig)
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return Path(self.source).stem if self.source else "recipe"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``recipe_from_dict`` turns back into an equal recipe."""
+        out: dict[str, Any] = {"model": unstructure(self.model)}
+        for kind in ("encoder", "predictor", "quantizer", "masker"):
+            comp = getattr(self, kind)
+            if comp is not None:
+                out[kind] = {"name": comp.name, **unstructure(comp.params)}
+        out["losses"] = [
+            {"name": c.name, "weight": c.weight, **({"label": c.label} if c.label else {}), **unstructure(c.params)}
+            for c in self.losses
+        ]
+        for table in ("target", "data", "train", "log"):
+            out[table] = _drop_none(unstructure(getattr(self, table)))
+        return _drop_none(out)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def hash(self) -> str:
+        """Stable short hash of the resolved recipe (stored in checkpoints)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def loss_labels(self) -> list[str]:
+        """Unique log label of each loss (``label`` or ``name``, numbered on repeats)."""
+        labels, seen = [], {}
+        for c in self.losses:
+            base = c.label or c.name
+            seen[base] = seen.get(base, 0) + 1
+            labels.append(base if seen[base] == 1 else f"{base}{seen[base]}")
+        return labels
+
+
+def _drop_none(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _drop_none(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_none(v) for v in data]
+    return data
+
+
+_PLAIN_TABLES = {"model": ModelConfig, "target": TargetConfig, "data": DataConfig, "train": TrainConfig, "log": LogConfig}
+_COMPONENT_TABLES = ("encoder", "predictor", "quantizer", "masker")
+_TOP_KEYS = (*_PLAIN_TABLES, *_COMPONENT_TABLES, "losses")
+
+
+def _component(kind: str, table: Any, path: str, errors: list[str], registry: Any, extra: type | None = None) -> Any:
+    if not isinstance(table, dict):
+        errors.append(f"{path}: expected a table, got {table!r}")
+        return None
+    name = table.get("name")
+    if not isinstance(name, str):
+        errors.append(f"{path}.name: expected the registered name of a {kind} (a string), got {name!r}")
+        return None
+    try:
+        cls = registry.get(kind, name)
+    except UnknownComponentError as exc:
+        errors.append(f"{path}.name: {exc}")
+        return None
+    extra_keys = ("name", "weight", "label") if extra is LossConfig else ("name",)
+    params = structure_attrs(table, cls.Params, path, errors, skip=extra_keys)
+    if params is None:
+        return None
+    if extra is LossConfig:
+        weight = structure_value(table.get("weight", 1.0), float, f"{path}.weight", errors)
+        label = structure_value(table.get("label", ""), str, f"{path}.label", errors)
+        if weight is None or label is None:
+            return None
+        return LossConfig(name=name, params=params, weight=weight, label=label)
+    return ComponentConfig(name=name, params=params)
+
+
+def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = None) -> Recipe:
+    """Validate plain data (parsed TOML) into a ``Recipe``; raises ``RecipeError``."""
+    if registry is None:
+        from lejepa_core.registry import get_registry
+
+        registry = get_registry()
+    errors: list[str] = []
+    import difflib
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            close = difflib.get_close_matches(key, _TOP_KEYS, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errors.append(f"{key}: unknown table{hint}; known tables: {', '.join(_TOP_KEYS)}")
+    kwargs: dict[str, Any] = {}
+    for table, cls in _PLAIN_TABLES.items():
+        if table in data:
+            value = structure_value(data[table], cls, table, errors)
+            if value is not None:
+                kwargs[table] = value
+    for kind in ("encoder", "predictor"):
+        if kind not in data:
+            errors.append(f"{kind}: required table is missing (e.g. [{kind}] name = \"...\")")
+    defaults = {"masker": {"name": "none"}}
+    for kind in _COMPONENT_TABLES:
+        table = data.get(kind, defaults.get(kind))
+        if table is not None:
+            kwargs[kind] = _component(kind, table, kind, errors, registry)
+    losses = data.get("losses")
+    if not isinstance(losses, list) or not losses:
+        errors.append('losses: expected at least one [[losses]] table (e.g. name = "l1")')
+    else:
+        kwargs["losses"] = tuple(
+            _component("loss", t, f"losses[{i}]", errors, registry, LossConfig) for i, t in enumerate(losses)
+        )
+    kwargs.setdefault("model", ModelConfig())
+    if errors:
+        raise RecipeError(errors, source=source or None)
+    return Recipe(**kwargs, source=source)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003). Values are TOML literals; a bare
+    word that is not valid TOML is taken as a string. ``losses.1.weight`` indexes arrays."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"--set {text}: expected key.path=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to parsed recipe data (validated afterwards, like the file)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(path[:-1]):
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(f"--set {text}: {where}: expected an index below {len(node)}")
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise RecipeError(f"--set {text}: {where} is not a table")
+        last = path[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise RecipeError(f"--set {text}: expected an index below {len(node)}")
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def read_recipe_data(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing or malformed file is a ``RecipeError`` naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {path}") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, registry: Any = None) -> Recipe:
+    """Read, override and validate a recipe file."""
+    data = apply_overrides(read_recipe_data(path), list(overrides))
+    return recipe_from_dict(data, source=str(path), registry=registry)
