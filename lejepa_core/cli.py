@@ -1,0 +1,96 @@
+"""The ``lejepa`` command line: a click group whose commands load lazily.
+
+Only this module turns domain errors into exit codes: a ``UserInputError`` (bad recipe, flag,
+file, unknown component) prints one ``Error: ...`` line on stderr and exits 2; any other
+``LejepaError`` exits 1. No traceback either way (``LEJEPA_DEBUG=1`` re-raises).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from lejepa_core import __version__
+from lejepa_core.errors import LejepaError, UserInputError
+
+# command name -> "module:attribute" of a click.Command, imported on first use (fast start-up)
+BUILTIN_COMMANDS = {
+    "run": "lejepa_core.training.commands:run_command",
+    "eval": "lejepa_core.training.commands:eval_command",
+    "check": "lejepa_core.commands:check_command",
+    "plugins": "lejepa_core.commands:plugins_command",
+    "generate": "lejepa_core.data.commands:generate_command",
+    "convert": "lejepa_core.data.commands:convert_command",
+    "inspect": "lejepa_core.data.commands:inspect_command",
+    "report": "lejepa_core.report_commands:report_command",
+    "compare": "lejepa_core.report_commands:compare_command",
+}
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+class LejepaGroup(click.Group):
+    """Lazy built-in commands, plugin commands (``register_commands``), error mapping."""
+
+    _plugins_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if self._plugins_added:
+            return
+        self._plugins_added = True
+        from lejepa_core.registry import get_plugin_manager
+
+        get_plugin_manager().hook.register_commands(cli=self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return sorted({*BUILTIN_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in BUILTIN_COMMANDS and name not in self.commands:
+            module_name, attr = BUILTIN_COMMANDS[name].split(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name:
+                    raise
+                return None  # command not available in this build
+            self.add_command(getattr(module, attr), name)
+        if name not in self.commands:
+            self._add_plugin_commands()
+        return self.commands.get(name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserInputError as exc:
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(str(exc), 2)
+        except LejepaError as exc:
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(str(exc), 1)
+
+
+@click.group(cls=LejepaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lejepa")
+def main() -> None:
+    """lejepa: train JEPA-style latent forward-dynamics models.
+
+    \b
+    Quick start:
+      lejepa run recipes/multi_k_physics.toml
+      lejepa plugins          # every registered component
+      lejepa check RECIPE     # validate and build a recipe without training
+    """
+
+
+if __name__ == "__main__":  # python -m lejepa_core.cli (used by torchrun)
+    main()

@@ -1,0 +1,68 @@
+"""The ``check`` and ``plugins`` commands (the registry's face on the command line)."""
+
+from __future__ import annotations
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from lejepa_core.registry import ALL_KINDS, get_registry
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=max(100, Console().width))
+
+
+@click.command("check")
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Validate RECIPE and build every component; train nothing."""
+    from lejepa_core.build import build_components, count_parameters, model_spec_for
+    from lejepa_core.recipe import load_recipe
+
+    loaded = load_recipe(recipe, overrides)
+    spec = model_spec_for(loaded)
+    components = build_components(loaded, spec)
+    registry = get_registry()
+    table = Table(title=f"{recipe}: obs {spec.obs_shape} {spec.obs_dtype}, latent_dim {spec.latent_dim}")
+    for column in ("component", "name", "provided by", "parameters"):
+        table.add_column(column, justify="right" if column == "parameters" else "left")
+    configs = {"encoder": loaded.encoder, "predictor": loaded.predictor, "quantizer": loaded.quantizer, "masker": loaded.masker}
+    total = 0
+    for i, (kind, label, module) in enumerate(components.named()):
+        config = configs.get(label) or loaded.losses[int(label[7:-1])]
+        reg = registry.tables[kind][config.name]
+        count = sum(p.numel() for p in module.parameters())
+        total += count
+        name = config.name + (f" x{config.weight:g}" if kind == "loss" else "")
+        table.add_row(label, name, reg.plugin.distribution, f"{count:,}")
+    table.add_row("total", "", "", f"{total:,}")
+    _console().print(table)
+    click.echo(f"OK: {recipe} is valid; {count_parameters(components.encoder):,} encoder parameters.")
+
+
+@click.command("plugins")
+@click.option("--kind", type=click.Choice(ALL_KINDS), help="Only this kind of component.")
+def plugins_command(kind: str | None) -> None:
+    """List every registered component, and plugins that are broken or disabled."""
+    registry = get_registry()
+    table = Table(title="registered components")
+    for column in ("kind", "name", "provided by", "description"):
+        table.add_column(column, overflow="fold")
+    for reg in registry.registrations(kind):
+        dist = f"{reg.plugin.distribution} {reg.plugin.version}".strip()
+        table.add_row(reg.kind, reg.name, dist, reg.description)
+    console = _console()
+    console.print(table)
+    for (k, name), regs in registry.conflicts.items():
+        if kind in (None, k):
+            who = ", ".join(f"{r.plugin.distribution} {r.plugin.version}".strip() for r in regs)
+            console.print(f"[bold red]conflict[/]: {k} {name!r} registered by {who}", highlight=False)
+    for broken in registry.broken:
+        console.print(
+            f"[bold red]broken[/]: {broken.name} ({broken.distribution} {broken.version}) at {broken.stage}: {broken.error}",
+            highlight=False,
+        )
+    for disabled in registry.pm.disabled:
+        console.print(f"disabled: {disabled.name} ({disabled.distribution} {disabled.version})", highlight=False)
