@@ -222,7 +222,7 @@ class Registry:
     def _collect(self) -> None:
         for hook_name, kind in HOOKS.items():
             hook = getattr(self.pm.hook, hook_name)
-            for impl in reversed(hook.get_hookimpls()):  # registration order
+            for impl in hook.get_hookimpls():  # registration order
                 info = self.pm.info_for(impl.plugin_name)
                 try:
                     impl.function(self._register_callback(kind, info))
