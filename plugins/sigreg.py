@@ -1,0 +1,207 @@
+"""SIGReg: LeJEPA's sketched isotropic-Gaussian regulariser (Balestriero & LeCun, 2025).
+
+Shape legend: ``N`` samples, ``D`` latent_dim, ``M`` directions, ``T`` quadrature points.
+
+The latents are projected on ``M`` random unit directions; each 1-D projection's empirical
+characteristic function (ECF) is compared with the standard normal's, ``exp(-t^2/2)``, by the
+Epps-Pulley statistic
+
+    EP = N * integral over t of |ecf(t) - exp(-t^2/2)|^2 * exp(-t^2/2) dt,
+
+integrated on ``[-t_max, t_max]`` with the trapezoid rule on ``T`` points of ``[0, t_max]``
+(the integrand is even, so the weights of ``t > 0`` are doubled), as in the reference code
+(``rbalestr-lab/lejepa``, ``SIGReg`` in MINIMAL.md and ``univariate/epps_pulley.py``). The loss
+is the mean of EP over the directions.
+
+Scale of the number: for ``N`` samples of an isotropic standard Gaussian,
+``E[N * |ecf(t) - phi(t)|^2] = 1 - exp(-t^2)`` exactly, whatever ``N``, so the expected value
+is a constant of the grid: ``null_level(17, 3.0) = 1.0525`` (the continuous integral over the
+whole line is ``sqrt(2 pi) (1 - 1/sqrt 3) = 1.059``). A collapsed batch has an ECF that does
+not converge to ``phi`` and its statistic grows linearly with ``N``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+import torch
+
+from lejepa_core import Loss, LossOutput, StepOutputs
+from lejepa_core.params import param, positive
+
+#: Added to ``outputs.step`` to seed the fallback generator when ``outputs.generator`` is None.
+FALLBACK_SEED = 0x51C4E6
+
+
+def quadrature(num_points: int, t_max: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Grid of the Epps-Pulley integral.
+
+    Returns ``t: [T]`` (``linspace(0, t_max, T)``), ``phi: [T]`` (``exp(-t^2/2)``, the standard
+    normal's characteristic function, also the integration window) and ``weights: [T]``
+    (trapezoid weights doubled for the mirrored ``t < 0`` half, times the window).
+    """
+    t = torch.linspace(0.0, t_max, num_points, dtype=torch.float64)
+    dt = t_max / (num_points - 1)
+    trapezoid = torch.full((num_points,), 2.0 * dt, dtype=torch.float64)
+    trapezoid[0] = trapezoid[-1] = dt
+    phi = torch.exp(-0.5 * t.square())
+    return t.float(), phi.float(), (trapezoid * phi).float()
+
+
+def null_level(num_points: int = 17, t_max: float = 3.0) -> float:
+    """Expected SIGReg value for isotropic standard Gaussian samples (any ``N``): the grid's
+    integral of ``1 - exp(-t^2)``."""
+    t, _, weights = quadrature(num_points, t_max)
+    return float((weights.double() * (1.0 - torch.exp(-t.double().square()))).sum())
+
+
+def random_directions(
+    dim: int, num_directions: int, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    """``[D, M]`` unit columns drawn from ``generator`` (on its device), moved to ``device``."""
+    directions = torch.randn(
+        dim, num_directions, generator=generator, device=generator.device, dtype=torch.float32
+    )
+    directions = directions / directions.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    return directions.to(device)
+
+
+def _distributed_world_size() -> int:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over ranks (identity without torch.distributed).
+
+    The backward pass sums the gradients over ranks too, so after DDP averages parameter
+    gradients each sample receives exactly the gradient of the one global statistic.
+    """
+    if _distributed_world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+
+
+def epps_pulley(
+    projections: torch.Tensor, num_points: int = 17, t_max: float = 3.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Epps-Pulley statistic of each column of ``projections: [N, M]`` against N(0, 1).
+
+    Returns ``(statistic: [M], num_samples: 0-d)``. Under torch.distributed the
+    characteristic-function sums and the sample count are all-reduced (one call, gradients
+    intact), so ``N`` is the global batch and the statistic is that of the global batch.
+    """
+    t, phi, weights = (x.to(projections.device) for x in quadrature(num_points, t_max))
+    x_t = projections.float().unsqueeze(-1) * t  # [N, M, T]
+    num_directions = projections.shape[1]
+    count = torch.full((1,), float(projections.shape[0]), device=projections.device)
+    sums = torch.cat([x_t.cos().sum(0).flatten(), x_t.sin().sum(0).flatten(), count])
+    sums = _all_reduce_sum(sums)
+    num_samples = sums[-1].detach()
+    cos_mean, sin_mean = (sums[:-1] / num_samples).view(2, num_directions, num_points)
+    error = (cos_mean - phi).square() + sin_mean.square()  # [M, T]
+    return (error @ weights) * num_samples, num_samples
+
+
+def sigreg_statistic(
+    z: torch.Tensor,
+    directions: torch.Tensor,
+    num_points: int = 17,
+    t_max: float = 3.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SIGReg of ``z: [N, D]`` along ``directions: [D, M]`` (unit columns).
+
+    Returns ``(mean over directions of the Epps-Pulley statistic: 0-d, N: 0-d)``.
+    """
+    if z.ndim != 2 or directions.ndim != 2 or z.shape[1] != directions.shape[0]:
+        raise ValueError(
+            f"sigreg: expected z [N, D] and directions [D, M], got {tuple(z.shape)} and "
+            f"{tuple(directions.shape)}"
+        )
+    statistic, num_samples = epps_pulley(z.float() @ directions.float(), num_points, t_max)
+    return statistic.mean(), num_samples
+
+
+class SIGRegLoss(Loss):
+    """LeJEPA's SIGReg: Epps-Pulley test of random 1-D projections against N(0, 1), x N.
+
+    Reads ``outputs.context`` ([B, W, D], flattened to [B*W, D]), ``outputs.target`` or
+    ``outputs.prediction`` ([B, D]) according to ``on``; ``"both"`` averages the context's and
+    the target's statistics. Directions are fresh every step, drawn from ``outputs.generator``
+    (identically seeded on every rank) or, when it is None, from a generator seeded with
+    ``FALLBACK_SEED + outputs.step``. Value: mean over directions, near ``null_level`` (1.05
+    for the default grid) for a healthy isotropic standard Gaussian batch whatever its size;
+    it grows linearly with N for a collapsed one. Metrics: ``null_level``, ``num_samples``
+    and, for ``"both"``, ``context`` and ``target``.
+    """
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        on: Literal["context", "target", "both", "prediction"] = param(
+            "context", "which latents to regularise (context is flattened over its W frames)"
+        )
+        num_directions: int = param(256, "random unit directions per step (M)", positive)
+        num_points: int = param(17, "quadrature points in [0, t_max] (T, at least 2)", positive)
+        t_max: float = param(3.0, "upper end of the integration grid", positive)
+
+        def __attrs_post_init__(self) -> None:
+            if self.num_points < 2:
+                raise ValueError(f"num_points: expected at least 2, got {self.num_points}")
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        self.null_level = null_level(params.num_points, params.t_max)
+
+    def _generator(self, outputs: StepOutputs, device: torch.device) -> torch.Generator:
+        if outputs.generator is not None:
+            return outputs.generator
+        generator = torch.Generator(device=device)
+        generator.manual_seed(FALLBACK_SEED + int(outputs.step))
+        return generator
+
+    def _latents(self, outputs: StepOutputs) -> dict[str, torch.Tensor]:
+        on = self.params.on
+        chosen = {
+            "context": {"context": outputs.context},
+            "target": {"target": outputs.target},
+            "prediction": {"prediction": outputs.prediction},
+            "both": {"context": outputs.context, "target": outputs.target},
+        }[on]
+        return {name: z.reshape(-1, z.shape[-1]) for name, z in chosen.items()}
+
+    def forward(self, outputs: StepOutputs) -> LossOutput:
+        latents = self._latents(outputs)
+        first = next(iter(latents.values()))
+        generator = self._generator(outputs, first.device)
+        directions = random_directions(
+            first.shape[-1], self.params.num_directions, generator, first.device
+        )
+        p = self.params
+        statistics = {
+            name: sigreg_statistic(z, directions, p.num_points, p.t_max)
+            for name, z in latents.items()
+        }
+        value = torch.stack([s for s, _ in statistics.values()]).mean()
+        metrics: dict[str, object] = {
+            "null_level": self.null_level,
+            "num_samples": float(next(iter(statistics.values()))[1]),
+        }
+        if len(statistics) > 1:
+            metrics.update({name: s.detach() for name, (s, _) in statistics.items()})
+        return LossOutput(value=value, metrics=metrics)
+
+
+__all__ = [
+    "FALLBACK_SEED",
+    "SIGRegLoss",
+    "epps_pulley",
+    "null_level",
+    "quadrature",
+    "random_directions",
+    "sigreg_statistic",
+]
