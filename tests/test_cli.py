@@ -1,0 +1,82 @@
+import pytest
+from click.testing import CliRunner
+
+from lejepa_core import registry as registry_module
+from lejepa_core.cli import main
+from lejepa_core.registry import get_plugin_manager
+from tests.toy_plugin import TOY_RECIPE, ToyPlugin
+
+
+@pytest.fixture
+def toy():
+    registry_module.reset()
+    pm = get_plugin_manager()
+    name = pm.register_plugin(ToyPlugin(), "toy-plugin", distribution="toy-dist", version="1.2")
+    yield
+    pm.unregister(name=name)
+    registry_module.reset()
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    path = tmp_path / "toy.toml"
+    path.write_text(TOY_RECIPE.format(path=(tmp_path / "missing.h5").as_posix()))
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_lists_the_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "check", "plugins"):
+        assert command in result.output
+
+
+def test_plugins_lists_components_with_their_distribution(toy):
+    result = invoke("plugins", "--kind", "encoder")
+    assert result.exit_code == 0
+    assert "toy" in result.output and "toy-dist 1.2" in result.output
+    assert "Linear toy encoder" in result.output
+    assert "BouncingBalls" not in result.output  # --kind filters
+
+
+def test_check_builds_every_component_and_counts_parameters(toy, recipe):
+    result = invoke("check", recipe, "--set", "encoder.hidden_dim=3")
+    assert result.exit_code == 0, result.output
+    # CartPole obs (4,) -> hidden 3 -> latent 4: (4*3+3) + (3*4+4) = 31 parameters
+    assert "OK:" in result.output and "31 encoder parameters" in result.output
+    assert "toy_mse x0.5" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["check", "{recipe}", "--set", "encoder.hidden_dim=abc"], 'encoder.hidden_dim: expected an int, got "abc"'),
+        (["check", "{recipe}", "--set", "encoder.name=tyo"], "unknown encoder 'tyo' (did you mean 'toy'?)"),
+        (["check", "{dir}/absent.toml"], "recipe file not found"),
+        (["check", "{recipe}", "--set", "data.env_id=NoSuchEnv-v9"], "data.env_id: cannot make environment 'NoSuchEnv-v9'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_traceback(toy, recipe, args, expected):
+    args = [a.format(recipe=recipe, dir=recipe.parent) for a in args]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0  # one line
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+
+
+def test_console_script_exit_code(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nlatent_dim = 0\n")
+    out = subprocess.run([sys.executable, "-m", "lejepa_core.cli", "check", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("Error: ") and "model.latent_dim: expected a positive value, got 0" in out.stderr
+    assert "Traceback" not in out.stderr
