@@ -1,0 +1,289 @@
+"""Atomic writer of lejepa trajectory files (schema v1, see ``schema.py``).
+
+Rows are appended a block of whole episodes at a time into a temporary file next to the
+destination; ``commit`` writes the offsets, seeds and statistics, fsyncs and ``os.replace``s
+it over the destination. Any failure (or ``abort``) removes the temporary file, so an
+interrupted run leaves no half-written file and never damages an existing one::
+
+    with TrajectoryWriter(out, obs_shape=(3, 4), obs_dtype="float32", ...) as writer:
+        writer.append(observations, actions, lengths=lengths, seeds=seeds)
+    # committed here; on an exception nothing changed on disk
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from lejepa_core.data import schema
+
+# Target uncompressed size of one chunk: small enough that streaming reads of scattered
+# windows decompress little, large enough to keep per-chunk overhead low when writing.
+CHUNK_BYTES = 64 * 2**10
+COMPRESSIONS = ("lzf", "gzip", "none")
+
+
+def _lejepa_version() -> str:
+    from lejepa_core import __version__
+
+    return __version__
+
+
+class RunningStats:
+    """Mean/std/min/max over the last axis (``per_feature``) or over all elements.
+
+    Blocks are merged with Chan et al.'s parallel update in float64, so the result does not
+    depend on how rows were split into blocks (up to rounding).
+    """
+
+    def __init__(self, per_feature: bool, num_features: int):
+        shape = (num_features,) if per_feature else ()
+        self.per_feature = per_feature
+        self.count = 0
+        self.mean = np.zeros(shape)
+        self.m2 = np.zeros(shape)
+        self.min = np.full(shape, np.inf)
+        self.max = np.full(shape, -np.inf)
+
+    def update(self, x: np.ndarray) -> None:
+        x = x.reshape(-1, x.shape[-1]) if self.per_feature else x.reshape(-1)
+        n = x.shape[0]
+        if n == 0:
+            return
+        x = x.astype(np.float64, copy=False)
+        mean_b = x.mean(axis=0)
+        m2_b = np.square(x - mean_b).sum(axis=0)
+        total = self.count + n
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2_b + np.square(delta) * (self.count * n / total)
+        self.count = total
+        self.min = np.minimum(self.min, x.min(axis=0))
+        self.max = np.maximum(self.max, x.max(axis=0))
+
+    def as_attrs(self) -> dict[str, Any]:
+        std = np.sqrt(self.m2 / max(self.count, 1))
+        out = {}
+        for key, value in (("mean", self.mean), ("std", std), ("min", self.min), ("max", self.max)):
+            out[key] = value.tolist() if self.per_feature else float(value)
+        return out
+
+
+def _compression_kwargs(compression: str | None) -> dict[str, Any]:
+    """``"lzf"``, ``"gzip"`` (level 1 + shuffle), ``"gzip-N"`` or ``"none"``/None."""
+    if compression in (None, "none"):
+        return {}
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    if compression.startswith("gzip"):
+        level = int(compression.partition("-")[2] or 1)
+        return {"compression": "gzip", "compression_opts": level, "shuffle": True}
+    raise ValueError(f"unknown compression {compression!r}; choose one of {COMPRESSIONS} or gzip-N")
+
+
+class TrajectoryWriter:
+    """Write a trajectory file atomically.
+
+    obs_shape, obs_dtype: one observation.  action_shape, action_dtype: one action.
+    state_shape, state_dtype: one true state (pixels mode), or None for no ``/states``.
+    rewards: whether to write ``/rewards``.
+    attrs: extra root attributes (``env_id``, ``env_kwargs``, ``feature_names``, ...): plain
+        values as is, lists and dicts as JSON.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        obs_shape: Sequence[int],
+        obs_dtype: str,
+        action_shape: Sequence[int],
+        action_dtype: str,
+        state_shape: Sequence[int] | None = None,
+        state_dtype: str | None = None,
+        rewards: bool = True,
+        attrs: dict[str, Any] | None = None,
+        compression: str | None = "lzf",
+    ):
+        self.out = Path(out)
+        self.attrs = dict(attrs or {})
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        feature_names = tuple(self.attrs.get("feature_names") or ())
+        per_feature = schema.per_feature_stats(self.obs_shape, feature_names)
+        self.stats = RunningStats(per_feature, self.obs_shape[-1] if self.obs_shape else 1)
+        self._lengths: list[np.ndarray] = []
+        self._seeds: list[np.ndarray] = []
+        self._rows = 0
+        self._done = False
+        if not self.out.parent.is_dir():
+            raise schema.fail(self.out, f"directory {self.out.parent} does not exist")
+        self.tmp = self.out.parent / f".{self.out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        filters = _compression_kwargs(compression)
+        self.compression = compression or "none"
+        self._file: h5py.File | None = None
+        try:
+            self._file = h5py.File(self.tmp, "w")
+            specs = [
+                (schema.OBSERVATIONS, self.obs_shape, obs_dtype),
+                (schema.ACTIONS, tuple(action_shape), action_dtype),
+            ]
+            if rewards:
+                specs.append((schema.REWARDS, (), "float32"))
+            if state_shape is not None:
+                specs.append((schema.STATES, tuple(state_shape), state_dtype or "float32"))
+            self._datasets = {}
+            for name, shape, dtype in specs:
+                row_bytes = max(1, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+                chunk_rows = max(1, CHUNK_BYTES // row_bytes)
+                self._datasets[name] = self._file.create_dataset(
+                    name,
+                    shape=(0, *shape),
+                    maxshape=(None, *shape),
+                    dtype=np.dtype(dtype),
+                    chunks=(chunk_rows, *shape),
+                    **(filters if row_bytes * chunk_rows >= 1024 else {}),
+                )
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- writing ---------------------------------------------------------------------------
+    def append(
+        self,
+        observations: np.ndarray,
+        actions: np.ndarray,
+        *,
+        lengths: Sequence[int] | np.ndarray,
+        seeds: Sequence[int] | np.ndarray,
+        rewards: np.ndarray | None = None,
+        states: np.ndarray | None = None,
+    ) -> None:
+        """Append whole episodes: arrays ``[sum(lengths), ...]``, episodes concatenated."""
+        lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
+        n = int(lengths.sum())
+        if len(seeds) != len(lengths) or (lengths <= 0).any():
+            raise ValueError(
+                f"need one seed and a positive length per episode, got {len(seeds)} seeds, lengths {lengths[:8]}"
+            )
+        given = {schema.OBSERVATIONS: observations, schema.ACTIONS: actions}
+        if schema.REWARDS in self._datasets:
+            given[schema.REWARDS] = rewards if rewards is not None else np.zeros(n, np.float32)
+        if schema.STATES in self._datasets:
+            if states is None:
+                raise ValueError("this file has /states: pass states")
+            given[schema.STATES] = states
+        for name, array in given.items():
+            ds = self._datasets[name]
+            if array.shape != (n, *ds.shape[1:]):
+                raise ValueError(
+                    f"{name}: expected shape {[n, *ds.shape[1:]]}, got {list(array.shape)}"
+                )
+        if observations.dtype.kind == "f":
+            # cheap NaN/inf check folded into the statistics: a non-finite value makes the sum so
+            if (
+                not np.isfinite(observations.sum(dtype=np.float64))
+                and not np.isfinite(observations).all()
+            ):
+                raise schema.fail(
+                    self.out, f"non-finite observations in the episodes from {self.num_episodes} on"
+                )
+        self.stats.update(observations)
+        for name, array in given.items():
+            ds = self._datasets[name]
+            ds.resize(self._rows + n, axis=0)
+            ds[self._rows : self._rows + n] = array
+        self._rows += n
+        self._lengths.append(lengths)
+        self._seeds.append(seeds)
+
+    @property
+    def num_episodes(self) -> int:
+        return sum(len(x) for x in self._lengths)
+
+    # -- finishing -------------------------------------------------------------------------
+    def commit(self) -> Path:
+        """Write offsets, seeds and attributes; fsync; atomically replace ``out``."""
+        if self._done:
+            return self.out
+        try:
+            if self._rows == 0:
+                raise schema.fail(self.out, "no episode was written")
+            lengths = np.concatenate(self._lengths)
+            offsets = np.zeros(len(lengths) + 1, np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            self._file.create_dataset(schema.EPISODE_OFFSETS, data=offsets)
+            self._file.create_dataset(schema.EPISODE_SEEDS, data=np.concatenate(self._seeds))
+            obs = self._datasets[schema.OBSERVATIONS]
+            attrs = {
+                "schema": schema.SCHEMA_NAME,
+                "schema_version": schema.SCHEMA_VERSION,
+                "lejepa_version": _lejepa_version(),
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"
+                ),
+                "obs_dtype": str(obs.dtype),
+                "num_episodes": len(lengths),
+                "num_steps": self._rows,
+                "compression": self.compression,
+                "env_id": "",
+                "env_kwargs": {},
+                "feature_names": [],
+                **self.attrs,
+                **self.stats.as_attrs(),
+            }
+            for key, value in attrs.items():
+                self._file.attrs[key] = schema.to_attr(value)
+            self._file.flush()
+            self._file.close()
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.out)
+            _fsync_dir(self.out.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._done = True
+        return self.out
+
+    def abort(self) -> None:
+        """Discard everything written; the destination is untouched."""
+        self._done = True
+        try:
+            if self._file is not None and self._file.id.valid:
+                self._file.close()
+        except Exception:  # noqa: BLE001 - closing a broken file must not hide the real error
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
