@@ -159,26 +159,28 @@ def step_world(world: GridWorld, *, gravity: bool, recolour: str, max_speed: int
     if gravity:
         velocities[:, 0] = np.minimum(velocities[:, 0] + 1, max_speed)
     owner = world.owner_grid()
-    bounds = np.array([world.height, world.width])
+    limits = (world.height, world.width)
     for index in range(len(world.shapes)):
         for axis in (0, 1):
             speed = int(velocities[index, axis])
-            step = np.zeros(2, dtype=np.int64)
-            step[axis] = np.sign(speed)
+            direction = 1 if speed > 0 else -1
             for _ in range(abs(speed)):
-                cells = world.cells(index)
-                target = cells + step
-                if (target < 0).any() or (target >= bounds).any():
+                cells = world.cells(index)  # [n, 2]
+                target = cells.copy()
+                target[:, axis] += direction
+                line = target[:, axis]
+                if line.min() < 0 or line.max() >= limits[axis]:
                     velocities[index, axis] = 0 if gravity and axis == 0 else -speed
                     break
-                hits = owner[target[:, 0], target[:, 1]]
-                blockers = np.unique(hits[(hits >= 0) & (hits != index)])
-                if len(blockers):
+                hits = owner[target[:, 0], target[:, 1]]  # [n]
+                blocked = (hits >= 0) & (hits != index)
+                if blocked.any():
+                    blockers = np.unique(hits[blocked])
                     _collide(world, index, blockers, axis, gravity=gravity, recolour=recolour)
                     break
                 owner[cells[:, 0], cells[:, 1]] = -1
                 owner[target[:, 0], target[:, 1]] = index
-                world.positions[index] += step
+                world.positions[index, axis] += direction
 
 
 def _collide(
