@@ -22,6 +22,7 @@ BUILTIN_COMMANDS = {
     "eval": "lejepa_core.training.commands:eval_command",
     "check": "lejepa_core.commands:check_command",
     "plugins": "lejepa_core.commands:plugins_command",
+    "describe": "lejepa_core.commands:describe_command",
     "generate": "lejepa_core.data.commands:generate_command",
     "convert": "lejepa_core.data.commands:convert_command",
     "inspect": "lejepa_core.data.commands:inspect_command",

@@ -66,3 +66,42 @@ def plugins_command(kind: str | None) -> None:
         )
     for disabled in registry.pm.disabled:
         console.print(f"disabled: {disabled.name} ({disabled.distribution} {disabled.version})", highlight=False)
+
+
+def params_rows(params_cls: type) -> list[tuple[str, str, str, str]]:
+    """(field, type, default, help) of an attrs parameter class."""
+    import typing
+
+    import attrs
+
+    from lejepa_core.params import help_of
+    from lejepa_core.structure import describe_type
+
+    hints = typing.get_type_hints(params_cls)
+    rows = []
+    for field in attrs.fields(params_cls):
+        default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+        type_name = describe_type(hints[field.name])
+        rows.append((field.name, type_name, repr(default), help_of(field)))
+    return rows
+
+
+@click.command("describe")
+@click.argument("kind", type=click.Choice([k for k in ALL_KINDS if k != "env"]))
+@click.argument("name")
+def describe_command(kind: str, name: str) -> None:
+    """Show a component's description and parameters (the keys of its recipe table)."""
+    import inspect
+
+    registry = get_registry()
+    cls = registry.get(kind, name)
+    reg = registry.tables[kind][name]
+    console = _console()
+    console.print(f"[bold]{kind} {name}[/] ({reg.plugin.distribution} {reg.plugin.version})", highlight=False)
+    console.print(inspect.getdoc(cls) or "", highlight=False)
+    table = Table(title="parameters")
+    for column in ("key", "type", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row in params_rows(cls.Params):
+        table.add_row(*row)
+    console.print(table)

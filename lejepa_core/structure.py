@@ -46,6 +46,16 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def describe_type(tp: Any) -> str:
+    """A type as docs show it: ``int``, ``number``, ``"ema" | "shared"``, ``array of ints``."""
+    text = _type_name(tp)
+    for article in ("an ", "a "):
+        text = text.replace(" or " + article, " or ")
+        if text.startswith(article):
+            text = text[len(article):]
+    return text.replace("one of ", "").replace(", ", " | ") if typing.get_origin(tp) is Literal else text
+
+
 def structure_value(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     """Check ``value`` against type ``tp``; append ``path: message`` lines to ``errors``."""
     origin = typing.get_origin(tp)
