@@ -123,6 +123,25 @@ def test_objects_exchange_velocity_and_recolour_on_contact():
     step_world(at_rest, gravity=False, recolour="mover", max_speed=1)
     assert at_rest.velocities.tolist() == [[0, 0], [0, 1]]  # Newton's cradle
     assert at_rest.colours.tolist() == [2, 2]
+    # two blockers: both take the mover's component, the mover takes the first blocker's
+    two = world_of(
+        ([[0, 0], [1, 0]], [0, 0], [0, 1], 1),
+        ([[0, 0]], [0, 1], [0, 0], 2),
+        ([[0, 0]], [1, 1], [0, -1], 3),
+    )
+    step_world(two, gravity=False, recolour="min", max_speed=1)
+    assert two.velocities.tolist() == [[0, 0], [0, 1], [0, 1]]
+    assert two.colours.tolist() == [1, 1, 1]
+
+
+def test_gravity_stacks_objects_inelastically():
+    stack = world_of(
+        ([[0, 0]], [0, 0], [1, 0], 4), ([[0, 0]], [2, 0], [0, 0], 7), height=3, width=2
+    )
+    for _ in range(3):
+        step_world(stack, gravity=True, recolour="none", max_speed=1)
+    assert stack.positions.tolist() == [[1, 0], [2, 0]]
+    assert stack.velocities.tolist() == [[0, 0], [0, 0]]
 
 
 def test_gravity_makes_objects_fall_and_rest():
