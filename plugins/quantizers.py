@@ -1,0 +1,418 @@
+"""Built-in quantizers: ``vq`` (EMA codebook), ``gumbel`` (Gumbel-softmax), ``fsq`` (finite scalar).
+
+Shape legend: ``N`` vectors (``B``, or ``B*W`` when the trainer flattens frames), ``D``
+latent_dim, ``K`` codebook size, ``L`` number of FSQ levels (``len(levels)``).
+
+Every quantizer takes ``z: [..., D]`` (usually ``[B, D]``), flattens the leading axes and returns
+``z_q`` with the shape and dtype of ``z`` and ``codes`` (int64) with the leading shape. The
+arithmetic runs in float32 even under bf16 autocast. Metrics (0-d tensors, no host sync):
+
+- ``usage``: distinct codes in this batch / K (``lejepa_core.metrics.codebook_usage``).
+- ``usage_window``: the same over the last ``window_batches`` *training* batches (a ring
+  buffer of code counts, summed over ranks under DDP; not updated in eval mode).
+- ``perplexity``: exp(entropy of this batch's code histogram) (``metrics.perplexity``).
+- ``vq`` only: ``dead_codes`` (codes chosen fewer than ``dead_code_threshold`` times over the
+  window, among codes at least one window old) and ``replaced_codes`` (re-initialised this step).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lejepa_core import Quantizer, QuantizerOutput, hookimpl
+from lejepa_core.metrics import code_histogram, codebook_usage, perplexity
+from lejepa_core.params import each, in_range, non_empty, non_negative, one_of, param, positive
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _at_least_two(instance, attribute, value) -> None:
+    if value < 2:
+        raise ValueError(f"{attribute.name}: expected every level >= 2, got {value!r}")
+
+
+class UsageWindow(nn.Module):
+    """Code counts of the last ``window`` training batches: a ring buffer ``[window, K]``."""
+
+    def __init__(self, codebook_size: int, window: int):
+        super().__init__()
+        self.window = window
+        self.register_buffer("counts", torch.zeros(window, codebook_size))
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def push(self, counts: torch.Tensor) -> None:
+        """counts: [K] code histogram of one batch (already summed over ranks)."""
+        self.counts[self.batches_seen % self.window] = counts.to(self.counts)
+        self.batches_seen += 1
+
+    def total(self) -> torch.Tensor:
+        """[K] counts summed over the window."""
+        return self.counts.sum(dim=0)
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    return tensor
+
+
+class _CodeMetrics(Quantizer):
+    """Shared bookkeeping: batch histogram, running usage window, the standard metrics."""
+
+    codebook_size: int
+
+    def _init_window(self, codebook_size: int, window_batches: int) -> None:
+        self.codebook_size = codebook_size
+        self.usage_window = UsageWindow(codebook_size, window_batches)
+
+    def _usage_metrics(
+        self, codes: torch.Tensor, global_counts: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """codes: [N] -> (local counts [K], metrics). Training mode pushes to the window.
+
+        ``global_counts`` (counts summed over ranks) is reused when the caller already has it;
+        otherwise it is all-reduced here in training mode under DDP.
+        """
+        counts = code_histogram(codes, self.codebook_size)
+        if self.training:
+            if global_counts is None:
+                global_counts = _all_reduce_sum(counts.clone())
+            self.usage_window.push(global_counts)
+        metrics = {
+            "usage": codebook_usage(counts),
+            "usage_window": codebook_usage(self.usage_window.total()),
+            "perplexity": perplexity(counts),
+        }
+        return counts, metrics
+
+
+def _straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
+    """Value ``z_q``, gradient identity w.r.t. ``z``. [N, D] -> [N, D]."""
+    return z + (z_q - z).detach()
+
+
+def rotation_trick(z: torch.Tensor, z_q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Value ``z_q``, gradient through ``λ R`` with R rotating z/|z| onto z_q/|z_q|, λ = |z_q|/|z|.
+
+    Fifty et al. 2024, "Restructuring Vector Quantization with the Rotation Trick": the output
+    is ``sg(λ R) z`` with ``R = I - 2 w wᵀ + 2 q̂ ẑᵀ``, ``w = (ẑ + q̂)/|ẑ + q̂|``, so the gradient
+    reaching ``z`` is ``λ Rᵀ g``. z, z_q: [N, D] -> [N, D].
+    """
+    z_norm = z.norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = z_q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    z_hat = (z / z_norm).detach()
+    q_hat = (z_q / q_norm).detach()
+    w = F.normalize(z_hat + q_hat, dim=-1, eps=eps)
+    rotated = (
+        z - 2 * (z * w).sum(-1, keepdim=True) * w + 2 * (z * z_hat).sum(-1, keepdim=True) * q_hat
+    )
+    scaled = rotated * (q_norm / z_norm).detach()
+    return scaled + (z_q - scaled).detach()  # exact forward value, rotation's gradient
+
+
+class VectorQuantizer(_CodeMetrics):
+    """Codebook with EMA updates, commitment loss and usage-driven dead-code replacement. z [B, D] -> z_q [B, D]."""
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        codebook_size: int = param(512, "number of codes K", positive)
+        decay: float = param(
+            0.99,
+            "EMA decay of cluster sizes and sums (higher: slower codebook)",
+            in_range(0.0, 0.999999),
+        )
+        epsilon: float = param(1e-5, "Laplace smoothing of the EMA cluster sizes", positive)
+        commitment_cost: float = param(
+            0.25, "weight of F.mse_loss(z, sg(z_q)): mean over batch and dimensions", non_negative
+        )
+        gradient: Literal["straight_through", "rotation"] = param(
+            "straight_through",
+            "'straight_through': z + sg(z_q - z); 'rotation': the rotation trick (Fifty et al. 2024)",
+            one_of(("straight_through", "rotation")),
+        )
+        l2_normalize: bool = param(False, "unit-normalise z and codes (cosine codebook)")
+        window_batches: int = param(100, "training batches in the running usage window", positive)
+        replace_dead_codes: bool = param(
+            True,
+            "re-initialise dead codes (measured usage, never on a schedule) to recent encoder outputs",
+        )
+        dead_code_threshold: float = param(
+            1.0,
+            "a code chosen fewer times than this over the window (all ranks) is dead",
+            non_negative,
+        )
+        replacement_noise: float = param(
+            0.01,
+            "std of the noise added to a replacement, relative to the batch's per-dimension std",
+            non_negative,
+        )
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        K, D = params.codebook_size, spec.latent_dim
+        self._init_window(K, params.window_batches)
+        codebook = torch.randn(K, D)
+        if params.l2_normalize:
+            codebook = F.normalize(codebook, dim=-1)
+        self.register_buffer("codebook", codebook)  # [K, D], float32
+        # EMA state starts as if every code had been chosen once at its initial position.
+        self.register_buffer("ema_cluster_size", torch.ones(K))  # [K]
+        self.register_buffer("ema_embed_sum", codebook.clone())  # [K, D]
+        # training batches since each code was (re)initialised: only codes one window old can be dead
+        self.register_buffer("code_age", torch.zeros(K, dtype=torch.long))  # [K]
+
+    # -- pieces ---------------------------------------------------------------------------
+    def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code (squared Euclidean). z: [N, D] float32 -> [N] int64."""
+        codebook = self.codebook.float()
+        distances = (
+            z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+        )  # [N, K]
+        return distances.argmin(dim=1)
+
+    @torch.no_grad()
+    def ema_update(self, z: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Move codes toward the mean of their assigned z; returns the counts summed over ranks [K].
+
+        n_k ← γ n_k + (1-γ) c_k;  s_k ← γ s_k + (1-γ) Σ_{i: code i = k} z_i;
+        ñ_k = (n_k + ε) / (Σn + K ε) · Σn  (Laplace smoothing);  e_k = s_k / ñ_k.
+        Counts and sums are all-reduced first under DDP, so every rank keeps the same codebook.
+        """
+        K, D = self.codebook.shape
+        stats = torch.zeros(K, D + 1, device=z.device, dtype=torch.float32)
+        stats[:, 0].index_add_(0, codes, torch.ones_like(codes, dtype=torch.float32))
+        stats[:, 1:].index_add_(0, codes, z)
+        _all_reduce_sum(stats)
+        counts, sums = stats[:, 0], stats[:, 1:]
+        gamma = self.params.decay
+        self.ema_cluster_size.mul_(gamma).add_(counts, alpha=1 - gamma)
+        self.ema_embed_sum.mul_(gamma).add_(sums, alpha=1 - gamma)
+        n = self.ema_cluster_size.sum()
+        eps = self.params.epsilon
+        smoothed = (self.ema_cluster_size + eps) / (n + K * eps) * n
+        codebook = self.ema_embed_sum / smoothed[:, None]
+        if self.params.l2_normalize:
+            codebook = F.normalize(codebook, dim=-1)
+        self.codebook.copy_(codebook)
+        return counts
+
+    def dead_code_mask(self) -> torch.Tensor:
+        """[K] bool: codes at least one window old chosen < dead_code_threshold times in the window."""
+        old_enough = self.code_age >= self.usage_window.window
+        return old_enough & (self.usage_window.total() < self.params.dead_code_threshold)
+
+    @torch.no_grad()
+    def replace_dead(self, z: torch.Tensor) -> torch.Tensor:
+        """Re-initialise dead codes to random rows of ``z: [N, D]`` plus a little noise.
+
+        The choice is drawn on every rank (same RNG consumption) and rank 0's is broadcast, so
+        the codebooks stay identical. Returns the number replaced (0-d tensor).
+        """
+        dead = self.dead_code_mask()
+        dead_index = dead.nonzero().squeeze(1)  # host sync: the count decides the shapes below
+        num_dead = dead_index.numel()
+        if num_dead == 0:
+            return torch.zeros((), device=z.device)
+        rows = torch.randint(z.shape[0], (num_dead,), device=z.device)
+        scale = z.std(dim=0, keepdim=True) if z.shape[0] > 1 else torch.ones_like(z[:1])
+        noise = (
+            torch.randn(num_dead, z.shape[1], device=z.device)
+            * scale
+            * self.params.replacement_noise
+        )
+        new_codes = z[rows] + noise
+        if self.params.l2_normalize:
+            new_codes = F.normalize(new_codes, dim=-1)
+        if _distributed():
+            torch.distributed.broadcast(new_codes, src=0)
+        self.codebook[dead_index] = new_codes
+        self.ema_embed_sum[dead_index] = new_codes
+        self.ema_cluster_size[dead_index] = 1.0
+        self.code_age[dead_index] = 0
+        self.usage_window.counts[:, dead_index] = 0.0
+        return torch.tensor(float(num_dead), device=z.device)
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: [B, D] (or [..., D]) -> z_q like z, codes [B] int64, loss = commitment term."""
+        leading, in_dtype = z.shape[:-1], z.dtype
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = z.reshape(-1, z.shape[-1]).float()  # [N, D]
+            if self.params.l2_normalize:
+                flat = F.normalize(flat, dim=-1)
+            codes = self.nearest_codes(flat.detach())  # [N]
+            z_q = F.embedding(codes, self.codebook.float())  # [N, D], no gradient to the codebook
+            loss = self.params.commitment_cost * F.mse_loss(flat, z_q.detach())
+            if self.params.gradient == "rotation":
+                out = rotation_trick(flat, z_q)
+            else:
+                out = _straight_through(flat, z_q)
+
+            global_counts, replaced = None, torch.zeros((), device=z.device)
+            if self.training:
+                global_counts = self.ema_update(flat.detach(), codes)
+                self.code_age += 1
+            counts, metrics = self._usage_metrics(codes, global_counts)
+            if self.training and self.params.replace_dead_codes:
+                replaced = self.replace_dead(flat.detach())
+            metrics["dead_codes"] = self.dead_code_mask().sum().float()
+            metrics["replaced_codes"] = replaced
+        return QuantizerOutput(
+            z_q=out.reshape(*leading, -1).to(in_dtype),
+            codes=codes.reshape(leading),
+            loss=loss,
+            metrics=metrics,
+        )
+
+
+class GumbelQuantizer(_CodeMetrics):
+    """Gumbel-softmax over K codes from a linear layer, optional hard straight-through. z [B, D] -> z_q [B, D]."""
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        codebook_size: int = param(512, "number of codes K", positive)
+        temperature: float = param(
+            1.0, "Gumbel-softmax temperature τ (constant; lower: closer to one-hot)", positive
+        )
+        hard: bool = param(
+            True, "one-hot sample in the forward pass, soft gradient (straight-through)"
+        )
+        diversity_weight: float = param(
+            0.0,
+            "weight of KL(mean over batch of softmax(logits) || uniform), in nats",
+            non_negative,
+        )
+        window_batches: int = param(100, "training batches in the running usage window", positive)
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        K, D = params.codebook_size, spec.latent_dim
+        self._init_window(K, params.window_batches)
+        self.to_logits = nn.Linear(D, K)
+        self.codebook = nn.Embedding(K, D)
+
+    def assignments(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z: [N, D] float32 -> (weights [N, K], logits [N, K]).
+
+        Training: a Gumbel-softmax sample (one-hot with straight-through gradients when ``hard``);
+        eval: the one-hot argmax of the logits, no noise.
+        """
+        logits = self.to_logits(z)
+        if self.training:
+            weights = F.gumbel_softmax(logits, tau=self.params.temperature, hard=self.params.hard)
+        else:
+            weights = F.one_hot(logits.argmax(dim=-1), self.codebook_size).to(logits.dtype)
+        return weights, logits
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: [B, D] -> z_q [B, D] = weights @ codebook, codes [B] = argmax of the weights."""
+        leading, in_dtype = z.shape[:-1], z.dtype
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = z.reshape(-1, z.shape[-1]).float()
+            weights, logits = self.assignments(flat)
+            z_q = weights @ self.codebook.weight.float()  # [N, D]
+            codes = weights.detach().argmax(dim=-1)
+            mean_probs = logits.softmax(dim=-1).mean(dim=0)  # [K]
+            kl_to_uniform = (
+                mean_probs * (mean_probs.clamp_min(1e-12) * self.codebook_size).log()
+            ).sum()
+            loss = self.params.diversity_weight * kl_to_uniform
+            _, metrics = self._usage_metrics(codes)
+            metrics["kl_to_uniform"] = kl_to_uniform.detach()
+        return QuantizerOutput(
+            z_q=z_q.reshape(*leading, -1).to(in_dtype),
+            codes=codes.reshape(leading),
+            loss=loss,
+            metrics=metrics,
+        )
+
+
+class FiniteScalarQuantizer(_CodeMetrics):
+    """Finite scalar quantization (Mentzer et al. 2023): project, bound, round per level, project back. z [B, D] -> z_q [B, D]."""
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        levels: tuple[int, ...] = param(
+            (8, 5, 5, 5),
+            "quantization levels per projected dimension; K = product",
+            non_empty,
+            each(_at_least_two),
+        )
+        window_batches: int = param(100, "training batches in the running usage window", positive)
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        levels = torch.tensor(params.levels, dtype=torch.long)
+        self._init_window(int(math.prod(params.levels)), params.window_batches)
+        self.register_buffer("levels", levels, persistent=False)  # [L]
+        basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels[:-1]]), dim=0)
+        self.register_buffer("basis", basis, persistent=False)  # [L] mixed-radix place values
+        self.project_in = nn.Linear(spec.latent_dim, len(params.levels))
+        self.project_out = nn.Linear(len(params.levels), spec.latent_dim)
+
+    @property
+    def half_width(self) -> torch.Tensor:
+        """[L] float: levels // 2; grid values are integers in [-half_width, levels - 1 - half_width]."""
+        return (self.levels // 2).float()
+
+    def bound(self, h: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """h: [N, L] -> values in (-levels/2, levels/2) that round to ``levels`` integers.
+
+        tanh scaled to (L-1)/2 per level; for even L the range is shifted down by one half (the
+        paper's offset). Unlike the paper's listing (``(1 - eps)`` and ``tan``) the scale is
+        ``(L-1)(1 + eps)/2`` and the inner shift ``atanh(offset / half_l)``: bound(0) = 0 and
+        L = 2 is well defined; rounding still yields exactly L integers for L < 1/eps.
+        """
+        levels = self.levels.float()
+        half_l = (levels - 1) * (1 + eps) / 2
+        offset = torch.where(self.levels % 2 == 1, 0.0, 0.5)
+        shift = torch.atanh(offset / half_l)
+        return torch.tanh(h + shift) * half_l - offset
+
+    def quantize(self, h: torch.Tensor) -> torch.Tensor:
+        """h: [N, L] -> grid values [N, L] in [-1, 1] (integers / half_width), straight-through."""
+        bounded = self.bound(h)
+        rounded = bounded + (bounded.round() - bounded).detach()
+        return rounded / self.half_width
+
+    def grid_to_codes(self, grid: torch.Tensor) -> torch.Tensor:
+        """grid: [N, L] normalised grid values -> [N] int64 codes in [0, prod(levels))."""
+        digits = (grid * self.half_width + self.half_width).round().long()  # [N, L] in [0, levels)
+        return (digits * self.basis).sum(dim=-1)
+
+    def codes_to_grid(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes: [N] int -> [N, L] normalised grid values (the inverse of ``grid_to_codes``)."""
+        digits = (codes[:, None] // self.basis) % self.levels
+        return (digits.float() - self.half_width) / self.half_width
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:
+        """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss 0."""
+        leading, in_dtype = z.shape[:-1], z.dtype
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            flat = z.reshape(-1, z.shape[-1]).float()
+            grid = self.quantize(self.project_in(flat))  # [N, L]
+            codes = self.grid_to_codes(grid.detach())
+            z_q = self.project_out(grid)
+            _, metrics = self._usage_metrics(codes)
+        loss = torch.zeros((), device=z.device)
+        return QuantizerOutput(
+            z_q=z_q.reshape(*leading, -1).to(in_dtype),
+            codes=codes.reshape(leading),
+            loss=loss,
+            metrics=metrics,
+        )
+
+
+@hookimpl
+def register_quantizers(register):
+    register("vq", VectorQuantizer)
+    register("gumbel", GumbelQuantizer)
+    register("fsq", FiniteScalarQuantizer)
