@@ -1,0 +1,145 @@
+"""Diagnostics of a run and where they go (``metrics.jsonl`` + tensorboardX).
+
+Shape legend: ``N`` validation samples, ``D`` latent_dim. Every key is documented in
+``docs/training.md``. Error-to-signal ratios are ``mean |prediction - target| / std(target)``
+with the std taken over all elements of *all* validation targets, also for the per-k values,
+so the per-k numbers share one denominator and can be compared with each other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lejepa_core import metrics as M
+
+
+def to_float(value: Any) -> float:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().item())
+    return float(value)
+
+
+def prediction_report(prediction: torch.Tensor, target: torch.Tensor, k: torch.Tensor, horizons: tuple[int, ...],
+                      prefix: str = "", sigma: torch.Tensor | None = None) -> dict[str, float]:
+    """``{prefix}err_signal``, ``{prefix}cosine`` overall and ``/k{k}`` for every horizon.
+
+    prediction, target: [N, D]; k: [N]; sigma: the std of the targets (default: of ``target``).
+    """
+    prediction, target = prediction.float(), target.float()
+    sigma = target.std().clamp_min(1e-12) if sigma is None else sigma
+    abs_err = (prediction - target).abs().mean(dim=1)  # [N]
+    cos = torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-8)  # [N]
+    out = {f"{prefix}err_signal": to_float(abs_err.mean() / sigma), f"{prefix}cosine": to_float(cos.mean())}
+    for h in horizons:
+        sel = k == h
+        if bool(sel.any()):
+            out[f"{prefix}err_signal/k{h}"] = to_float(abs_err[sel].mean() / sigma)
+            out[f"{prefix}cosine/k{h}"] = to_float(cos[sel].mean())
+    return out
+
+
+def latent_report(z: torch.Tensor, name: str) -> dict[str, float]:
+    """Collapse diagnostics of latents ``z: [N, D]``: ``rank/{name}`` (effective rank),
+    ``variance/{name}/min`` and ``/mean`` (per-dimension variance), ``isotropy/{name}``."""
+    variance = M.per_dimension_variance(z)
+    return {
+        f"rank/{name}": to_float(M.effective_rank(z)),
+        f"variance/{name}/min": to_float(variance.min()),
+        f"variance/{name}/mean": to_float(variance.mean()),
+        f"isotropy/{name}": to_float(M.isotropy(z)),
+    }
+
+
+def validation_report(*, prediction: torch.Tensor, target: torch.Tensor, last_target: torch.Tensor, context: torch.Tensor,
+                      k: torch.Tensor, horizons: tuple[int, ...]) -> dict[str, float]:
+    """Model and baseline figures on the same validation samples.
+
+    prediction, target, last_target (target latent of the last context frame), context
+    (context latent of the last frame): [N, D]; k: [N]. Baselines: ``baseline/copy_last``
+    predicts ``last_target``; ``baseline/mean`` predicts the mean validation target.
+    """
+    sigma = target.float().std().clamp_min(1e-12)
+    out = prediction_report(prediction, target, k, horizons, sigma=sigma)
+    out.update(prediction_report(last_target, target, k, horizons, "baseline/copy_last/", sigma=sigma))
+    mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
+    out.update(prediction_report(mean, target, k, horizons, "baseline/mean/", sigma=sigma))
+    out["target_std"] = to_float(sigma)
+    out.update(latent_report(context, "context"))
+    out.update(latent_report(target, "target"))
+    return out
+
+
+class RunningMeans:
+    """Means of scalar metrics between two log points (values kept as tensors: no sync)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, values: dict[str, Any]) -> None:
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
+            self.sums[key] = self.sums[key] + value
+            self.counts[key] += 1
+
+    def pop(self) -> dict[str, float]:
+        out = {key: to_float(self.sums[key]) / self.counts[key] for key in self.sums}
+        self.sums.clear()
+        self.counts.clear()
+        return out
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per line) and tensorboardX scalars ``<split>/<key>``.
+
+    Non-finite floats are written as ``null`` (JSON has no NaN). A no-op when ``enabled`` is
+    false (ranks other than 0).
+    """
+
+    def __init__(self, run_dir: Path | None, *, tensorboard: bool, enabled: bool = True):
+        self.enabled = enabled and run_dir is not None
+        self.file = None
+        self.writer = None
+        if not self.enabled:
+            return
+        self.file = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(logdir=str(run_dir))
+
+    def write(self, record: dict[str, Any]) -> None:
+        """record: must hold ``step``, ``epoch`` and ``split``; other values are scalars."""
+        if not self.enabled:
+            return
+        clean = {key: _json_value(value) for key, value in record.items()}
+        self.file.write(json.dumps(clean) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            split, step = record["split"], int(record["step"])
+            for key, value in clean.items():
+                if key not in ("step", "epoch", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.writer.add_scalar(f"{split}/{key}", value, step)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = to_float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

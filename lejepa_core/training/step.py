@@ -1,0 +1,159 @@
+"""One training step as small named functions, and the module that strings them together.
+
+Shape legend: ``B`` batch, ``W`` context frames, ``D`` latent_dim, ``*obs`` one observation.
+
+    forward_context: masked context frames [B, W, *obs] -> latents [B, W, D] (+ quantized)
+    forward_target:  target frame [B, *obs]             -> target latent [B, D]
+    predict:         context latents [B, W, D], k [B]   -> prediction [B, D]
+    loss_fn:         StepOutputs                        -> total, one value per [[losses]] label
+
+``JEPAModel.forward`` calls them in that order, so that one DDP-wrapped module sees the whole
+differentiable step.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import nn
+
+from lejepa_core.interfaces import QuantizerOutput, StepOutputs
+
+
+@attrs.define
+class ContextOutputs:
+    """context, context_quantized: [B, W, D]; mask: the masker's mask (or None)."""
+
+    context: torch.Tensor
+    context_quantized: torch.Tensor
+    quantizer_output: QuantizerOutput | None
+    mask: torch.Tensor | None
+
+
+@attrs.define
+class StepLoss:
+    """total: 0-d weighted sum; parts: label -> unweighted value (``quantizer`` = its aux loss,
+    already weighted); metrics: ``<label>/<metric>`` -> value (floats or 0-d tensors)."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor]
+    metrics: dict[str, object]
+
+
+def encode_frames(encoder: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """frames [B, W, *obs] -> latents [B, W, D] (frames flattened into the batch)."""
+    batch, window = frames.shape[:2]
+    z = encoder(frames.reshape(batch * window, *frames.shape[2:]))
+    return z.reshape(batch, window, -1)
+
+
+def forward_context(
+    encoder: nn.Module,
+    masker: nn.Module | None,
+    quantizer: nn.Module | None,
+    context_obs: torch.Tensor,
+    mask_generator: torch.Generator | None,
+) -> ContextOutputs:
+    """Mask the context frames [B, W, *obs] (flattened to [B*W, *obs] for the masker), encode
+    them to [B, W, D], and quantize the flattened [B*W, D] latents when a quantizer is set."""
+    batch, window = context_obs.shape[:2]
+    flat = context_obs.reshape(batch * window, *context_obs.shape[2:])
+    mask = None
+    if masker is not None:
+        flat, mask = masker(flat, mask_generator)
+    z = encoder(flat)  # [B*W, D]
+    context = z.reshape(batch, window, -1)
+    if quantizer is None:
+        return ContextOutputs(context, context, None, mask)
+    q = quantizer(z)
+    return ContextOutputs(context, q.z_q.reshape(batch, window, -1), q, mask)
+
+
+def forward_target(target_encoder: nn.Module, target_obs: torch.Tensor, *, shared: bool) -> torch.Tensor:
+    """target_obs [B, *obs] -> [B, D]. An EMA target encoder runs without gradients; a shared
+    one (the context encoder itself) lets them flow."""
+    if shared:
+        return target_encoder(target_obs)
+    with torch.no_grad():
+        return target_encoder(target_obs).detach()
+
+
+def loss_fn(losses: nn.ModuleList, weights: list[float], labels: list[str], outputs: StepOutputs) -> StepLoss:
+    """total = sum(weight * loss) over the recipe's losses, plus the quantizer's aux loss.
+
+    The latents are cast to float32 first: losses run in full precision under bf16 autocast.
+    """
+    parts: dict[str, torch.Tensor] = {}
+    metrics: dict[str, object] = {}
+    total = outputs.prediction.new_zeros((), dtype=torch.float32)
+    with torch.autocast(device_type=outputs.prediction.device.type, enabled=False):
+        for loss, weight, label in zip(losses, weights, labels):
+            result = loss(outputs)
+            value = result.value.float()
+            parts[label] = value
+            total = total + weight * value
+            for name, metric in result.metrics.items():
+                metrics[f"{label}/{name}"] = metric
+        if outputs.quantizer_output is not None:
+            aux = outputs.quantizer_output.loss.float()
+            parts["quantizer"] = aux
+            total = total + aux
+    return StepLoss(total=total, parts=parts, metrics=metrics)
+
+
+def _float(x: torch.Tensor | None) -> torch.Tensor | None:
+    return None if x is None else x.float()
+
+
+class JEPAModel(nn.Module):
+    """The trainable modules of a run: context encoder, predictor, optional quantizer, the
+    masker and the losses (which may hold parameters). The EMA target encoder is *not* part of
+    it (it receives no gradients); it is passed to ``forward``."""
+
+    def __init__(self, *, encoder: nn.Module, predictor: nn.Module, masker: nn.Module, losses: list[nn.Module],
+                 weights: list[float], labels: list[str], quantizer: nn.Module | None = None, shared_target: bool = False):
+        super().__init__()
+        self.context_encoder = encoder
+        self.predictor = predictor
+        self.quantizer = quantizer
+        self.masker = masker
+        self.losses = nn.ModuleList(losses)
+        self.weights = list(weights)
+        self.labels = list(labels)
+        self.shared_target = shared_target
+        self.needs_unmasked = any("context_unmasked" in getattr(m, "requires", ()) for m in losses)
+
+    def forward(
+        self,
+        context_obs: torch.Tensor,
+        target_obs: torch.Tensor,
+        k: torch.Tensor,
+        *,
+        target_encoder: nn.Module | None,
+        mask_generator: torch.Generator | None,
+        loss_generator: torch.Generator | None,
+        step: int,
+        apply_mask: bool = True,
+    ) -> tuple[StepLoss, StepOutputs]:
+        """context_obs [B, W, *obs], target_obs [B, *obs], k [B] -> (StepLoss, StepOutputs)."""
+        masker = self.masker if apply_mask else None
+        ctx = forward_context(self.context_encoder, masker, self.quantizer, context_obs, mask_generator)
+        encoder = self.context_encoder if self.shared_target or target_encoder is None else target_encoder
+        target = forward_target(encoder, target_obs, shared=self.shared_target)
+        prediction = self.predictor(ctx.context_quantized, k)
+        unmasked = None
+        if self.needs_unmasked:
+            unmasked = ctx.context if masker is None else encode_frames(self.context_encoder, context_obs)
+        outputs = StepOutputs(
+            prediction=prediction.float(),
+            target=target.float(),
+            context=ctx.context.float(),
+            k=k,
+            context_quantized=ctx.context_quantized.float(),
+            context_unmasked=_float(unmasked),
+            mask=ctx.mask,
+            quantizer_output=ctx.quantizer_output,
+            generator=loss_generator,
+            step=step,
+        )
+        return loss_fn(self.losses, self.weights, self.labels, outputs), outputs

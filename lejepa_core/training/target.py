@@ -1,0 +1,46 @@
+"""The target encoder: an exponential moving average (EMA) of the context encoder, or the
+context encoder itself ("shared" mode, LeJEPA style: gradients flow through both views).
+
+EMA update, per parameter: ``target <- momentum * target + (1 - momentum) * online``;
+buffers (e.g. batch-norm statistics) are copied. The momentum is constant, or follows a
+cosine from ``momentum`` at step 0 to ``momentum_final`` at the last step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+
+def ema_momentum(step: int, *, base: float, final: float | None, total_steps: int) -> float:
+    """Momentum used by the update after optimisation ``step``: constant ``base``, or
+    ``final - (final - base) * (cos(pi * step / total_steps) + 1) / 2`` when ``final`` is set."""
+    if final is None:
+        return base
+    progress = min(1.0, step / max(1, total_steps))
+    return final - (final - base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+def make_ema_copy(encoder: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``encoder`` (no gradients, train/eval mode follows the caller)."""
+    target = copy.deepcopy(encoder)
+    for param in target.parameters():
+        param.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """``target <- momentum * target + (1 - momentum) * online`` for every parameter; buffers
+    copied. One fused ``_foreach_lerp_`` over all parameters."""
+    target_params = [p for p in target.parameters()]
+    online_params = [p.detach() for p in online.parameters()]
+    if len(target_params) != len(online_params):
+        raise ValueError(f"ema_update: {len(target_params)} target vs {len(online_params)} online parameters")
+    if target_params:
+        torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+    for t_buf, o_buf in zip(target.buffers(), online.buffers()):
+        t_buf.copy_(o_buf)
