@@ -1,0 +1,62 @@
+"""Evaluation: ridge probe, R^2, physics baselines, ``lejepa eval`` on a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lejepa_core.evaluate import constant_velocity, feature_groups, r2_score, ridge_fit, ridge_predict
+from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401
+
+
+def test_ridge_probe_recovers_linear_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 16, generator=g)
+    true_w, true_b = torch.randn(16, 5, generator=g), torch.randn(5, generator=g)
+    y = x @ true_w + true_b + 0.01 * torch.randn(2000, 5, generator=g)
+    weight, bias = ridge_fit(x[:1500], y[:1500], alpha=1e-6)
+    assert r2_score(ridge_predict(x[1500:], weight, bias), y[1500:]) > 0.9999
+    torch.testing.assert_close(weight.float(), true_w, atol=2e-3, rtol=0)
+    # unrelated targets explain nothing
+    noise = torch.randn(2000, 3, generator=g)
+    w2, b2 = ridge_fit(x[:1500], noise[:1500])
+    assert r2_score(ridge_predict(x[1500:], w2, b2), noise[1500:]) < 0.05
+
+
+def test_r2_score_formula():
+    target = torch.tensor([[1.0], [2.0], [3.0]])
+    assert r2_score(target, target) == pytest.approx(1.0)
+    assert r2_score(torch.full_like(target, 2.0), target) == pytest.approx(0.0)
+    assert r2_score(target + 1.0, target) == pytest.approx(1.0 - 3.0 / 2.0)
+
+
+def test_constant_velocity_baseline_formula():
+    names = ("x", "y", "vx", "vy")
+    groups = feature_groups(names)
+    assert groups == {"positions": [0, 1], "velocities": [2, 3]}
+    state = torch.tensor([[[0.5, 0.2, 0.1, -0.3], [0.1, 0.9, 0.0, 0.2]]])  # [B=1, N=2, 4]
+    out = constant_velocity(state, torch.tensor([4]), 0.1, groups["positions"], groups["velocities"])
+    expected = torch.tensor([[[0.5 + 0.04, 0.2 - 0.12, 0.1, -0.3], [0.1, 0.9 + 0.08, 0.0, 0.2]]])
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(state[..., 0], torch.tensor([[0.5, 0.1]]))  # input untouched
+
+
+def test_eval_command_writes_eval_json(tmp_path, tiny_data):
+    from lejepa_core.cli import main
+    from lejepa_core.training.loop import train
+
+    recipe = tiny_recipe(tmp_path, tiny_data, ("train.epochs=1",))
+    train(recipe, out=tmp_path / "run")
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--batches", "2", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "probe R^2" in result.output
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["kind"] == "state" and set(report["r2"]) == {"overall", "positions", "velocities"}
+    assert [row["k"] for row in report["per_k"]] == [1, 2, 4]
+    for key in ("model/mae_positions", "copy_last/mae_velocities", "constant_velocity/mae_positions"):
+        assert key in report["per_k"][0]
+    missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "not a run directory" in missing.output
