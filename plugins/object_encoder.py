@@ -1,0 +1,264 @@
+"""The ``object`` encoder: ARC grids as sets of objects.
+
+Shape legend: ``B`` batch, ``H x W`` grid (30 x 30 in ARC), ``n = H * W`` cells, ``K`` objects
+in the whole batch, ``M`` max_objects (tokens per grid), ``F`` object features, ``S``
+shape_size, ``D`` latent_dim.
+
+An object is a connected component of cells of one colour (4-connectivity; pad cells, value
+10, are never objects). The pipeline, all batched torch operations (no per-grid Python loop):
+
+1. ``connected_components``: iterative min-label propagation between same-colour
+   4-neighbours, with pointer jumping, until nothing changes. Each object's label is the
+   raster index of its first cell.
+2. ``extract_objects``: ``torch.unique`` over (grid, label) numbers the objects; scatter
+   reductions give size, bounding box and centroid; a ``S x S`` nearest-neighbour resample of
+   the bounding box gives a shape descriptor. The ``M`` largest objects of each grid become
+   tokens ``[B, M, F]`` with a padding mask.
+3. ``ObjectEncoder``: a grid token (colour histogram, grid extent, object count) plus the
+   object tokens -> transformer -> grid token (or mean) -> Linear -> ``[B, D]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import attrs
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lejepa_core import Encoder
+from lejepa_core.params import in_range, one_of, param, positive
+from lejepa_plugins.layers import (
+    NUM_CELL_VALUES,
+    NUM_COLOURS,
+    PAD_VALUE,
+    TransformerEncoder,
+    is_integer_dtype,
+    masked_mean,
+)
+
+# ------------------------------------------------------------------------ connected components
+
+
+def connected_components(
+    grid: torch.Tensor, ignore: tuple[int, ...] = (PAD_VALUE,)
+) -> torch.Tensor:
+    """Label 4-connected components of equal values. ``grid: [B, H, W]`` int -> ``[B, H, W]`` int64.
+
+    A component's label is the smallest raster index ``h * W + w`` among its cells (so labels
+    are unique within one grid, not across the batch); cells whose value is in ``ignore`` get
+    -1. Equivalent to ``scipy.ndimage.label(grid == c)`` for every value ``c``, up to renaming.
+    """
+    batch, height, width = grid.shape
+    n = height * width
+    values = grid.long()
+    ignored = torch.tensor(ignore, dtype=torch.long, device=grid.device)
+    foreground = ~torch.isin(values, ignored)  # [B, H, W]
+    # links between a cell and its lower / right neighbour: same value, both foreground
+    down = values[:, :-1] == values[:, 1:]
+    link_down = down & foreground[:, :-1] & foreground[:, 1:]  # [B, H-1, W]
+    right = values[:, :, :-1] == values[:, :, 1:]
+    link_right = right & foreground[:, :, :-1] & foreground[:, :, 1:]  # [B, H, W-1]
+
+    index = torch.arange(n, device=grid.device).view(1, height, width).expand(batch, height, width)
+    labels = torch.where(foreground, index, n)  # [B, H, W]; n = "no label", larger than any index
+    flat_foreground = foreground.reshape(batch, n)
+    while True:
+        new = labels.clone()
+        # take the smaller label of a linked neighbour, in all four directions
+        new[:, :-1] = torch.where(link_down, torch.minimum(new[:, :-1], labels[:, 1:]), new[:, :-1])
+        new[:, 1:] = torch.where(link_down, torch.minimum(new[:, 1:], labels[:, :-1]), new[:, 1:])
+        new[:, :, :-1] = torch.where(
+            link_right, torch.minimum(new[:, :, :-1], labels[:, :, 1:]), new[:, :, :-1]
+        )
+        new[:, :, 1:] = torch.where(
+            link_right, torch.minimum(new[:, :, 1:], labels[:, :, :-1]), new[:, :, 1:]
+        )
+        # pointer jumping: a label is a cell of the same component; adopt that cell's label
+        flat = new.reshape(batch, n)
+        jumped = flat.gather(1, flat.clamp(max=n - 1))  # [B, n]
+        flat = torch.where(flat_foreground, torch.minimum(flat, jumped), n)
+        new = flat.view(batch, height, width)
+        if torch.equal(new, labels):
+            break
+        labels = new
+    return torch.where(foreground, labels, -1)
+
+
+# ----------------------------------------------------------------------------- object tokens
+
+
+def object_feature_dim(shape_size: int) -> int:
+    """F: colour one-hot (10), size (2), bounding box (4), bbox extent (2), centroid (2), shape (S*S)."""
+    return NUM_COLOURS + 2 + 4 + 2 + 2 + shape_size * shape_size
+
+
+@attrs.frozen
+class ObjectTokens:
+    """features: [B, M, F] (zeros at padding); padding_mask: [B, M] bool, True where no object;
+    num_objects: [B] objects found per grid before the cap at M; labels: [B, H, W] from
+    ``connected_components``."""
+
+    features: torch.Tensor
+    padding_mask: torch.Tensor
+    num_objects: torch.Tensor
+    labels: torch.Tensor
+
+
+def extract_objects(
+    grid: torch.Tensor, *, max_objects: int, shape_size: int = 3, include_background: bool = False
+) -> ObjectTokens:
+    """ARC grids ``[B, H, W]`` -> the ``max_objects`` largest objects of each grid as feature rows.
+
+    Features of one object (positions normalised by H and W; ``[r0, r1] x [c0, c1]`` its
+    inclusive bounding box): one-hot colour; ``size / n`` and ``log1p(size) / log1p(n)``;
+    ``r0 / H, c0 / W, (r1 + 1) / H, (c1 + 1) / W``; bbox height / H and width / W; centroid
+    ``(mean row + 0.5) / H`` and column likewise; ``S x S`` binary shape mask (the bounding
+    box resampled by nearest neighbour, raster order). Ties in size keep raster order.
+    """
+    batch, height, width = grid.shape
+    n = height * width
+    device = grid.device
+    ignore = (PAD_VALUE,) if include_background else (PAD_VALUE, 0)
+    labels = connected_components(grid, ignore)  # [B, H, W]
+    flat_labels = labels.reshape(-1)  # [B * n]
+
+    # one entry per foreground cell
+    cell = torch.nonzero(flat_labels >= 0).squeeze(1)  # [cells] indices into B * n
+    cell_batch, cell_pos = cell // n, cell % n
+    cell_row, cell_col = cell_pos // width, cell_pos % width
+    key = cell_batch * n + flat_labels[cell]  # [cells] unique per object across the batch
+    object_keys, object_of_cell = torch.unique(key, return_inverse=True)  # [K], [cells]
+    num = object_keys.numel()
+    # [K] each object's grid, and its label: the raster index of its first cell
+    obj_batch, obj_label = object_keys // n, object_keys % n
+    colour = grid.reshape(-1).long()[object_keys]  # [K] colour of the first cell
+
+    def reduce(values: torch.Tensor, how: str) -> torch.Tensor:
+        out = torch.zeros(num, dtype=torch.long, device=device)
+        return out.scatter_reduce(0, object_of_cell, values, how, include_self=False)  # [K]
+
+    size = torch.bincount(object_of_cell, minlength=num)  # [K]
+    r0, r1 = reduce(cell_row, "amin"), reduce(cell_row, "amax")
+    c0, c1 = reduce(cell_col, "amin"), reduce(cell_col, "amax")
+    box_h, box_w = r1 - r0 + 1, c1 - c0 + 1
+    mean_row = reduce(cell_row, "sum").float() / size
+    mean_col = reduce(cell_col, "sum").float() / size
+
+    # shape: sample S x S points of the bounding box, 1 where the cell belongs to the object
+    steps = 2 * torch.arange(shape_size, device=device) + 1  # [S]
+    sample_r = r0[:, None] + (steps[None, :] * box_h[:, None]) // (2 * shape_size)  # [K, S]
+    sample_c = c0[:, None] + (steps[None, :] * box_w[:, None]) // (2 * shape_size)  # [K, S]
+    # [K, S, S] indices into the flattened batch of labels
+    sample = obj_batch[:, None, None] * n + sample_r[:, :, None] * width + sample_c[:, None, :]
+    shape = flat_labels[sample] == obj_label[:, None, None]  # [K, S, S]
+    shape = shape.float().reshape(num, shape_size * shape_size)  # [K, S*S]
+
+    features = torch.cat(
+        [
+            F.one_hot(colour, NUM_COLOURS).float(),
+            (size.float() / n)[:, None],
+            (torch.log1p(size.float()) / math.log1p(n))[:, None],
+            torch.stack(
+                [r0 / height, c0 / width, (r1 + 1) / height, (c1 + 1) / width], dim=1
+            ).float(),
+            torch.stack([box_h / height, box_w / width], dim=1).float(),
+            torch.stack([(mean_row + 0.5) / height, (mean_col + 0.5) / width], dim=1),
+            shape,
+        ],
+        dim=1,
+    )  # [K, F]
+
+    # rank objects within their grid: largest first, then raster order; keep rank < M
+    order = torch.argsort((obj_batch * (n + 1) + (n - size)) * n + obj_label)  # [K] grouped by grid
+    num_objects = torch.bincount(obj_batch, minlength=batch)  # [B]
+    first = torch.cumsum(num_objects, 0) - num_objects  # [B] position of each grid's first object
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(num, device=device) - first[obj_batch[order]]  # [K]
+    keep = rank < max_objects
+    slot = obj_batch[keep] * max_objects + rank[keep]  # [kept] into B * M
+
+    tokens = torch.zeros(batch * max_objects, features.shape[1], device=device)
+    tokens[slot] = features[keep]
+    padding = torch.ones(batch * max_objects, dtype=torch.bool, device=device)
+    padding[slot] = False
+    return ObjectTokens(
+        features=tokens.view(batch, max_objects, -1),
+        padding_mask=padding.view(batch, max_objects),
+        num_objects=num_objects,
+        labels=labels,
+    )
+
+
+def grid_features(grid: torch.Tensor, num_objects: torch.Tensor, max_objects: int) -> torch.Tensor:
+    """Whole-grid features ``[B, 14]``: histogram of the 11 cell values (fractions of H*W),
+    rows and columns inside the grid (fractions of H, W), ``min(num_objects / M, 1)``."""
+    values = grid.long().flatten(1)  # [B, n]
+    histogram = F.one_hot(values, NUM_CELL_VALUES).float().mean(dim=1)  # [B, 11]
+    inside = grid != PAD_VALUE  # [B, H, W]
+    rows = inside.any(dim=2).float().mean(dim=1, keepdim=True)  # [B, 1]
+    cols = inside.any(dim=1).float().mean(dim=1, keepdim=True)  # [B, 1]
+    count = (num_objects.float() / max_objects).clamp(max=1.0)[:, None]  # [B, 1]
+    return torch.cat([histogram, rows, cols, count], dim=1)
+
+
+GRID_FEATURES = NUM_CELL_VALUES + 3
+
+# ---------------------------------------------------------------------------------- encoder
+
+
+class ObjectEncoder(Encoder):
+    """Object-centric ARC encoder: same-colour connected components as tokens -> transformer -> pooled. [B, H, W] int -> [B, D]."""
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        dim: int = param(128, "token width", positive)
+        depth: int = param(2, "transformer layers", positive)
+        num_heads: int = param(4, "attention heads (dim must be a multiple)", positive)
+        mlp_ratio: float = param(4.0, "feed-forward width / dim", positive)
+        dropout: float = param(0.0, "dropout inside the transformer", in_range(0.0, 1.0))
+        max_objects: int = param(64, "object tokens per grid; the largest are kept", positive)
+        shape_size: int = param(
+            3, "side S of the S x S shape mask of each object's bounding box", positive
+        )
+        include_background: bool = param(False, "make objects of colour 0 (ARC's background) too")
+        pooling: Literal["grid_token", "mean"] = param(
+            "grid_token",
+            "read out the grid token, or the mean over the grid token and the objects",
+            one_of(("grid_token", "mean")),
+        )
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        if len(spec.obs_shape) != 2 or not is_integer_dtype(spec.obs_dtype):
+            raise ValueError(
+                "object encoder: expected integer ARC grids [H, W], got obs_shape "
+                f"{tuple(spec.obs_shape)} with obs_dtype {spec.obs_dtype!r}"
+            )
+        self.embed_object = nn.Linear(object_feature_dim(params.shape_size), params.dim)
+        self.embed_grid = nn.Linear(GRID_FEATURES, params.dim)
+        self.grid_token = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
+        self.transformer = TransformerEncoder(
+            params.dim, params.depth, params.num_heads, params.mlp_ratio, params.dropout
+        )
+        self.head = nn.Linear(params.dim, spec.latent_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        with torch.no_grad():  # tokenisation is discrete: no gradient to the observation
+            objects = extract_objects(
+                obs,
+                max_objects=p.max_objects,
+                shape_size=p.shape_size,
+                include_background=p.include_background,
+            )
+            global_features = grid_features(obs, objects.num_objects, p.max_objects)  # [B, 14]
+        grid = self.grid_token + self.embed_grid(global_features).unsqueeze(1)  # [B, 1, dim]
+        x = torch.cat([grid, self.embed_object(objects.features)], dim=1)  # [B, 1 + M, dim]
+        # [B, 1 + M]; the grid token is never padding
+        mask = F.pad(objects.padding_mask, (1, 0), value=False)
+        x = self.transformer(x, mask)  # [B, 1 + M, dim]
+        pooled = x[:, 0] if p.pooling == "grid_token" else masked_mean(x, mask)  # [B, dim]
+        return self.head(pooled)  # [B, D]
