@@ -9,7 +9,8 @@ How the data is made (so that it can be reproduced):
   block is the unit of work: all its episodes run in lock-step in the env's native vector
   version (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``) when the env
   registers one, otherwise one single env after another.
-* Episode ``i`` is reset with ``seed = SeedSequence([seed, i]).generate_state(1)[0]``. A native
+* Episode ``i`` is reset with ``episode_seeds(seed, i, i + 1)`` (a SplitMix64 hash of
+  ``(seed, i)``, 63 bits). A native
   vector env that only takes one integer seed is reset once per block with
   ``SeedSequence([seed, block, 1]).generate_state(1)[0]`` instead (``seeding`` attribute
   "per-block"; ``/episode_seeds`` then holds that block seed for each of its episodes).
@@ -34,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from lejepa_core.data.writer import TrajectoryWriter
+from lejepa_core.data import schema
+from lejepa_core.data.writer import RunningStats, TrajectoryWriter
 from lejepa_core.errors import UserInputError
 
 POLICIES = ("random", "noop")
@@ -53,9 +55,27 @@ def ensure_envs_registered() -> None:
     register()
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def episode_seeds(seed: int, start: int, stop: int) -> np.ndarray:
+    """[stop - start] int64 reset seeds of episodes ``start..stop-1`` of a run with ``seed``:
+    ``splitmix64(splitmix64(seed) + i) >> 1`` (63-bit, so it fits int64 and any reset)."""
+    base = _splitmix64(np.array([seed], dtype=np.uint64))[0]
+    with np.errstate(over="ignore"):
+        x = base + np.arange(start, stop, dtype=np.uint64)
+    return (_splitmix64(x) >> np.uint64(1)).astype(np.int64)
+
+
 def episode_seed(seed: int, index: int) -> int:
     """The reset seed of episode ``index`` of a run with ``seed``."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    return int(episode_seeds(seed, index, index + 1)[0])
 
 
 def block_seed(seed: int, block: int) -> int:
@@ -178,6 +198,7 @@ class Job:
     block: int
     start: int  # first episode index
     stop: int
+    per_feature: bool  # statistics per last observation axis
 
 
 @dataclass
@@ -189,6 +210,7 @@ class BlockResult:
     lengths: np.ndarray  # [n] int64
     seeds: np.ndarray  # [n] int64
     seeding: str
+    stats: RunningStats  # of observations, computed where the block ran
 
 
 _ENV_CACHE: dict[tuple, Any] = {}
@@ -236,7 +258,7 @@ def run_block(job: Job) -> BlockResult:
         else np.empty((n, steps, *info.state_shape), info.state_dtype)
     )
     lengths = np.full(n, steps, np.int64)
-    seeds = np.array([episode_seed(job.seed, i) for i in range(job.start, job.stop)], np.int64)
+    seeds = episode_seeds(job.seed, job.start, job.stop)
     if info.vector:
         seeding = _run_vector(job, actions, obs, rewards, states, lengths, seeds)
     else:
@@ -249,8 +271,11 @@ def run_block(job: Job) -> BlockResult:
     else:
         mask = np.arange(steps)[None, :] < lengths[:, None]
         flat = lambda a: None if a is None else a[mask]  # noqa: E731
+    observations = flat(obs)
+    stats = RunningStats(job.per_feature, info.obs_shape[-1] if info.obs_shape else 1)
+    stats.update(observations)
     return BlockResult(
-        flat(obs), flat(actions), flat(rewards), flat(states), lengths, seeds, seeding
+        observations, flat(actions), flat(rewards), flat(states), lengths, seeds, seeding, stats
     )
 
 
@@ -381,12 +406,13 @@ def generate_dataset(
             f"{env_id} publishes no no-op action (metadata['noop_action']); use --policy random"
         )
     block = block_episodes or default_block_episodes(steps, info)
-    jobs = [
-        Job(info, seed, policy, steps, b, start, min(start + block, episodes))
-        for b, start in enumerate(range(0, episodes, block))
-    ]
     metadata = _json_safe(info.metadata)
     feature_names = list(metadata.get("feature_names") or [])
+    per_feature = schema.per_feature_stats(info.obs_shape, tuple(feature_names))
+    jobs = [
+        Job(info, seed, policy, steps, b, start, min(start + block, episodes), per_feature)
+        for b, start in enumerate(range(0, episodes, block))
+    ]
     state_names = list(
         metadata.get("state_feature_names") or (feature_names if info.state_shape else [])
     )
@@ -435,6 +461,7 @@ def generate_dataset(
                         states=result.states,
                         lengths=result.lengths,
                         seeds=result.seeds,
+                        stats=result.stats,
                     )
                     advance(len(result.lengths), int(result.lengths.sum()))
         finally:

@@ -49,8 +49,7 @@ JSON_ATTRS = (
     "std",
     "min",
     "max",
-    "action_space",
-    "generator",
+    "env_metadata",
 )
 REQUIRED_ATTRS = ("schema", "schema_version", "env_id", "obs_dtype", "mean", "std", "min", "max")
 

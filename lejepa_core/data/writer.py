@@ -53,20 +53,43 @@ class RunningStats:
         self.max = np.full(shape, -np.inf)
 
     def update(self, x: np.ndarray) -> None:
-        x = x.reshape(-1, x.shape[-1]) if self.per_feature else x.reshape(-1)
-        n = x.shape[0]
-        if n == 0:
+        """Add the rows of ``x`` ([..., F] per feature, any shape otherwise)."""
+        x = x.reshape(-1, x.shape[-1]) if self.per_feature else x.reshape(-1, 1)
+        if x.shape[0] == 0:
             return
-        x = x.astype(np.float64, copy=False)
-        mean_b = x.mean(axis=0)
-        m2_b = np.square(x - mean_b).sum(axis=0)
-        total = self.count + n
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2_b + np.square(delta) * (self.count * n / total)
+        columns = np.ascontiguousarray(x.T)  # [F, n]: reductions along contiguous rows are fast
+        mean = columns.mean(axis=1, dtype=np.float64)
+        centred = (
+            columns
+            - mean.astype(columns.dtype if columns.dtype.kind == "f" else np.float64)[:, None]
+        )
+        residual = centred.mean(axis=1, dtype=np.float64)  # rounding of `mean` in float32
+        np.square(centred, out=centred)
+        m2 = centred.sum(axis=1, dtype=np.float64) - x.shape[0] * np.square(residual)
+        block = RunningStats(self.per_feature, len(mean))
+        block.count, block.mean, block.m2 = x.shape[0], mean, m2
+        block.min = columns.min(axis=1).astype(np.float64)
+        block.max = columns.max(axis=1).astype(np.float64)
+        if not self.per_feature:
+            block.mean, block.m2, block.min, block.max = (
+                v[0] for v in (mean, m2, block.min, block.max)
+            )
+        self.merge(block)
+
+    def merge(self, other: RunningStats) -> None:
+        """Chan et al.'s parallel combination of two sets of statistics."""
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        delta = other.mean - self.mean
+        self.mean = self.mean + delta * (other.count / total)
+        self.m2 = self.m2 + other.m2 + np.square(delta) * (self.count * other.count / total)
         self.count = total
-        self.min = np.minimum(self.min, x.min(axis=0))
-        self.max = np.maximum(self.max, x.max(axis=0))
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.mean).all() and np.isfinite(self.m2).all())
 
     def as_attrs(self) -> dict[str, Any]:
         std = np.sqrt(self.m2 / max(self.count, 1))
@@ -164,8 +187,12 @@ class TrajectoryWriter:
         seeds: Sequence[int] | np.ndarray,
         rewards: np.ndarray | None = None,
         states: np.ndarray | None = None,
+        stats: RunningStats | None = None,
     ) -> None:
-        """Append whole episodes: arrays ``[sum(lengths), ...]``, episodes concatenated."""
+        """Append whole episodes: arrays ``[sum(lengths), ...]``, episodes concatenated.
+
+        ``stats``: the statistics of ``observations`` when already computed (in a worker).
+        """
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
         n = int(lengths.sum())
@@ -186,16 +213,14 @@ class TrajectoryWriter:
                 raise ValueError(
                     f"{name}: expected shape {[n, *ds.shape[1:]]}, got {list(array.shape)}"
                 )
-        if observations.dtype.kind == "f":
-            # cheap NaN/inf check folded into the statistics: a non-finite value makes the sum so
-            if (
-                not np.isfinite(observations.sum(dtype=np.float64))
-                and not np.isfinite(observations).all()
-            ):
-                raise schema.fail(
-                    self.out, f"non-finite observations in the episodes from {self.num_episodes} on"
-                )
-        self.stats.update(observations)
+        if stats is None:
+            stats = RunningStats(self.stats.per_feature, len(np.atleast_1d(self.stats.mean)))
+            stats.update(observations)
+        if not stats.finite():  # a NaN/inf anywhere makes the mean or m2 non-finite
+            raise schema.fail(
+                self.out, f"non-finite observations in the episodes from {self.num_episodes} on"
+            )
+        self.stats.merge(stats)
         for name, array in given.items():
             ds = self._datasets[name]
             ds.resize(self._rows + n, axis=0)

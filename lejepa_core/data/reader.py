@@ -1,0 +1,329 @@
+"""Open, validate and hold a lejepa trajectory file for training.
+
+``TrajectoryData.open(path)`` validates the file (schema, datasets, offsets, finite values)
+and either loads it into memory on the training device (``observations``/``states`` are
+tensors) or keeps it open for streaming reads (``read_rows``). ``WindowSampler`` (in
+``sampler.py``) draws training windows from it.
+
+Shape legend: ``T`` total steps of the file (episodes concatenated), ``E`` episodes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from lejepa_core.data import schema
+from lejepa_core.errors import DatasetError
+
+ON_DEVICE = ("auto", "always", "never")
+# "auto" loads the data when it takes at most this fraction of the available memory.
+AUTO_MEMORY_FRACTION = 0.5
+STREAM_CHUNK_CACHE_BYTES = 64 * 2**20
+
+
+def available_memory(device: torch.device) -> int:
+    """Free bytes on ``device``: CUDA ``mem_get_info``; CPU ``MemAvailable`` of /proc/meminfo."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1  # unknown: assume it fits
+
+
+class TrajectoryData:
+    """A validated trajectory file, resident on ``device`` or streamed from disk.
+
+    observations: [T, *obs_shape] on ``device`` when resident (standardised float32 when
+        ``normalize``), else None.
+    states: [T, *state_shape] raw physical state when resident: ``/states`` when the file has
+        it, else the raw float observations; None when neither exists.
+    episode_offsets: [E + 1] int64 on CPU; episode e is rows ``offsets[e]:offsets[e + 1]``.
+    """
+
+    path: Path
+    env_id: str
+    env_kwargs: dict
+    feature_names: tuple[str, ...]
+    state_feature_names: tuple[str, ...]
+    obs_shape: tuple[int, ...]
+    obs_dtype: str
+    state_shape: tuple[int, ...] | None
+    stats: dict
+    attrs: dict
+    num_episodes: int
+    num_steps: int
+    episode_offsets: torch.Tensor
+    observations: torch.Tensor | None
+    states: torch.Tensor | None
+
+    def __init__(self) -> None:  # use TrajectoryData.open
+        self._file: h5py.File | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        on_device: str = "auto",
+        normalize: bool = False,
+    ) -> TrajectoryData:
+        """Validate ``path`` and load it (``on_device`` "always"/"auto") or stream it ("never").
+
+        Raises ``DatasetError("FILE: what is wrong")`` for a missing, truncated, corrupt or
+        foreign file, another schema version, inconsistent shapes or non-finite values.
+        """
+        if on_device not in ON_DEVICE:
+            raise ValueError(f"on_device must be one of {ON_DEVICE}, got {on_device!r}")
+        path = Path(path)
+        if not path.exists():
+            raise schema.fail(path, "no such file")
+        if not path.is_file():
+            raise schema.fail(path, "not a file")
+        try:
+            f = h5py.File(path, "r", rdcc_nbytes=STREAM_CHUNK_CACHE_BYTES)
+        except OSError as exc:
+            reason = str(exc).split("(")[0].strip().rstrip(",") or type(exc).__name__
+            raise schema.fail(
+                path, f"not a readable HDF5 file (truncated or corrupt?): {reason}"
+            ) from None
+        self = cls()
+        self._file = f
+        try:
+            self._load(path, torch.device(device), on_device, normalize)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _load(self, path: Path, device: torch.device, on_device: str, normalize: bool) -> None:
+        f = self._file
+        resident_guess = on_device == "always"
+        attrs = schema.validate(path, f, scan_values=False)
+        obs_ds = f[schema.OBSERVATIONS]
+        self.path = path
+        self.device = device
+        self.attrs = attrs
+        self.env_id = str(attrs.get("env_id", ""))
+        self.env_kwargs = dict(attrs.get("env_kwargs") or {})
+        self.feature_names = tuple(attrs.get("feature_names") or ())
+        self.obs_shape = tuple(obs_ds.shape[1:])
+        self.obs_dtype = str(obs_ds.dtype)
+        self.stats = {key: attrs[key] for key in schema.STAT_NAMES}
+        self.num_steps = int(obs_ds.shape[0])
+        offsets = schema.read_all(path, f[schema.EPISODE_OFFSETS]).astype(np.int64)
+        self.episode_offsets = torch.from_numpy(offsets)
+        self.num_episodes = len(offsets) - 1
+        self.normalize = bool(normalize) and obs_ds.dtype.kind == "f"
+        self._has_states = schema.STATES in f
+        float_obs = obs_ds.dtype.kind == "f"
+        if self._has_states:
+            self.state_shape = tuple(f[schema.STATES].shape[1:])
+            self.state_feature_names = tuple(attrs.get("state_feature_names") or ())
+        elif float_obs:
+            self.state_shape = self.obs_shape
+            self.state_feature_names = tuple(attrs.get("state_feature_names") or self.feature_names)
+        else:
+            self.state_shape = None
+            self.state_feature_names = ()
+        mean = np.asarray(self.stats["mean"], np.float32)
+        std = np.asarray(self.stats["std"], np.float32)
+        self._mean = torch.from_numpy(np.array(mean)).to(device)
+        self._std = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)).to(device)
+
+        need = obs_ds.nbytes + (f[schema.STATES].nbytes if self._has_states else 0)
+        if self.normalize and not self._has_states:
+            need += obs_ds.nbytes  # raw copy kept as `states`
+        resident = resident_guess or (
+            on_device == "auto" and need <= AUTO_MEMORY_FRACTION * available_memory(device)
+        )
+        self.resident = resident
+        self.observations = None
+        self.states = None
+        if resident:
+            raw = schema.read_all(path, obs_ds)
+            if float_obs:
+                schema.check_finite(path, obs_ds, raw)
+            raw_t = torch.from_numpy(raw).to(device)
+            self.observations = self._normalize(raw_t) if self.normalize else raw_t
+            if self._has_states:
+                states = schema.read_all(path, f[schema.STATES])
+                if states.dtype.kind == "f":
+                    schema.check_finite(path, f[schema.STATES], states)
+                self.states = torch.from_numpy(states).to(device)
+            elif float_obs:
+                self.states = raw_t
+            for name in (schema.REWARDS,):
+                if name in f and f[name].dtype.kind == "f":
+                    schema.check_finite(path, f[name])
+        else:
+            for name in (schema.OBSERVATIONS, schema.STATES, schema.REWARDS):
+                if name in f and f[name].dtype.kind == "f":
+                    schema.check_finite(path, f[name])
+
+    def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """Standardise with the file's statistics (lists: per last axis; scalars: all)."""
+        return (obs.to(torch.float32) - self._mean.to(obs.device)) / self._std.to(obs.device)
+
+    # -- streaming ------------------------------------------------------------------------
+    def read_rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Read ``rows`` ([R] int, sorted, unique) from disk in one selection per dataset.
+
+        Returns (observations [R, *obs_shape] normalised like ``observations``, raw states
+        [R, *state_shape] or None), on CPU.
+        """
+        if self._file is None:
+            raise DatasetError(f"{self.path}: the file is closed")
+        obs_np = _read_selection(self.path, self._file[schema.OBSERVATIONS], rows)
+        raw = torch.from_numpy(obs_np)
+        obs = self._normalize(raw) if self.normalize else raw
+        if self._has_states:
+            states = torch.from_numpy(_read_selection(self.path, self._file[schema.STATES], rows))
+        elif self.state_shape is not None:
+            states = raw
+        else:
+            states = None
+        return obs, states
+
+    # -- splits and bookkeeping -------------------------------------------------------------
+    def episode_lengths(self) -> torch.Tensor:
+        """[E] int64 number of steps of each episode."""
+        return self.episode_offsets[1:] - self.episode_offsets[:-1]
+
+    def episode_split(self, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split whole episodes into (train, val) index tensors, [E_train] and [E_val] int64.
+
+        Reproducible for the same (num_episodes, val_fraction, seed); sorted; disjoint. At
+        least one validation episode when ``val_fraction > 0`` and E >= 2, and at least one
+        training episode always.
+        """
+        return episode_split(self.num_episodes, val_fraction, seed)
+
+    def close(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+
+    def __enter__(self) -> TrajectoryData:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "resident" if getattr(self, "resident", False) else "streaming"
+        return (
+            f"TrajectoryData({str(getattr(self, 'path', '?'))!r}, env={getattr(self, 'env_id', '?')!r}, "
+            f"episodes={getattr(self, 'num_episodes', '?')}, steps={getattr(self, 'num_steps', '?')}, {mode})"
+        )
+
+
+def episode_split(
+    num_episodes: int, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """See ``TrajectoryData.episode_split``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = int(round(num_episodes * val_fraction))
+    if val_fraction > 0 and num_episodes >= 2:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, num_episodes - 1)
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(num_episodes, generator=generator)
+    val = order[:n_val].sort().values
+    train = order[n_val:].sort().values
+    return train, val
+
+
+def _read_selection(path: Path, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows (sorted, unique) of ``ds`` in one HDF5 read: runs of consecutive rows become one
+    hyperslab each, joined into a single selection."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    if len(rows) == 0:
+        return out
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = rows[np.concatenate(([0], breaks))]
+    counts = np.diff(np.concatenate(([0], breaks, [len(rows)])))
+    try:
+        space = ds.id.get_space()
+        tail = tuple(ds.shape[1:])
+        zeros = (0,) * len(tail)
+        space.select_hyperslab(
+            (int(starts[0]), *zeros), (int(counts[0]), *tail), op=h5py.h5s.SELECT_SET
+        )
+        for start, count in zip(starts[1:].tolist(), counts[1:].tolist(), strict=True):
+            space.select_hyperslab((start, *zeros), (count, *tail), op=h5py.h5s.SELECT_OR)
+        memory = h5py.h5s.create_simple(out.shape)
+        ds.id.read(memory, space, out)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise schema.fail(
+            path, f"cannot read {ds.name} (truncated or corrupt file?): {exc}"
+        ) from None
+    return out
+
+
+def inspect_dataset(
+    path: str | Path, *, val_fraction: float = 0.1, split_seed: int = 0
+) -> dict[str, Any]:
+    """Everything ``lejepa inspect`` prints, as plain data (validates the file)."""
+    with TrajectoryData.open(path, on_device="never") as data:
+        f = data._file
+        datasets = {
+            name: {
+                "shape": list(f[name].shape),
+                "dtype": str(f[name].dtype),
+                "compression": f[name].compression,
+                "chunks": list(f[name].chunks or []),
+            }
+            for name in f
+            if isinstance(f[name], h5py.Dataset)
+        }
+        lengths = data.episode_lengths()
+        train, val = data.episode_split(val_fraction, split_seed)
+        return {
+            "path": str(data.path),
+            "env_id": data.env_id,
+            "env_kwargs": data.env_kwargs,
+            "episodes": data.num_episodes,
+            "total_steps": data.num_steps,
+            "episode_length": {
+                "min": int(lengths.min()),
+                "max": int(lengths.max()),
+                "mean": float(lengths.double().mean()),
+            },
+            "obs_shape": list(data.obs_shape),
+            "obs_dtype": data.obs_dtype,
+            "state_shape": None if data.state_shape is None else list(data.state_shape),
+            "feature_names": list(data.feature_names),
+            "state_feature_names": list(data.state_feature_names),
+            "stats": data.stats,
+            "datasets": datasets,
+            "split": {
+                "val_fraction": val_fraction,
+                "seed": split_seed,
+                "train_episodes": len(train),
+                "val_episodes": len(val),
+                "train_steps": int(lengths[train].sum()),
+                "val_steps": int(lengths[val].sum()),
+            },
+            "attrs": data.attrs,
+            "file_bytes": data.path.stat().st_size,
+        }

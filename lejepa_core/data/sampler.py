@@ -1,0 +1,187 @@
+"""Training windows drawn from a ``TrajectoryData`` by index arithmetic alone.
+
+A window is (episode e, last context step t, horizon k): context frames ``t-W+1 .. t`` and
+the target frame ``t+k``, all inside episode e. For each k the valid windows of all episodes
+are laid end to end; a draw picks k uniformly from the horizons, then one window uniformly
+among the valid windows for that k (so longer episodes give proportionally more windows).
+
+Shape legend: ``B`` batch, ``W`` context frames, ``*obs`` one observation.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+
+from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.errors import DatasetError
+
+
+@attrs.frozen(kw_only=True)
+class Batch:
+    """context_obs: [B, W, *obs_shape]; target_obs: [B, *obs_shape]; k: [B] int64.
+
+    context_state / target_state: [B, W, *state_shape] / [B, *state_shape] raw state for
+    probes (None when the file has neither /states nor float observations).
+    episode: [B] int64 episode index in the file; t: [B] int64 step (within its episode) of the
+    last context frame, so the target is step ``t + k``.
+    """
+
+    context_obs: torch.Tensor
+    target_obs: torch.Tensor
+    k: torch.Tensor
+    context_state: torch.Tensor | None
+    target_state: torch.Tensor | None
+    episode: torch.Tensor
+    t: torch.Tensor
+
+
+class WindowSampler:
+    """Uniform windows over ``episodes`` (a [E'] int tensor of episode indices of ``data``).
+
+    Resident data is gathered on its device; streamed data is read from disk with one
+    selection per batch (sorted unique rows) and moved to ``device``.
+    """
+
+    def __init__(
+        self,
+        data: TrajectoryData,
+        episodes: torch.Tensor,
+        *,
+        context_frames: int,
+        horizons: tuple[int, ...],
+        device: str | torch.device = "cpu",
+    ):
+        if context_frames < 1:
+            raise ValueError(f"context_frames must be >= 1, got {context_frames}")
+        horizons = tuple(int(k) for k in horizons)
+        if not horizons or min(horizons) < 1:
+            raise ValueError(f"horizons must be a non-empty tuple of ints >= 1, got {horizons}")
+        self.data = data
+        self.context_frames = context_frames
+        self.horizons = horizons
+        self.device = torch.device(device)
+        episodes = torch.as_tensor(episodes, dtype=torch.int64).reshape(-1).cpu()
+        if len(episodes) == 0:
+            raise DatasetError(f"{data.path}: no episodes to sample from")
+        if int(episodes.min()) < 0 or int(episodes.max()) >= data.num_episodes:
+            raise ValueError(
+                f"episode indices must lie in [0, {data.num_episodes}), got {episodes.min()}..{episodes.max()}"
+            )
+        starts = data.episode_offsets[episodes]  # [E'] first row of each episode
+        lengths = data.episode_offsets[episodes + 1] - starts  # [E']
+        max_k, w = max(horizons), context_frames
+        if int((lengths - max_k - w + 1).clamp(min=0).sum()) == 0:
+            raise DatasetError(
+                f"{data.path}: no window fits: context_frames={w} + max horizon {max_k} needs "
+                f"episodes of at least {w + max_k} steps, the longest of the {len(episodes)} "
+                f"episodes has {int(lengths.max())}"
+            )
+        # counts[h, e] = valid windows of episode e for horizon h; laid end to end per h and
+        # then h after h, `ends` is one non-decreasing [H * E'] sequence to searchsorted in.
+        k_tensor = torch.tensor(horizons, dtype=torch.int64)
+        counts = (lengths[None, :] - k_tensor[:, None] - w + 1).clamp(min=0)  # [H, E']
+        ends = counts.reshape(-1).cumsum(0)  # [H*E'] inclusive ends
+        per_k = counts.sum(1)  # [H]
+        base = torch.cat([torch.zeros(1, dtype=torch.int64), per_k.cumsum(0)[:-1]])  # [H]
+        self.num_windows = {k: int(n) for k, n in zip(horizons, per_k.tolist(), strict=True)}
+        index_device = (
+            data.observations.device if data.observations is not None else torch.device("cpu")
+        )
+        self._index_device = index_device
+        self._k = k_tensor.to(index_device)
+        self._per_k = per_k.to(index_device)
+        self._base = base.to(index_device)
+        self._ends = ends.to(index_device)
+        self._episodes = episodes.to(index_device)
+        self._starts = starts.to(index_device)
+        self._num_local = len(episodes)
+        self._frame_offsets = torch.arange(-w + 1, 1, device=index_device)  # [W]
+
+    # ----------------------------------------------------------------------------------------
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch_size`` windows; random numbers from ``generator`` (on any device)."""
+        return self._sample(batch_size, generator, None)
+
+    def fixed_batches(
+        self, batch_size: int, num_batches: int, seed: int, k: int | None = None
+    ) -> list[Batch]:
+        """The same ``num_batches`` batches for the same arguments (validation, evaluation).
+
+        With ``k`` every window has horizon ``k`` (any k that fits, not only ``horizons``).
+        """
+        generator = torch.Generator().manual_seed(int(seed))
+        return [self._sample(batch_size, generator, k) for _ in range(num_batches)]
+
+    def _layout(self, k: int) -> tuple[torch.Tensor, int, int]:
+        """(ends, base, total) of the windows of one horizon ``k``."""
+        if k in self.horizons:
+            h = self.horizons.index(k)
+            return self._ends, int(self._base[h]), int(self._per_k[h])
+        lengths = self.data.episode_offsets[self._episodes.cpu() + 1] - self._starts.cpu()
+        counts = (lengths - k - self.context_frames + 1).clamp(min=0)
+        return counts.cumsum(0).to(self._index_device), 0, int(counts.sum())
+
+    def _draw(self, batch_size: int, generator: torch.Generator, k: int | None):
+        """Index arithmetic only: k [B], episode [B], t [B], context rows [B, W], target rows [B]."""
+        gdev, idev = generator.device, self._index_device
+        if k is None:
+            h = torch.randint(len(self.horizons), (batch_size,), generator=generator, device=gdev)
+            h = h.to(idev)
+            ends, k_b, base, total = self._ends, self._k[h], self._base[h], self._per_k[h]
+        else:
+            ends, base_k, total_k = self._layout(int(k))
+            if total_k == 0:
+                raise DatasetError(
+                    f"{self.data.path}: no window fits horizon k={k} with "
+                    f"context_frames={self.context_frames}"
+                )
+            k_b = torch.full((batch_size,), int(k), dtype=torch.int64, device=idev)
+            base = torch.full_like(k_b, base_k)
+            total = torch.full_like(k_b, total_k)
+        # a uniform integer in [0, total) per sample (modulo bias below total / 2**62)
+        r = torch.randint(0, 2**62, (batch_size,), generator=generator, device=gdev)
+        j = base + r.to(idev) % total  # [B] window number in the laid-out sequence
+        pos = torch.searchsorted(ends, j, right=True)  # [B] (horizon, episode) slot
+        before = torch.where(pos > 0, ends[(pos - 1).clamp(min=0)], 0)  # windows before the slot
+        local = pos % self._num_local  # [B] position in self._episodes
+        t = self.context_frames - 1 + (j - before)  # [B] last context step within the episode
+        row_t = self._starts[local] + t  # [B] its row in the file
+        context_rows = row_t[:, None] + self._frame_offsets  # [B, W]
+        return k_b, self._episodes[local], t, context_rows, row_t + k_b
+
+    def _sample(self, batch_size: int, generator: torch.Generator, k: int | None) -> Batch:
+        k_b, episode, t, context_rows, target_rows = self._draw(batch_size, generator, k)
+        data, w = self.data, self.context_frames
+        if data.observations is not None:
+            obs = data.observations
+            context_obs, target_obs = obs[context_rows], obs[target_rows]
+            states = data.states
+            context_state = None if states is None else states[context_rows]
+            target_state = None if states is None else states[target_rows]
+        else:
+            rows = torch.cat([context_rows.reshape(-1), target_rows]).cpu().numpy()
+            unique, inverse = np.unique(rows, return_inverse=True)
+            obs_rows, state_rows = data.read_rows(unique)
+            inverse = torch.from_numpy(inverse.reshape(-1))
+            gathered = obs_rows[inverse]
+            context_obs = gathered[: batch_size * w].reshape(batch_size, w, *data.obs_shape)
+            target_obs = gathered[batch_size * w :]
+            if state_rows is None:
+                context_state = target_state = None
+            else:
+                gathered = state_rows[inverse]
+                context_state = gathered[: batch_size * w].reshape(batch_size, w, *data.state_shape)
+                target_state = gathered[batch_size * w :]
+        dev = self.device
+        move = lambda x: None if x is None else x.to(dev, non_blocking=True)  # noqa: E731
+        return Batch(
+            context_obs=move(context_obs),
+            target_obs=move(target_obs),
+            k=move(k_b),
+            context_state=move(context_state),
+            target_state=move(target_state),
+            episode=move(episode),
+            t=move(t),
+        )

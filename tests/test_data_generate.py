@@ -1,0 +1,174 @@
+"""generate_dataset: determinism across workers, ragged episodes, states, atomicity."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+from lejepa_core import generate
+from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.errors import UserInputError
+from tests.test_data_helpers import register_tiny
+
+
+def _arrays(path):
+    with h5py.File(path, "r") as f:
+        return {name: f[name][...] for name in f}
+
+
+def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
+    # CartPole has a native vector env (only one int seed: per-block seeding) and ends early
+    kwargs = dict(episodes=40, steps=30, seed=3, progress=False, block_episodes=8)
+    one = generate.generate_dataset("CartPole-v1", out=tmp_path / "w1.h5", workers=1, **kwargs)
+    two = generate.generate_dataset("CartPole-v1", out=tmp_path / "w2.h5", workers=2, **kwargs)
+    a, b = _arrays(one), _arrays(two)
+    assert (
+        a.keys()
+        == b.keys()
+        == {"observations", "actions", "rewards", "episode_offsets", "episode_seeds"}
+    )
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+    lengths = np.diff(a["episode_offsets"])
+    assert len(lengths) == 40 and lengths.max() <= 30 and lengths.min() < 30  # ragged
+    with h5py.File(one) as f:
+        assert f.attrs["seeding"] == "per-block" and f.attrs["vectorized"]
+        assert f.attrs["env_id"] == "CartPole-v1"
+    # the last action of every episode is padding
+    assert (a["actions"][a["episode_offsets"][1:] - 1] == 0).all()
+    different = generate.generate_dataset(
+        "CartPole-v1", out=tmp_path / "s4.h5", **{**kwargs, "seed": 4}
+    )
+    assert _arrays(different)["observations"].tobytes() != a["observations"].tobytes()
+
+
+def test_single_env_with_states_matches_direct_rollout(tmp_path):
+    env_id = register_tiny()
+    out = generate.generate_dataset(
+        env_id,
+        episodes=6,
+        steps=12,
+        out=tmp_path / "t.h5",
+        seed=1,
+        workers=2,
+        block_episodes=2,
+        env_kwargs={"width": 7},
+        progress=False,
+    )
+    with TrajectoryData.open(out, on_device="always") as data:
+        assert data.obs_dtype == "uint8" and data.obs_shape == (4, 7)
+        assert data.state_shape == (2,) and data.state_feature_names == ("x", "v")
+        assert data.env_kwargs == {"width": 7}
+        assert isinstance(data.stats["mean"], float)  # images: scalar statistics
+        assert data.attrs["seeding"] == "per-episode"
+        offsets = data.episode_offsets.tolist()
+        with h5py.File(out) as f:
+            seeds, actions = f["episode_seeds"][...], f["actions"][...]
+        assert seeds.tolist() == generate.episode_seeds(1, 0, 6).tolist()
+        # replay episode 4 by hand from its seed and recorded actions
+        env = gym.make(env_id, width=7)
+        obs, info = env.reset(seed=int(seeds[4]))
+        rows = range(offsets[4], offsets[5])
+        for i, row in enumerate(rows):
+            assert (data.observations[row].numpy() == obs).all()
+            assert (data.states[row].numpy() == info["state"]).all()
+            if i < len(rows) - 1:
+                obs, _, terminated, _, info = env.step(actions[row])
+        assert terminated or len(rows) == 12
+
+
+def test_noop_policy_uses_env_metadata(tmp_path):
+    env_id = register_tiny()
+    out = generate.generate_dataset(
+        env_id, episodes=2, steps=5, out=tmp_path / "n.h5", policy="noop", progress=False
+    )
+    actions, offsets = _arrays(out)["actions"], _arrays(out)["episode_offsets"]
+    last = set((offsets[1:] - 1).tolist())
+    assert all(a == 1 for i, a in enumerate(actions) if i not in last)
+    with pytest.raises(UserInputError, match="no no-op action"):
+        generate.generate_dataset(
+            "CartPole-v1", episodes=1, steps=3, out=tmp_path / "x.h5", policy="noop", progress=False
+        )
+
+
+def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    out = tmp_path / "d.h5"
+    generate.generate_dataset("CartPole-v1", episodes=4, steps=5, out=out, progress=False)
+    before = out.read_bytes()
+    calls = {"n": 0}
+    real = generate.run_block
+
+    def failing(job):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("env exploded")
+        return real(job)
+
+    monkeypatch.setattr(generate, "run_block", failing)
+    with pytest.raises(RuntimeError, match="env exploded"):
+        generate.generate_dataset(
+            "CartPole-v1", episodes=8, steps=5, out=out, block_episodes=2, progress=False
+        )
+    assert out.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["d.h5"]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(UserInputError, match="unknown environment"):
+        generate.generate_dataset(
+            "NoSuchEnv-v9", episodes=1, steps=2, out=tmp_path / "a.h5", progress=False
+        )
+    with pytest.raises(UserInputError, match="episodes and steps"):
+        generate.generate_dataset(
+            "CartPole-v1", episodes=0, steps=2, out=tmp_path / "a.h5", progress=False
+        )
+    with pytest.raises(UserInputError, match="does not exist"):
+        generate.generate_dataset(
+            "CartPole-v1", episodes=1, steps=2, out=tmp_path / "no" / "a.h5", progress=False
+        )
+    with pytest.raises(UserInputError, match="bad env kwargs"):
+        generate.generate_dataset(
+            "CartPole-v1",
+            episodes=1,
+            steps=2,
+            out=tmp_path / "a.h5",
+            env_kwargs={"zz": 1},
+            progress=False,
+        )
+
+
+def test_sample_actions_respects_spaces():
+    rng = np.random.default_rng(0)
+    box = gym.spaces.Box(-1, np.array([1, np.inf], np.float32), (2,), np.float32)
+    a = generate.sample_actions(box, rng, (5, 3))
+    assert (
+        a.shape == (5, 3, 2)
+        and a.dtype == np.float32
+        and (a[..., 0] >= -1).all()
+        and (a[..., 0] <= 1).all()
+    )
+    assert (a[..., 1] >= -1).all()
+    d = generate.sample_actions(gym.spaces.Discrete(3, start=2), rng, (100,))
+    assert set(d.tolist()) == {2, 3, 4}
+    md = generate.sample_actions(gym.spaces.MultiDiscrete([2, 5]), rng, (50,))
+    assert md.shape == (50, 2) and md[:, 1].max() <= 4
+
+
+def test_bouncing_balls_if_available(tmp_path):
+    generate.ensure_envs_registered()
+    if "lejepa/BouncingBalls-v0" not in gym.registry:
+        pytest.skip("BouncingBalls not registered")
+    out = generate.generate_dataset(
+        "lejepa/BouncingBalls-v0",
+        episodes=6,
+        steps=10,
+        out=tmp_path / "bb.h5",
+        block_episodes=4,
+        progress=False,
+    )
+    with TrajectoryData.open(out) as data:
+        assert data.feature_names == ("x", "y", "vx", "vy")
+        assert data.obs_shape[-1] == 4 and len(data.stats["mean"]) == 4
+        assert data.num_steps == 60 and data.attrs["vectorized"]

@@ -1,0 +1,147 @@
+"""WindowSampler: windows never cross episodes, k covers the horizons, streaming == resident."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.errors import DatasetError
+from tests.test_data_helpers import write_file
+
+LENGTHS = (5, 12, 3, 9, 20, 7)
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "d.h5"
+    write_file(p, lengths=LENGTHS, states=True)
+    return p
+
+
+def _check_windows(batch: Batch, data_path, w: int):
+    """Every window inside its episode, and equal to a direct slice of the file."""
+    arrays_obs = TrajectoryData.open(data_path, on_device="always")
+    obs, states, offsets = arrays_obs.observations, arrays_obs.states, arrays_obs.episode_offsets
+    for i in range(len(batch.k)):
+        e, t, k = int(batch.episode[i]), int(batch.t[i]), int(batch.k[i])
+        start, stop = int(offsets[e]), int(offsets[e + 1])
+        assert t - (w - 1) >= 0 and start + t + k <= stop - 1
+        row = start + t
+        assert torch.equal(batch.context_obs[i], obs[row - w + 1 : row + 1])
+        assert torch.equal(batch.target_obs[i], obs[row + k])
+        assert torch.equal(batch.context_state[i], states[row - w + 1 : row + 1])
+        assert torch.equal(batch.target_state[i], states[row + k])
+        # the observation encodes (episode, step): 1000 * e + step
+        assert int(batch.target_obs[i, 0, 0]) == 1000 * e + t + k
+    arrays_obs.close()
+
+
+@pytest.mark.parametrize("on_device", ["always", "never"])
+def test_windows_stay_inside_episodes(path, on_device):
+    with TrajectoryData.open(path, on_device=on_device) as data:
+        sampler = WindowSampler(data, torch.arange(6), context_frames=3, horizons=(1, 2, 5))
+        batch = sampler.sample(200, torch.Generator().manual_seed(0))
+        assert batch.context_obs.shape == (200, 3, 2, 3) and batch.target_obs.shape == (200, 2, 3)
+        assert batch.context_state.shape == (200, 3, 2, 2) and batch.k.dtype == torch.int64
+        _check_windows(batch, path, w=3)
+        # episode 2 (3 steps) never fits W=3 plus k >= 1
+        assert 2 not in batch.episode.tolist()
+
+
+def test_streaming_and_resident_give_identical_batches(path):
+    with (
+        TrajectoryData.open(path, on_device="always", normalize=True) as resident,
+        TrajectoryData.open(path, on_device="never", normalize=True) as streamed,
+    ):
+        a = WindowSampler(resident, torch.tensor([0, 1, 3, 4]), context_frames=2, horizons=(1, 3))
+        b = WindowSampler(streamed, torch.tensor([0, 1, 3, 4]), context_frames=2, horizons=(1, 3))
+        ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+        for _ in range(3):
+            x, y = a.sample(64, ga), b.sample(64, gb)
+            for field in (
+                "context_obs",
+                "target_obs",
+                "k",
+                "context_state",
+                "target_state",
+                "episode",
+                "t",
+            ):
+                assert torch.equal(getattr(x, field), getattr(y, field)), field
+        assert x.context_obs.dtype == torch.float32
+
+
+def test_k_distribution_and_window_uniformity(path):
+    with TrajectoryData.open(path) as data:
+        sampler = WindowSampler(data, torch.arange(6), context_frames=2, horizons=(1, 4, 8))
+        batch = sampler.sample(30_000, torch.Generator().manual_seed(1))
+    counts = torch.bincount(batch.k, minlength=9)[[1, 4, 8]].double() / 30_000
+    torch.testing.assert_close(
+        counts, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.02, rtol=0
+    )
+    # for k = 8 only episodes 1 (12 steps) and 4 (20 steps) fit: 12-8-1=3 and 20-8-1=11 windows
+    eight = batch.k == 8
+    assert set(batch.episode[eight].tolist()) == {1, 4}
+    share = (batch.episode[eight] == 4).double().mean().item()
+    assert share == pytest.approx(11 / 14, abs=0.03)
+    assert sampler.num_windows == {1: 3 + 10 + 1 + 7 + 18 + 5, 4: 7 + 4 + 15 + 2, 8: 14}
+
+
+def test_only_requested_episodes(path):
+    with TrajectoryData.open(path) as data:
+        train, val = torch.tensor([1, 4]), torch.tensor([3])
+        b = WindowSampler(data, val, context_frames=2, horizons=(1,)).sample(
+            50, torch.Generator().manual_seed(0)
+        )
+        assert set(b.episode.tolist()) == {3}
+        b = WindowSampler(data, train, context_frames=2, horizons=(1,)).sample(
+            50, torch.Generator().manual_seed(0)
+        )
+        assert set(b.episode.tolist()) <= {1, 4}
+
+
+def test_fixed_batches_reproducible_and_fixed_k(path):
+    with TrajectoryData.open(path) as data:
+        sampler = WindowSampler(data, torch.arange(6), context_frames=2, horizons=(1, 2))
+        first = sampler.fixed_batches(16, 3, seed=7)
+        again = sampler.fixed_batches(16, 3, seed=7)
+        assert len(first) == 3
+        for x, y in zip(first, again, strict=True):
+            assert torch.equal(x.context_obs, y.context_obs) and torch.equal(x.t, y.t)
+        assert not torch.equal(first[0].t, first[1].t)
+        fixed = sampler.fixed_batches(64, 2, seed=0, k=6)  # k outside the training horizons
+        for b in fixed:
+            assert (b.k == 6).all()
+        _check_windows(fixed[0], data.path, w=2)
+
+
+def test_no_window_fits_names_the_numbers(path):
+    with TrajectoryData.open(path) as data:
+        with pytest.raises(
+            DatasetError,
+            match=r"context_frames=4 \+ max horizon 17 needs episodes of at least 21 steps, the longest of the 6 episodes has 20",
+        ):
+            WindowSampler(data, torch.arange(6), context_frames=4, horizons=(1, 17))
+
+
+def test_integer_observations_have_no_state(tmp_path):
+    from lejepa_core.data.writer import TrajectoryWriter
+
+    p = tmp_path / "g.h5"
+    grid = np.arange(40 * 3 * 3, dtype=np.int64).reshape(40, 3, 3).astype(np.int8)
+    with TrajectoryWriter(
+        p, obs_shape=(3, 3), obs_dtype="int8", action_shape=(), action_dtype="int64"
+    ) as wr:
+        wr.append(grid, np.zeros(40, np.int64), lengths=[20, 20], seeds=[0, 1])
+    with TrajectoryData.open(p, normalize=True) as data:
+        assert data.states is None and data.state_shape is None
+        assert data.observations.dtype == torch.int8  # normalize leaves non-float data alone
+        b = WindowSampler(data, torch.arange(2), context_frames=2, horizons=(3,)).sample(
+            8, torch.Generator()
+        )
+        assert (
+            b.context_state is None and b.target_state is None and b.context_obs.dtype == torch.int8
+        )
