@@ -358,6 +358,4 @@ class BallPhysics:
 
 def state_array(s: np.ndarray) -> np.ndarray:
     """Physics layout ``s [4, N, E]`` -> float32 observations ``[E, N, 4]`` of (x, y, vx, vy)."""
-    out = np.empty(s.shape[::-1], dtype=np.float32)
-    out[...] = s.T
-    return out
+    return np.ascontiguousarray(s.transpose(2, 1, 0), dtype=np.float32)
