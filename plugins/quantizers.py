@@ -127,7 +127,7 @@ class VectorQuantizer(_CodeMetrics):
         decay: float = param(
             0.99,
             "EMA decay of cluster sizes and sums (higher: slower codebook)",
-            in_range(0.0, 0.999999),
+            in_range(0.0, 1.0),
         )
         epsilon: float = param(1e-5, "Laplace smoothing of the EMA cluster sizes", positive)
         commitment_cost: float = param(

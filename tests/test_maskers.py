@@ -248,3 +248,30 @@ def test_none_is_identity(generator):
     obs = torch.randn(3, 2, 4)
     masked, mask = m.NoMasker(m.NoMasker.Params(), PHYSICS)(obs, generator)
     assert masked is obs and not mask.any() and mask.shape == (3, 1, 1)
+
+
+@pytest.mark.parametrize("name", ["feature", "block", "none"])
+def test_registered_through_entry_points_and_recipe_round_trip(name):
+    from lejepa_core.registry import get_registry
+    from lejepa_core.structure import structure_attrs, unstructure
+
+    cls = get_registry().get("masker", name)
+    errors: list[str] = []
+    params = structure_attrs(unstructure(cls.Params()), cls.Params, "masker", errors)
+    assert errors == [] and params == cls.Params()
+
+
+def test_recipe_errors_are_path_lines():
+    from lejepa_core.structure import structure_attrs
+
+    errors: list[str] = []
+    structure_attrs({"fill_valeu": 1}, m.FeatureMasker.Params, "masker", errors)
+    assert errors == [
+        "masker.fill_valeu: unknown key (did you mean 'fill_value'?); known keys: "
+        + ", ".join(sorted(f.name for f in attrs.fields(m.FeatureMasker.Params)))
+    ]
+    errors = []
+    structure_attrs({"p_coordinates": 0.9}, m.FeatureMasker.Params, "masker", errors)
+    assert errors == [
+        "masker: p_coordinates + p_velocities + p_pair + p_single + p_all must be <= 1, got 1.3 (0.9, 0.2, 0.1, 0.1, 0.0)"
+    ]

@@ -11,10 +11,10 @@ import attrs
 import pytest
 import torch
 import torch.nn.functional as F
-from lejepa_plugins import quantizers as q
 
 from lejepa_core import ModelSpec, Quantizer
 from lejepa_core.metrics import code_histogram, codebook_usage, perplexity
+from lejepa_plugins import quantizers as q
 
 D = 4
 
@@ -394,3 +394,17 @@ def test_ddp_codebooks_identical_across_ranks():
     for _ in range(3):
         single(torch.cat([torch.randn(16, D, generator=gens[r]) + r for r in (0, 1)]))
     torch.testing.assert_close(single.codebook, r0["ema_only"])
+
+
+@pytest.mark.parametrize("name", ["vq", "gumbel", "fsq"])
+def test_registered_through_entry_points_and_recipe_round_trip(name):
+    from lejepa_core.registry import get_registry
+    from lejepa_core.structure import structure_attrs, unstructure
+
+    cls = get_registry().get("quantizer", name)
+    errors: list[str] = []
+    params = structure_attrs(unstructure(cls.Params()), cls.Params, "quantizer", errors)
+    assert errors == [] and params == cls.Params()
+    errors = []
+    structure_attrs({"window_batches": 0}, cls.Params, "quantizer", errors)
+    assert errors == ["quantizer.window_batches: expected a positive value, got 0"]
