@@ -1,0 +1,172 @@
+"""``lejepa generate``, ``lejepa convert`` and ``lejepa inspect`` (added to the group by cli.py).
+
+The commands raise ``UserInputError``/``DatasetError``; the ``lejepa`` group turns them into
+one ``Error: ...`` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lejepa_core.errors import UserInputError
+
+
+def _parse_kwargs(value: str | None) -> dict:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"--env-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise UserInputError(f"--env-kwargs must be a JSON object, got {value!r}")
+    return parsed
+
+
+@click.command("generate")
+@click.argument("env_id")
+@click.option("--episodes", type=click.IntRange(min=1), required=True, help="Number of episodes.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Observations per episode (fewer when the env ends an episode first).",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HDF5 file to write (atomically).",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Run seed; episode i is seeded from (seed, i).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Processes; the data does not depend on it.",
+)
+@click.option(
+    "--env-kwargs",
+    default=None,
+    help="JSON object of env keyword arguments, e.g. '{\"num_balls\": 3}'.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["random", "noop"]),
+    default="random",
+    show_default=True,
+    help="Random actions (seeded) or the env's no-op action.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["lzf", "gzip", "none"]),
+    default="lzf",
+    show_default=True,
+    help="Lossless compression of the arrays.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def generate_command(
+    env_id, episodes, steps, out, seed, workers, env_kwargs, policy, compression, quiet
+):
+    """Roll out ENV_ID (any registered gymnasium id) and write a trajectory file."""
+    from lejepa_core.generate import generate_dataset
+
+    path = generate_dataset(
+        env_id,
+        episodes=episodes,
+        steps=steps,
+        out=out,
+        seed=seed,
+        workers=workers,
+        env_kwargs=_parse_kwargs(env_kwargs),
+        policy=policy,
+        compression=compression,
+        progress=not quiet,
+    )
+    click.echo(f"wrote {path}")
+
+
+@click.command("convert")
+@click.argument("minari_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="HDF5 file to write (atomically).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def convert_command(minari_dir, out, quiet):
+    """Import a Minari dataset directory (HDF5 storage) into lejepa's format."""
+    from lejepa_core.convert import convert_minari
+
+    path = convert_minari(minari_dir, out=out, progress=not quiet)
+    click.echo(f"wrote {path}")
+
+
+@click.command("inspect")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+)
+@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
+def inspect_command(file, val_fraction, split_seed, as_json):
+    """Validate FILE and print its env, sizes, statistics and train/validation split."""
+    from lejepa_core.data.reader import inspect_dataset
+
+    info = inspect_dataset(file, val_fraction=val_fraction, split_seed=split_seed)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    _print_info(info)
+
+
+def _print_info(info: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    lengths = info["episode_length"]
+    split = info["split"]
+    console.print(f"[bold]{info['path']}[/bold]  ({info['file_bytes'] / 2**20:.1f} MiB)")
+    console.print(f"env          {info['env_id'] or '?'}")
+    console.print(f"env kwargs   {json.dumps(info['env_kwargs'])}")
+    console.print(
+        f"episodes     {info['episodes']}  (length min {lengths['min']}, mean {lengths['mean']:.1f}, max {lengths['max']})"
+    )
+    console.print(f"total steps  {info['total_steps']}")
+    console.print(
+        f"split        train {split['train_episodes']} episodes ({split['train_steps']} steps), "
+        f"val {split['val_episodes']} episodes ({split['val_steps']} steps)  "
+        f"[val_fraction {split['val_fraction']}, seed {split['seed']}]"
+    )
+    arrays = Table(title="arrays")
+    for column in ("dataset", "shape", "dtype", "compression"):
+        arrays.add_column(column)
+    for name, d in info["datasets"].items():
+        arrays.add_row("/" + name, str(d["shape"]), d["dtype"], str(d["compression"] or "-"))
+    console.print(arrays)
+    stats = info["stats"]
+    table = Table(
+        title="observation statistics"
+        + (" (per feature)" if isinstance(stats["mean"], list) else " (all elements)")
+    )
+    for column in ("feature", "mean", "std", "min", "max"):
+        table.add_column(column, justify="right" if column != "feature" else "left")
+    if isinstance(stats["mean"], list):
+        names = info["feature_names"] or [str(i) for i in range(len(stats["mean"]))]
+        for i, name in enumerate(names):
+            table.add_row(name, *(f"{stats[key][i]:.4g}" for key in ("mean", "std", "min", "max")))
+    else:
+        table.add_row("(all)", *(f"{stats[key]:.4g}" for key in ("mean", "std", "min", "max")))
+    console.print(table)
