@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from lejepa_core import Encoder, ModelSpec
 from lejepa_core.params import help_of
+from lejepa_core.structure import structure_attrs, unstructure
 from lejepa_plugins import encoders
 from lejepa_plugins.object_encoder import connected_components, extract_objects, object_feature_dim
 
@@ -72,6 +73,17 @@ def test_registered_names_and_params():
             assert field.default is not attrs.NOTHING, (name, field.name)
             assert help_of(field), (name, field.name)
         cls.Params()  # the defaults are valid
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_params_round_trip_through_recipe_data(name):
+    params_cls = registered()[name].Params
+    errors: list[str] = []
+    data = unstructure(params_cls())
+    assert structure_attrs(data, params_cls, "encoder", errors) == params_cls()
+    assert errors == []
+    structure_attrs({**data, "hidden_dimm": 3}, params_cls, "encoder", errors)
+    assert errors and errors[0].startswith("encoder.hidden_dimm: unknown key")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 
 from lejepa_core import ModelSpec, Predictor
 from lejepa_core.params import help_of
+from lejepa_core.structure import structure_attrs, unstructure
 from lejepa_plugins import predictors
 from lejepa_plugins.layers import TimeEmbedding, sinusoidal_features
 
@@ -62,6 +63,17 @@ def test_registered_names_and_params():
             assert field.default is not attrs.NOTHING, (name, field.name)
             assert help_of(field), (name, field.name)
         cls.Params()
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_params_round_trip_through_recipe_data(name):
+    params_cls = registered()[name].Params
+    errors: list[str] = []
+    data = unstructure(params_cls())
+    assert structure_attrs(data, params_cls, "predictor", errors) == params_cls()
+    assert errors == []
+    structure_attrs({**data, "hidden_dimm": 3}, params_cls, "predictor", errors)
+    assert errors and errors[0].startswith("predictor.hidden_dimm: unknown key")
 
 
 @pytest.mark.parametrize("frames", [1, 3])
