@@ -88,17 +88,23 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def epps_pulley(
-    projections: torch.Tensor, num_points: int = 17, t_max: float = 3.0
+    projections: torch.Tensor,
+    num_points: int = 17,
+    t_max: float = 3.0,
+    grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Epps-Pulley statistic of each column of ``projections: [N, M]`` against N(0, 1).
 
+    ``grid``: ``quadrature(num_points, t_max)`` already on the right device (optional).
     Returns ``(statistic: [M], num_samples: 0-d)``. Under torch.distributed the
     characteristic-function sums and the sample count are all-reduced (one call, gradients
     intact), so ``N`` is the global batch and the statistic is that of the global batch.
     """
-    t, phi, weights = (x.to(projections.device) for x in quadrature(num_points, t_max))
+    if grid is None:
+        grid = quadrature(num_points, t_max)
+    t, phi, weights = (x.to(projections.device) for x in grid)
     x_t = projections.float().unsqueeze(-1) * t  # [N, M, T]
-    num_directions = projections.shape[1]
+    num_directions, num_points = projections.shape[1], t.shape[0]
     count = torch.full((1,), float(projections.shape[0]), device=projections.device)
     sums = torch.cat([x_t.cos().sum(0).flatten(), x_t.sin().sum(0).flatten(), count])
     sums = _all_reduce_sum(sums)
@@ -113,6 +119,7 @@ def sigreg_statistic(
     directions: torch.Tensor,
     num_points: int = 17,
     t_max: float = 3.0,
+    grid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SIGReg of ``z: [N, D]`` along ``directions: [D, M]`` (unit columns).
 
@@ -123,7 +130,8 @@ def sigreg_statistic(
             f"sigreg: expected z [N, D] and directions [D, M], got {tuple(z.shape)} and "
             f"{tuple(directions.shape)}"
         )
-    statistic, num_samples = epps_pulley(z.float() @ directions.float(), num_points, t_max)
+    projections = z.float() @ directions.float()  # [N, M]
+    statistic, num_samples = epps_pulley(projections, num_points, t_max, grid)
     return statistic.mean(), num_samples
 
 
@@ -156,6 +164,10 @@ class SIGRegLoss(Loss):
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.null_level = null_level(params.num_points, params.t_max)
+        t, phi, weights = quadrature(params.num_points, params.t_max)
+        self.register_buffer("t", t, persistent=False)
+        self.register_buffer("phi", phi, persistent=False)
+        self.register_buffer("weights", weights, persistent=False)
 
     def _generator(self, outputs: StepOutputs, device: torch.device) -> torch.Generator:
         if outputs.generator is not None:
@@ -181,9 +193,8 @@ class SIGRegLoss(Loss):
         directions = random_directions(
             first.shape[-1], self.params.num_directions, generator, first.device
         )
-        p = self.params
         statistics = {
-            name: sigreg_statistic(z, directions, p.num_points, p.t_max)
+            name: sigreg_statistic(z, directions, grid=(self.t, self.phi, self.weights))
             for name, z in latents.items()
         }
         value = torch.stack([s for s, _ in statistics.values()]).mean()
