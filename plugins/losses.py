@@ -18,13 +18,13 @@ from typing import Literal
 import attrs
 import torch
 import torch.nn.functional as F
-from lejepa_plugins.sigreg import SIGRegLoss
 from torch import nn
 
 from lejepa_core import Loss, LossOutput, StepOutputs, hookimpl
 from lejepa_core.errors import TrainingError
 from lejepa_core.metrics import cosine_similarity, error_to_signal_ratio
 from lejepa_core.params import non_negative, param, positive
+from lejepa_plugins.sigreg import SIGRegLoss
 
 
 def _check_pair(name: str, prediction: torch.Tensor, target: torch.Tensor) -> None:

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import scipy.special
 import torch
+
+from lejepa_core import Loss, LossOutput, ModelSpec, StepOutputs
+from lejepa_core.errors import TrainingError
 from lejepa_plugins import losses as losses_module
 from lejepa_plugins.losses import (
     LOSSES,
@@ -24,9 +27,6 @@ from lejepa_plugins.losses import (
     SmoothL1Loss,
     VICRegLoss,
 )
-
-from lejepa_core import Loss, LossOutput, ModelSpec, StepOutputs
-from lejepa_core.errors import TrainingError
 
 SPEC = ModelSpec(obs_shape=(4,), latent_dim=6, context_frames=3)
 
