@@ -336,14 +336,14 @@ class BallPhysics:
             envs = np.flatnonzero(~wall)
             pair = k[envs] - self.num_walls
             i, j = self.pair_i[pair], self.pair_j[pair]
-            dx, dy = s[0, j, envs] - s[0, i, envs], s[1, j, envs] - s[1, i, envs]  # i -> j
-            ux, uy = s[2, j, envs] - s[2, i, envs], s[3, j, envs] - s[3, i, envs]
-            scale = (dx * ux + dy * uy) / (dx * dx + dy * dy)  # (u . d) / |d|^2 < 0
-            scale_i, scale_j = self.coef_i[pair] * scale, self.coef_j[pair] * scale
-            s[2, i, envs] += scale_i * dx
-            s[3, i, envs] += scale_i * dy
-            s[2, j, envs] -= scale_j * dx
-            s[3, j, envs] -= scale_j * dy
+            pos_i, pos_j = s[:2, i, envs], s[:2, j, envs]  # [2, Q]
+            vel_i, vel_j = s[2:, i, envs], s[2:, j, envs]
+            d = pos_j - pos_i  # from i to j
+            u = vel_j - vel_i
+            scale = (d[0] * u[0] + d[1] * u[1]) / (d[0] * d[0] + d[1] * d[1])  # (u.d)/|d|^2 < 0
+            vel_i += (self.coef_i[pair] * scale) * d
+            vel_j -= (self.coef_j[pair] * scale) * d
+            s[2:, i, envs], s[2:, j, envs] = vel_i, vel_j
             self.pair_events += envs.size
 
     # ---- observables -------------------------------------------------------------------

@@ -39,10 +39,26 @@ class BouncingBallsVectorEnv(VectorEnv):
         "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
 
-    def __init__(self, *, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        num_envs: int = 1,
+        render_mode: str | None = None,
+        max_episode_steps: int | None = None,
+        **kwargs: Any,
+    ):
+        """max_episode_steps: what ``gymnasium.make_vec`` passes for a spec's time limit; an
+        alias of ``max_steps``."""
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
         check_render_mode(render_mode)
+        if max_episode_steps is not None:
+            if kwargs.get("max_steps", max_episode_steps) != max_episode_steps:
+                raise ValueError(
+                    f"max_steps={kwargs['max_steps']!r} and max_episode_steps="
+                    f"{max_episode_steps!r} disagree; give one of them"
+                )
+            kwargs["max_steps"] = max_episode_steps
         self.config = BallsConfig(**kwargs)
         self.physics = BallPhysics(self.config)
         self.num_envs = int(num_envs)

@@ -79,6 +79,10 @@ def test_make_and_make_vec(registered):
     obs, _ = vec.reset(seed=1)
     assert obs.shape == (3, 2, 4)
     assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+    limited = gym.make_vec(registered, num_envs=2, max_episode_steps=3)
+    limited.reset(seed=0)
+    truncations = [limited.step(np.zeros(2, dtype=np.int64))[3].tolist() for _ in range(4)]
+    assert truncations == [[False, False], [False, False], [True, True], [False, False]]
 
 
 @pytest.mark.parametrize(
