@@ -22,15 +22,6 @@ SPEC = ModelSpec(obs_shape=(4,), latent_dim=8, context_frames=2)
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one intra-op thread is ~10x faster than two on a busy box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def statistic(z: torch.Tensor, seed: int = 0, num_directions: int = 128) -> float:
     g = torch.Generator().manual_seed(seed)
     directions = random_directions(z.shape[1], num_directions, g, CPU)
