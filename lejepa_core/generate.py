@@ -40,8 +40,8 @@ from lejepa_core.data.writer import RunningStats, TrajectoryWriter
 from lejepa_core.errors import UserInputError
 
 POLICIES = ("random", "noop")
-BLOCK_BYTES = 64 * 2**20  # observations (+ states) held per block
-MAX_BLOCK_EPISODES = 1024
+BLOCK_BYTES = 128 * 2**20  # observations (+ states) held per block
+MAX_BLOCK_EPISODES = 4096
 _BLOCK_SEED_STREAM = 1
 _ACTION_STREAM = 2
 
@@ -134,9 +134,24 @@ def probe_env(env_id: str, env_kwargs: dict) -> EnvInfo:
     state = info.get("state")
     state = None if state is None else np.asarray(state)
     action_dtype = np.dtype(act_space.dtype) if act_space.dtype is not None else np.dtype(np.int64)
+    if isinstance(act_space, (spaces.Discrete, spaces.MultiDiscrete)):  # store compactly
+        low = int(np.min(act_space.start))
+        high = int(
+            np.max(
+                act_space.start + act_space.n
+                if isinstance(act_space, spaces.Discrete)
+                else act_space.start + act_space.nvec
+            )
+        )
+        action_dtype = next(
+            np.dtype(t)
+            for t in (np.int8, np.int16, np.int32, np.int64)
+            if np.iinfo(t).min <= low and high - 1 <= np.iinfo(t).max
+        )
     noop = metadata.get("noop_action")
     if noop is not None:
-        noop = np.asarray(noop, dtype=action_dtype).reshape(act_space.shape)
+        native = act_space.dtype if act_space.dtype is not None else np.int64
+        noop = np.asarray(noop, dtype=native).reshape(act_space.shape)
     elif isinstance(act_space, spaces.Box):
         zeros = np.zeros(act_space.shape, action_dtype)
         noop = zeros if act_space.contains(zeros) else None
@@ -274,8 +289,9 @@ def run_block(job: Job) -> BlockResult:
     observations = flat(obs)
     stats = RunningStats(job.per_feature, info.obs_shape[-1] if info.obs_shape else 1)
     stats.update(observations)
+    actions = flat(actions).astype(info.action_dtype, copy=False)
     return BlockResult(
-        observations, flat(actions), flat(rewards), flat(states), lengths, seeds, seeding, stats
+        observations, actions, flat(rewards), flat(states), lengths, seeds, seeding, stats
     )
 
 
@@ -347,7 +363,7 @@ def _run_single(job, actions, obs, rewards, states, lengths, seeds) -> None:
 
 # --------------------------------------------------------------------------------------------
 def default_block_episodes(steps: int, info: EnvInfo) -> int:
-    """Episodes per block: about ``BLOCK_BYTES`` of observations, at most 1024."""
+    """Episodes per block: about ``BLOCK_BYTES`` of observations, at most 4096."""
     row = int(np.prod(info.obs_shape, dtype=np.int64)) * np.dtype(info.obs_dtype).itemsize
     if info.state_shape is not None:
         row += int(np.prod(info.state_shape, dtype=np.int64)) * np.dtype(info.state_dtype).itemsize
@@ -377,7 +393,7 @@ def generate_dataset(
     workers: int = 1,
     env_kwargs: dict | None = None,
     policy: str = "random",
-    compression: str = "lzf",
+    compression: str = "auto",
     block_episodes: int | None = None,
     progress: bool = True,
 ) -> Path:

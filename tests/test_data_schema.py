@@ -25,7 +25,8 @@ def test_round_trip_plain_h5py_and_reader(tmp_path):
         assert json.loads(f.attrs["feature_names"]) == ["a", "b", "c"]
         np.testing.assert_array_equal(f["observations"][...], arrays["observations"])
         np.testing.assert_array_equal(f["episode_offsets"][...], [0, 5, 12, 15, 24])
-        assert f["observations"].compression == "lzf"
+        assert f["observations"].compression is None  # "auto": float observations raw
+        assert f["actions"].compression == "lzf"
         assert f["observations"].chunks[1:] == (2, 3)
     flat = arrays["observations"].reshape(-1, 3).astype(np.float64)
     for on_device in ("always", "never"):
@@ -49,6 +50,27 @@ def test_round_trip_plain_h5py_and_reader(tmp_path):
                 obs, states = data.read_rows(np.array([0, 1, 7, 23]))
                 assert torch.equal(obs, torch.from_numpy(arrays["observations"][[0, 1, 7, 23]]))
                 assert torch.equal(states, torch.from_numpy(arrays["states"][[0, 1, 7, 23]]))
+
+
+@pytest.mark.parametrize("compression", ["lzf", "gzip", "gzip-4", "none"])
+def test_compression_choices_round_trip(tmp_path, compression):
+    path = tmp_path / "d.h5"
+    obs = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    with TrajectoryWriter(
+        path,
+        obs_shape=(3,),
+        obs_dtype="float32",
+        action_shape=(),
+        action_dtype="int8",
+        compression=compression,
+    ) as writer:
+        writer.append(obs, np.ones(50, np.int8), lengths=[20, 30], seeds=[1, 2])
+    with h5py.File(path) as f:
+        assert f["observations"].compression == {"none": None, "lzf": "lzf"}.get(
+            compression, "gzip"
+        )
+    with TrajectoryData.open(path, on_device="always") as data:
+        assert torch.equal(data.observations, torch.from_numpy(obs))
 
 
 def test_normalize_standardises_observations_but_not_states(tmp_path):

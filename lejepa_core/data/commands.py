@@ -69,10 +69,10 @@ def _parse_kwargs(value: str | None) -> dict:
 )
 @click.option(
     "--compression",
-    type=click.Choice(["lzf", "gzip", "none"]),
-    default="lzf",
+    type=click.Choice(["auto", "lzf", "gzip", "none"]),
+    default="auto",
     show_default=True,
-    help="Lossless compression of the arrays.",
+    help="Lossless compression; auto: lzf except for float observations/states (raw, for speed).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_command(

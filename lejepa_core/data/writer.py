@@ -27,7 +27,7 @@ from lejepa_core.data import schema
 # Target uncompressed size of one chunk: small enough that streaming reads of scattered
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
 CHUNK_BYTES = 64 * 2**10
-COMPRESSIONS = ("lzf", "gzip", "none")
+COMPRESSIONS = ("auto", "lzf", "gzip", "none")
 
 
 def _lejepa_version() -> str:
@@ -99,12 +99,21 @@ class RunningStats:
         return out
 
 
-def _compression_kwargs(compression: str | None) -> dict[str, Any]:
-    """``"lzf"``, ``"gzip"`` (level 1 + shuffle), ``"gzip-N"`` or ``"none"``/None."""
+def _compression_kwargs(compression: str | None, dtype: np.dtype) -> dict[str, Any]:
+    """h5py filter arguments of one dataset.
+
+    ``"auto"`` (default): lzf for everything except float observations/states, which are
+    stored raw: physical state vectors compress to only ~0.75 of their size with lzf, at a
+    cost (``docs/benchmarks_data.md``) that halves generation throughput; images, grids,
+    actions and rewards compress well and cheaply. ``"lzf"``, ``"gzip"`` (level 1 + byte
+    shuffle), ``"gzip-N"``, ``"none"``: the same for every dataset.
+    """
+    if compression == "auto":
+        compression = "none" if np.dtype(dtype).kind == "f" else "lzf"
     if compression in (None, "none"):
         return {}
     if compression == "lzf":
-        return {"compression": "lzf", "shuffle": True}
+        return {"compression": "lzf"}
     if compression.startswith("gzip"):
         level = int(compression.partition("-")[2] or 1)
         return {"compression": "gzip", "compression_opts": level, "shuffle": True}
@@ -133,7 +142,7 @@ class TrajectoryWriter:
         state_dtype: str | None = None,
         rewards: bool = True,
         attrs: dict[str, Any] | None = None,
-        compression: str | None = "lzf",
+        compression: str | None = "auto",
     ):
         self.out = Path(out)
         self.attrs = dict(attrs or {})
@@ -148,7 +157,7 @@ class TrajectoryWriter:
         if not self.out.parent.is_dir():
             raise schema.fail(self.out, f"directory {self.out.parent} does not exist")
         self.tmp = self.out.parent / f".{self.out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        filters = _compression_kwargs(compression)
+        _compression_kwargs(compression, np.dtype("float32"))  # unknown names fail early
         self.compression = compression or "none"
         self._file: h5py.File | None = None
         try:
@@ -171,7 +180,7 @@ class TrajectoryWriter:
                     maxshape=(None, *shape),
                     dtype=np.dtype(dtype),
                     chunks=(chunk_rows, *shape),
-                    **(filters if row_bytes * chunk_rows >= 1024 else {}),
+                    **_compression_kwargs(compression, np.dtype(dtype)),
                 )
         except BaseException:
             self.abort()
