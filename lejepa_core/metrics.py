@@ -31,18 +31,22 @@ def singular_values(z: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(z)
 
 
+def exp_entropy(weights: torch.Tensor, empty: float) -> torch.Tensor:
+    """exp(entropy) of the distribution ``weights / weights.sum()`` ([K] -> 0-d); ``empty`` if all 0."""
+    total = weights.sum()
+    if total <= 0:
+        return torch.tensor(empty)
+    p = weights / total
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum())
+
+
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
     """exp(entropy of sigma_i / sum sigma) of the centred ``z: [N, D]`` (Roy & Vetterli 2007).
 
     Ranges from 1 (collapsed to a line) to min(N, D) (all directions equal). 0-d tensor.
     """
-    s = singular_values(z)
-    total = s.sum()
-    if total <= 0:
-        return torch.tensor(1.0)
-    p = s / total
-    p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum())
+    return exp_entropy(singular_values(z), empty=1.0)
 
 
 def isotropy(z: torch.Tensor) -> torch.Tensor:
@@ -70,9 +74,4 @@ def codebook_usage(counts: torch.Tensor) -> torch.Tensor:
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
     """exp(entropy of the code histogram) [K] -> 0-d; K when uniform, 1 when one code."""
-    total = counts.sum()
-    if total <= 0:
-        return torch.tensor(0.0)
-    p = counts / total
-    p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum())
+    return exp_entropy(counts.float(), empty=0.0)
