@@ -90,7 +90,7 @@ class BouncingBallsVectorEnv(VectorEnv):
         if seed is None or isinstance(seed, (int, np.integer)):
             seeds = [None if seed is None else int(seed) + i for i in range(e)]
         else:
-            seeds = list(seed)
+            seeds = [None if x is None else int(x) for x in seed]
             if len(seeds) != e:
                 raise ValueError(f"seed must hold num_envs={e} seeds, got {len(seeds)}")
         options = dict(options or {})

@@ -177,7 +177,7 @@ def test_vector_pixels_equal_sync_pixels():
 
 def test_vector_partial_reset_and_seed_list():
     vec = BouncingBallsVectorEnv(num_envs=4)
-    first, _ = vec.reset(seed=[10, 11, 12, 13])
+    first, _ = vec.reset(seed=[10, 11, np.int64(12), 13])
     np.testing.assert_array_equal(first, vec.reset(seed=10)[0])
     vec.step(np.zeros(4, dtype=np.int64))
     moved = vec.state
@@ -249,6 +249,10 @@ def test_fast_ball_does_not_tunnel_through_wall_or_ball():
     # x travels 3.3 within [0.1, 0.9]: 0.5 -> 0.9 -> 0.1 -> 0.9 -> 0.1 -> 0.6, moving right
     np.testing.assert_allclose(obs[0, :3], [0.6, 0.2, 3.3], atol=1e-6)
     assert env.physics.wall_events == 4
+    # two balls (r = 0.1) a naive integrator would swap: contact at t = 0.2 / 0.7, bounce back
+    env.reset(options={"state": [[0.3, 0.5, 0.35, 0.0], [0.7, 0.5, -0.35, 0.0]]})
+    obs, *_ = env.step(0)
+    np.testing.assert_allclose(obs[:, :3], [[0.15, 0.5, -0.35], [0.85, 0.5, 0.35]], atol=1e-6)
 
 
 def test_event_cap_keeps_state_valid():
