@@ -25,6 +25,7 @@ PALETTE = np.array(
     dtype=np.float64,
 )
 BACKGROUND = np.array([20, 20, 28], dtype=np.float64)
+RENDER_CHUNK = 128  # envs rendered at a time by render_gray
 
 
 def disc_coverage(
@@ -53,9 +54,20 @@ def render_gray(
     """pos [E, N, 2] -> float32 [E, H, W] in [0, 1]: white balls on black.
 
     Same values as ``disc_coverage(...).max(axis=1)``, computed only in a window around each
-    ball (pixels farther than ``radius + pixel / 2`` from the centre are 0) and combined with
-    a maximum, ball by ball.
+    ball (pixels farther than ``radius + pixel / 2`` from the centre are 0), a chunk of
+    ``RENDER_CHUNK`` envs at a time so that the temporaries stay in cache.
     """
+    out = np.empty((pos.shape[0], *shape), dtype=np.float32)
+    for start in range(0, pos.shape[0], RENDER_CHUNK):
+        chunk = slice(start, start + RENDER_CHUNK)
+        out[chunk] = _render_gray_windows(pos[chunk], radius, box, shape)
+    return out
+
+
+def _render_gray_windows(
+    pos: np.ndarray, radius: np.ndarray, box: tuple[float, float], shape: tuple[int, int]
+) -> np.ndarray:
+    """pos [E, N, 2] -> float64 [E, H, W]: coverage in a window per ball, maximum over balls."""
     height, width = shape
     num_envs, num_balls = pos.shape[:2]
     pixel_w, pixel_h = box[0] / width, box[1] / height
@@ -85,8 +97,7 @@ def render_gray(
     for ball in range(num_balls):  # one ball's windows never share a pixel across envs
         where = flat[:, ball].ravel()
         image[where] = np.maximum(image[where], coverage[:, ball].ravel())
-    image = image.reshape(num_envs, padded_h, padded_w)[:, 1:-1, 1:-1]
-    return image.astype(np.float32)
+    return image.reshape(num_envs, padded_h, padded_w)[:, 1:-1, 1:-1]
 
 
 def render_rgb(

@@ -350,7 +350,7 @@ def test_windowed_gray_render_equals_full_image_render():
 
     rng = np.random.default_rng(0)
     box, shape, radius = (1.5, 1.0), (24, 40), np.array([0.05, 0.1, 0.2])
-    pos = rng.uniform(0.2, 0.8, size=(5, 3, 2)) * np.array(box)
+    pos = rng.uniform(0.2, 0.8, size=(300, 3, 2)) * np.array(box)  # several render chunks
     pos[0, 0] = (0.05, 0.95)  # touching the top-left corner
     expected = disc_coverage(pos, radius, box, shape).max(axis=1).astype(np.float32)
     np.testing.assert_array_equal(render_gray(pos, radius, box, shape), expected)
