@@ -41,7 +41,7 @@ from lejepa_core.errors import UserInputError
 
 POLICIES = ("random", "noop")
 BLOCK_BYTES = 128 * 2**20  # observations (+ states) held per block
-MAX_BLOCK_EPISODES = 4096
+MAX_BLOCK_EPISODES = 2048
 _BLOCK_SEED_STREAM = 1
 _ACTION_STREAM = 2
 
@@ -363,7 +363,7 @@ def _run_single(job, actions, obs, rewards, states, lengths, seeds) -> None:
 
 # --------------------------------------------------------------------------------------------
 def default_block_episodes(steps: int, info: EnvInfo) -> int:
-    """Episodes per block: about ``BLOCK_BYTES`` of observations, at most 4096."""
+    """Episodes per block: about ``BLOCK_BYTES`` of observations, at most 2048."""
     row = int(np.prod(info.obs_shape, dtype=np.int64)) * np.dtype(info.obs_dtype).itemsize
     if info.state_shape is not None:
         row += int(np.prod(info.state_shape, dtype=np.int64)) * np.dtype(info.state_dtype).itemsize

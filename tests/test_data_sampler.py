@@ -145,3 +145,32 @@ def test_integer_observations_have_no_state(tmp_path):
         assert (
             b.context_state is None and b.target_state is None and b.context_obs.dtype == torch.int8
         )
+
+
+@pytest.mark.parametrize("compression", ["auto", "lzf", "gzip"])
+def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
+    from lejepa_core.data.writer import TrajectoryWriter
+
+    p = tmp_path / f"{compression}.h5"
+    obs = np.random.default_rng(0).normal(size=(3000, 5, 4)).astype(np.float32)
+    with TrajectoryWriter(
+        p,
+        obs_shape=(5, 4),
+        obs_dtype="float32",
+        action_shape=(),
+        action_dtype="int8",
+        compression=compression,
+    ) as writer:
+        writer.append(obs, np.zeros(3000, np.int8), lengths=[1000, 1500, 500], seeds=[0, 1, 2])
+    with TrajectoryData.open(p, on_device="never") as data:
+        rows = np.array([0, 1, 2, 999, 1000, 1001, 1500, 2999])
+        got, states = data.read_rows(rows)
+        assert torch.equal(got, torch.from_numpy(obs[rows])) and torch.equal(states, got)
+        mapped = data._readers["observations"].memmap is not None
+        assert mapped == (compression == "auto")  # raw float data is memory-mapped
+        b = WindowSampler(data, torch.arange(3), context_frames=4, horizons=(1, 9)).sample(
+            64, torch.Generator()
+        )
+        np.testing.assert_array_equal(
+            b.target_obs.numpy(), obs[data.episode_offsets[b.episode] + b.t + b.k]
+        )

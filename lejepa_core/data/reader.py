@@ -73,6 +73,7 @@ class TrajectoryData:
 
     def __init__(self) -> None:  # use TrajectoryData.open
         self._file: h5py.File | None = None
+        self._readers: dict[str, RowReader] = {}
 
     @classmethod
     def open(
@@ -182,18 +183,21 @@ class TrajectoryData:
 
     # -- streaming ------------------------------------------------------------------------
     def read_rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Read ``rows`` ([R] int, sorted, unique) from disk in one selection per dataset.
+        """Read ``rows`` ([R] int, sorted, unique) from disk (see ``RowReader``).
 
         Returns (observations [R, *obs_shape] normalised like ``observations``, raw states
         [R, *state_shape] or None), on CPU.
         """
         if self._file is None:
             raise DatasetError(f"{self.path}: the file is closed")
-        obs_np = _read_selection(self.path, self._file[schema.OBSERVATIONS], rows)
-        raw = torch.from_numpy(obs_np)
+        if not self._readers:
+            for name in (schema.OBSERVATIONS, schema.STATES):
+                if name in self._file:
+                    self._readers[name] = RowReader(self.path, self._file[name])
+        raw = torch.from_numpy(self._readers[schema.OBSERVATIONS].read(rows))
         obs = self._normalize(raw) if self.normalize else raw
         if self._has_states:
-            states = torch.from_numpy(_read_selection(self.path, self._file[schema.STATES], rows))
+            states = torch.from_numpy(self._readers[schema.STATES].read(rows))
         elif self.state_shape is not None:
             states = raw
         else:
@@ -215,6 +219,9 @@ class TrajectoryData:
         return episode_split(self.num_episodes, val_fraction, seed)
 
     def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers = {}
         if self._file is not None:
             try:
                 self._file.close()
@@ -252,32 +259,89 @@ def episode_split(
     return train, val
 
 
-def _read_selection(path: Path, ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Rows (sorted, unique) of ``ds`` in one HDF5 read: runs of consecutive rows become one
-    hyperslab each, joined into a single selection."""
-    rows = np.asarray(rows, dtype=np.int64)
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-    if len(rows) == 0:
-        return out
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = rows[np.concatenate(([0], breaks))]
-    counts = np.diff(np.concatenate(([0], breaks, [len(rows)])))
-    try:
-        space = ds.id.get_space()
-        tail = tuple(ds.shape[1:])
-        zeros = (0,) * len(tail)
-        space.select_hyperslab(
-            (int(starts[0]), *zeros), (int(counts[0]), *tail), op=h5py.h5s.SELECT_SET
+class RowReader:
+    """Reads sets of rows of one dataset for the streaming sampler.
+
+    Uncompressed datasets (the default for float observations) are memory-mapped: each
+    chunk's byte offset in the file is looked up once, then rows are plain memory reads
+    served by the OS page cache. Compressed datasets are read with one h5py slice per run of
+    consecutive rows (HDF5 decompresses whole chunks; the 64 MiB chunk cache keeps recent ones).
+    """
+
+    def __init__(self, path: Path, ds: h5py.Dataset):
+        self.path, self.ds = path, ds
+        self.row_shape = tuple(ds.shape[1:])
+        self.dtype = ds.dtype
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * ds.dtype.itemsize
+        self.memmap = None
+        try:
+            self._map()
+        except Exception:  # noqa: BLE001 - any surprise: fall back to h5py reads
+            self.memmap = None
+
+    def _map(self) -> None:
+        ds = self.ds
+        if ds._filters or ds.external or ds.shape[0] == 0 or self.row_bytes == 0:
+            return
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is None:
+                return
+            self.chunk_rows = ds.shape[0]
+            self.chunk_bytes = np.array([offset], dtype=np.int64)
+        else:
+            if ds.chunks[1:] != self.row_shape:
+                return  # chunks split rows: not a layout we write
+            self.chunk_rows = ds.chunks[0]
+            num_chunks = -(-ds.shape[0] // self.chunk_rows)
+            chunk_bytes = np.full(num_chunks, -1, dtype=np.int64)
+
+            def visit(info) -> None:
+                chunk_bytes[info.chunk_offset[0] // self.chunk_rows] = info.byte_offset
+
+            ds.id.chunk_iter(visit)
+            if (chunk_bytes < 0).any():
+                return  # unallocated chunks: let HDF5 fill them
+            self.chunk_bytes = chunk_bytes
+        self.memmap = np.memmap(ds.file.filename, dtype=np.uint8, mode="r")
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """[R, *row_shape] for ``rows`` ([R] int64, sorted, unique)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        try:
+            if self.memmap is not None:
+                return self._read_mapped(rows)
+            return self._read_runs(rows)
+        except (OSError, RuntimeError, ValueError, IndexError) as exc:
+            raise schema.fail(
+                self.path, f"cannot read {self.ds.name} (truncated or corrupt file?): {exc}"
+            ) from None
+
+    def _read_mapped(self, rows: np.ndarray) -> np.ndarray:
+        starts = (
+            self.chunk_bytes[rows // self.chunk_rows] + (rows % self.chunk_rows) * self.row_bytes
         )
-        for start, count in zip(starts[1:].tolist(), counts[1:].tolist(), strict=True):
-            space.select_hyperslab((start, *zeros), (count, *tail), op=h5py.h5s.SELECT_OR)
-        memory = h5py.h5s.create_simple(out.shape)
-        ds.id.read(memory, space, out)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise schema.fail(
-            path, f"cannot read {ds.name} (truncated or corrupt file?): {exc}"
-        ) from None
-    return out
+        if self.row_bytes <= 512:  # small rows: one vectorised gather
+            raw = self.memmap[starts[:, None] + np.arange(self.row_bytes)]
+        else:
+            raw = np.empty((len(rows), self.row_bytes), np.uint8)
+            for i, start in enumerate(starts.tolist()):
+                raw[i] = self.memmap[start : start + self.row_bytes]
+        return raw.view(self.dtype).reshape(len(rows), *self.row_shape)
+
+    def _read_runs(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        run_starts = np.concatenate(([0], breaks))
+        run_stops = np.concatenate((breaks, [len(rows)]))
+        for i, j in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
+            out[i:j] = self.ds[int(rows[i]) : int(rows[i]) + (j - i)]
+        return out
+
+    def close(self) -> None:
+        self.memmap = None
 
 
 def inspect_dataset(
