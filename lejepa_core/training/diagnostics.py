@@ -56,21 +56,21 @@ def latent_report(z: torch.Tensor, name: str) -> dict[str, float]:
     }
 
 
-def validation_report(*, prediction: torch.Tensor, target: torch.Tensor, last_target: torch.Tensor, context: torch.Tensor,
+def validation_report(*, prediction: torch.Tensor, target: torch.Tensor, last_context: torch.Tensor,
                       k: torch.Tensor, horizons: tuple[int, ...]) -> dict[str, float]:
     """Model and baseline figures on the same validation samples.
 
-    prediction, target, last_target (target latent of the last context frame), context
-    (context latent of the last frame): [N, D]; k: [N]. Baselines: ``baseline/copy_last``
-    predicts ``last_target``; ``baseline/mean`` predicts the mean validation target.
+    prediction, target, last_context (context-encoder latent of the last, unmasked, context
+    frame): [N, D]; k: [N]. Baselines: ``baseline/copy_last`` predicts ``last_context`` (what
+    the residual predictor starts from); ``baseline/mean`` predicts the mean validation target.
     """
     sigma = target.float().std().clamp_min(1e-12)
     out = prediction_report(prediction, target, k, horizons, sigma=sigma)
-    out.update(prediction_report(last_target, target, k, horizons, "baseline/copy_last/", sigma=sigma))
+    out.update(prediction_report(last_context, target, k, horizons, "baseline/copy_last/", sigma=sigma))
     mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
     out.update(prediction_report(mean, target, k, horizons, "baseline/mean/", sigma=sigma))
     out["target_std"] = to_float(sigma)
-    out.update(latent_report(context, "context"))
+    out.update(latent_report(last_context, "context"))
     out.update(latent_report(target, "target"))
     return out
 

@@ -231,7 +231,7 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     model.eval()
     losses = RunningMeans()
     quant = RunningMeans()
-    collected: dict[str, list[torch.Tensor]] = {"prediction": [], "target": [], "last_target": [], "context": [], "k": []}
+    collected: dict[str, list[torch.Tensor]] = {"prediction": [], "target": [], "last_context": [], "k": []}
     loss_generator = torch.Generator(device=run.device)
     with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []), _autocast(run.device, recipe.train.precision):
         for i, batch in enumerate(batches):
@@ -241,11 +241,9 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
             losses.add({"loss/total": step_loss.total, **{f"loss/{k}": v for k, v in step_loss.parts.items()}})
             if out.quantizer_output is not None:
                 quant.add({f"quantizer/{k}": v for k, v in out.quantizer_output.metrics.items()})
-            last = batch.context_obs[:, -1]
-            collected["last_target"].append(target_encoder(last).float())
+            collected["last_context"].append(out.context[:, -1])
             collected["prediction"].append(out.prediction)
             collected["target"].append(out.target)
-            collected["context"].append(out.context[:, -1])
             collected["k"].append(batch.k)
     model.train(was_training)
     cat = {key: torch.cat(values) for key, values in collected.items()}
