@@ -249,6 +249,12 @@ def _vector_env(info: EnvInfo, num_envs: int):
     return _ENV_CACHE[key]
 
 
+def close_envs() -> None:
+    """Close the vector env this process keeps between blocks."""
+    while _ENV_CACHE:
+        _ENV_CACHE.popitem()[1].close()
+
+
 def _block_actions(job: Job, n: int) -> np.ndarray:
     if job.policy == "noop":
         if job.info.noop_action is None:
@@ -484,6 +490,7 @@ def generate_dataset(
             if pool is not None:
                 pool.terminate()
                 pool.join()
+            close_envs()
         writer.attrs["seeding"] = "per-block" if "per-block" in seeding else "per-episode"
     return out
 

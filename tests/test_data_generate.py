@@ -172,3 +172,24 @@ def test_bouncing_balls_if_available(tmp_path):
         assert data.feature_names == ("x", "y", "vx", "vy")
         assert data.obs_shape[-1] == 4 and len(data.stats["mean"]) == 4
         assert data.num_steps == 60 and data.attrs["vectorized"]
+
+
+def test_bouncing_balls_pixels_writes_states(tmp_path):
+    generate.ensure_envs_registered()
+    if "lejepa/BouncingBalls-v0" not in gym.registry:
+        pytest.skip("BouncingBalls not registered")
+    out = generate.generate_dataset(
+        "lejepa/BouncingBalls-v0",
+        episodes=3,
+        steps=4,
+        out=tmp_path / "px.h5",
+        env_kwargs={"obs_mode": "pixels"},
+        progress=False,
+    )
+    with TrajectoryData.open(out) as data:
+        assert data.state_shape is not None and data.state_shape[-1] == 4
+        assert len(data.obs_shape) >= 2 and data.states.shape[0] == 12
+        assert data.state_feature_names == ("x", "y", "vx", "vy")
+        assert isinstance(data.stats["mean"], float)
+    with h5py.File(out) as f:  # "auto": images compressed, state vectors raw
+        assert f["observations"].compression == "lzf" and f["states"].compression is None

@@ -28,6 +28,7 @@ from lejepa_core.data import schema
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
 CHUNK_BYTES = 64 * 2**10
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
+RAW_FLOAT_ROW = 256  # "auto": float rows up to this many values are stored raw
 
 
 def _lejepa_version() -> str:
@@ -99,17 +100,21 @@ class RunningStats:
         return out
 
 
-def _compression_kwargs(compression: str | None, dtype: np.dtype) -> dict[str, Any]:
-    """h5py filter arguments of one dataset.
+def _compression_kwargs(
+    compression: str | None, dtype: np.dtype, row_size: int = 1
+) -> dict[str, Any]:
+    """h5py filter arguments of one dataset (``row_size``: values per step).
 
-    ``"auto"`` (default): lzf for everything except float observations/states, which are
-    stored raw: physical state vectors compress to only ~0.75 of their size with lzf, at a
-    cost (``docs/benchmarks_data.md``) that halves generation throughput; images, grids,
-    actions and rewards compress well and cheaply. ``"lzf"``, ``"gzip"`` (level 1 + byte
-    shuffle), ``"gzip-N"``, ``"none"``: the same for every dataset.
+    ``"auto"`` (default): float arrays of at most ``RAW_FLOAT_ROW`` values per step (physical
+    state vectors) are stored raw: they compress only to ~0.75 of their size with lzf, at a
+    cost that halves generation throughput and slows streaming reads ~10x
+    (``docs/benchmarks_data.md``); everything else (images, grids, actions, rewards) is lzf.
+    ``"lzf"``, ``"gzip"`` (level 1 + byte shuffle), ``"gzip-N"``, ``"none"``: the same for
+    every dataset.
     """
     if compression == "auto":
-        compression = "none" if np.dtype(dtype).kind == "f" else "lzf"
+        vector = np.dtype(dtype).kind == "f" and 1 < row_size <= RAW_FLOAT_ROW
+        compression = "none" if vector else "lzf"
     if compression in (None, "none"):
         return {}
     if compression == "lzf":
@@ -180,7 +185,9 @@ class TrajectoryWriter:
                     maxshape=(None, *shape),
                     dtype=np.dtype(dtype),
                     chunks=(chunk_rows, *shape),
-                    **_compression_kwargs(compression, np.dtype(dtype)),
+                    **_compression_kwargs(
+                        compression, np.dtype(dtype), int(np.prod(shape, dtype=np.int64))
+                    ),
                 )
         except BaseException:
             self.abort()
