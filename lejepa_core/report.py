@@ -678,17 +678,17 @@ def write_compare(run_dirs: list[str | Path], out: str | Path = "compare.html") 
     ]
     body.append(
         _section(
+            "Training curves (colour: run; line style: series)", [html_figure(p) for p in pictures]
+        )
+    )
+    body.append(
+        _section(
             "Recipe keys that differ",
             [
                 html_table(["key"] + names, recipe_rows)
                 if recipe_rows
                 else "<p>none: the runs share one recipe.</p>"
             ],
-        )
-    )
-    body.append(
-        _section(
-            "Training curves (colour: run; line style: series)", [html_figure(p) for p in pictures]
         )
     )
     path = Path(out)
