@@ -113,7 +113,7 @@ def probe_env(env_id: str, env_kwargs: dict) -> EnvInfo:
         raise UserInputError(f"unknown environment {env_id!r}: {exc}") from None
     try:
         env = gym.make(env_id, **env_kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError, gym.error.Error) as exc:
         raise UserInputError(f"{env_id}: bad env kwargs {env_kwargs}: {exc}") from None
     try:
         _, info = env.reset(seed=0)

@@ -193,3 +193,23 @@ def test_bouncing_balls_pixels_writes_states(tmp_path):
         assert isinstance(data.stats["mean"], float)
     with h5py.File(out) as f:  # "auto": images compressed, state vectors raw
         assert f["observations"].compression == "lzf" and f["states"].compression is None
+
+
+def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
+    generate.ensure_envs_registered()
+    if "lejepa/BouncingBalls-v0" not in gym.registry:
+        pytest.skip("BouncingBalls not registered")
+    kwargs = dict(episodes=6, steps=5, seed=9, block_episodes=2, progress=False)
+    a = _arrays(
+        generate.generate_dataset(
+            "lejepa/BouncingBalls-v0", out=tmp_path / "a.h5", workers=1, **kwargs
+        )
+    )
+    b = _arrays(
+        generate.generate_dataset(
+            "lejepa/BouncingBalls-v0", out=tmp_path / "b.h5", workers=2, **kwargs
+        )
+    )
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes(), name
+    assert a["episode_seeds"].tolist() == generate.episode_seeds(9, 0, 6).tolist()  # per-episode
