@@ -377,7 +377,7 @@ def model_figures(
         with torch.no_grad():
             w = recipe.data.context_frames
             _, val_eps = data.episode_split(recipe.data.val_fraction, recipe.data.split_seed)
-            grid = not data.obs_dtype.startswith("float")
+            grid = data.state_shape is None and not data.obs_dtype.startswith("float")
             chosen = []  # (episode, obs [T, *obs], states [T, *state] | None, t0, ks [K])
             for e in val_eps.tolist():
                 obs, states = episode_frames(data, e)

@@ -135,11 +135,10 @@ def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    if (
-        len(ax.get_legend_handles_labels()[1]) > 5
-    ):  # many lines (compare): legend beside, off the data
+    labels = ax.get_legend_handles_labels()[1]
+    if len(labels) > 5:  # many lines (compare): the legend beside the panel, off the data
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    else:
+    elif labels:
         ax.legend(fontsize=8, loc="best")
 
 
