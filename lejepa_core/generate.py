@@ -26,6 +26,8 @@ process runs which block, and blocks are written in order.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import json
 import multiprocessing
 import time
@@ -472,7 +474,7 @@ def generate_dataset(
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             pool = context.Pool(min(workers, len(jobs)))  # before any progress thread starts
         try:
-            results = pool.imap(run_block, jobs) if pool else map(run_block, jobs)
+            results = _in_order(pool, jobs, 2 * workers) if pool else map(run_block, jobs)
             with _progress(progress, episodes) as advance:
                 for result in results:
                     seeding.add(result.seeding)
@@ -493,6 +495,20 @@ def generate_dataset(
             close_envs()
         writer.attrs["seeding"] = "per-block" if "per-block" in seeding else "per-episode"
     return out
+
+
+def _in_order(pool, jobs: list[Job], window: int):
+    """Results of ``run_block`` over ``jobs`` in order, at most ``window`` blocks in flight
+    (``Pool.imap`` would buffer every finished block in memory when writing is the slower side)."""
+    pending: collections.deque = collections.deque()
+    remaining = iter(jobs)
+    for job in itertools.islice(remaining, window):
+        pending.append(pool.apply_async(run_block, (job,)))
+    while pending:
+        result = pending.popleft().get()
+        for job in itertools.islice(remaining, 1):
+            pending.append(pool.apply_async(run_block, (job,)))
+        yield result
 
 
 class _progress:

@@ -93,23 +93,30 @@ def test_noop_policy_uses_env_metadata(tmp_path):
         )
 
 
-def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch, workers):
     out = tmp_path / "d.h5"
     generate.generate_dataset("CartPole-v1", episodes=4, steps=5, out=out, progress=False)
     before = out.read_bytes()
-    calls = {"n": 0}
-    real = generate.run_block
+    real = generate._run_vector
 
-    def failing(job):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def failing(job, *args):
+        if (
+            job.block == 2
+        ):  # the third block, in whichever process runs it (fork inherits the patch)
             raise RuntimeError("env exploded")
-        return real(job)
+        return real(job, *args)
 
-    monkeypatch.setattr(generate, "run_block", failing)
+    monkeypatch.setattr(generate, "_run_vector", failing)
     with pytest.raises(RuntimeError, match="env exploded"):
         generate.generate_dataset(
-            "CartPole-v1", episodes=8, steps=5, out=out, block_episodes=2, progress=False
+            "CartPole-v1",
+            episodes=8,
+            steps=5,
+            out=out,
+            block_episodes=2,
+            workers=workers,
+            progress=False,
         )
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["d.h5"]
