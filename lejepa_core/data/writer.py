@@ -27,6 +27,7 @@ from lejepa_core.data import schema
 # Target uncompressed size of one chunk: small enough that streaming reads of scattered
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
 CHUNK_BYTES = 64 * 2**10
+STATS_BLOCK_VALUES = 2**20  # values per statistics pass
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
 RAW_FLOAT_ROW = 256  # "auto": float rows up to this many values are stored raw
 
@@ -54,28 +55,32 @@ class RunningStats:
         self.max = np.full(shape, -np.inf)
 
     def update(self, x: np.ndarray) -> None:
-        """Add the rows of ``x`` ([..., F] per feature, any shape otherwise)."""
-        x = x.reshape(-1, x.shape[-1]) if self.per_feature else x.reshape(-1, 1)
-        if x.shape[0] == 0:
-            return
-        columns = np.ascontiguousarray(x.T)  # [F, n]: reductions along contiguous rows are fast
+        """Add the values of ``x`` ([..., F] per feature, any shape otherwise).
+
+        Works through ~1M values at a time (cache-sized temporaries, no full-size copies).
+        """
+        flat = x.reshape(-1, x.shape[-1]) if self.per_feature else x.reshape(-1, 1)
+        step = max(1, STATS_BLOCK_VALUES // flat.shape[1])
+        for start in range(0, flat.shape[0], step):
+            self.merge(self._block(flat[start : start + step]))
+
+    def _block(self, rows: np.ndarray) -> RunningStats:
+        columns = np.ascontiguousarray(rows.T)  # [F, n]: reductions along contiguous rows are fast
         mean = columns.mean(axis=1, dtype=np.float64)
-        centred = (
-            columns
-            - mean.astype(columns.dtype if columns.dtype.kind == "f" else np.float64)[:, None]
-        )
+        work = columns.dtype if columns.dtype.kind == "f" else np.float64
+        centred = columns - mean.astype(work)[:, None]
         residual = centred.mean(axis=1, dtype=np.float64)  # rounding of `mean` in float32
         np.square(centred, out=centred)
-        m2 = centred.sum(axis=1, dtype=np.float64) - x.shape[0] * np.square(residual)
+        m2 = centred.sum(axis=1, dtype=np.float64) - rows.shape[0] * np.square(residual)
         block = RunningStats(self.per_feature, len(mean))
-        block.count, block.mean, block.m2 = x.shape[0], mean, m2
+        block.count, block.mean, block.m2 = rows.shape[0], mean, m2
         block.min = columns.min(axis=1).astype(np.float64)
         block.max = columns.max(axis=1).astype(np.float64)
         if not self.per_feature:
             block.mean, block.m2, block.min, block.max = (
                 v[0] for v in (mean, m2, block.min, block.max)
             )
-        self.merge(block)
+        return block
 
     def merge(self, other: RunningStats) -> None:
         """Chan et al.'s parallel combination of two sets of statistics."""
