@@ -101,7 +101,8 @@ def test_report_embeds_every_picture_it_wrote(report):
 
 
 def test_report_without_eval_or_checkpoints_leaves_those_pictures_out(tiny_run, tmp_path):
-    from lejepa_core.report import model_figures, per_k_rows, read_run
+    from lejepa_core.report import per_k_rows, read_run
+    from lejepa_core.report_model import model_figures
 
     copy = tmp_path / "copy"
     shutil.copytree(
