@@ -50,6 +50,7 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
         "state_feature_names": STATE_FEATURE_NAMES,
         "state_feature_groups": dict(STATE_FEATURE_GROUPS),
         "state_shape": (config.num_balls, 4),
+        "noop_action": 0,  # the generator's default policy for envs that publish one
     }
 
 

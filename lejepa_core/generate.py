@@ -16,7 +16,9 @@ How the data is made (so that it can be reproduced):
   "per-block"; ``/episode_seeds`` then holds that block seed for each of its episodes).
 * Random actions come from ``default_rng(SeedSequence([seed, block, 2]))``, sampled for the
   whole block at once from the action space; ``--policy noop`` uses the env's
-  ``metadata["noop_action"]`` (or zeros where they are a valid action).
+  ``metadata["noop_action"]`` (or zeros where they are a valid action). The default,
+  ``auto``, is ``noop`` where the env publishes a ``noop_action`` (BouncingBalls: passive
+  physics, predictable from observations alone) and ``random`` elsewhere.
 * An episode holds ``steps`` observations (the reset observation and ``steps - 1`` env
   steps), fewer when the env terminates or truncates first (ragged episodes).
 
@@ -41,7 +43,7 @@ from lejepa_core.data import schema
 from lejepa_core.data.writer import RunningStats, TrajectoryWriter
 from lejepa_core.errors import UserInputError
 
-POLICIES = ("random", "noop")
+POLICIES = ("auto", "random", "noop")
 BLOCK_BYTES = 128 * 2**20  # observations (+ states) held per block
 MAX_BLOCK_EPISODES = 2048
 _BLOCK_SEED_STREAM = 1
@@ -400,7 +402,7 @@ def generate_dataset(
     seed: int = 0,
     workers: int = 1,
     env_kwargs: dict | None = None,
-    policy: str = "random",
+    policy: str = "auto",
     compression: str = "auto",
     block_episodes: int | None = None,
     progress: bool = True,
@@ -425,6 +427,8 @@ def generate_dataset(
     if not out.parent.is_dir():
         raise UserInputError(f"{out}: directory {out.parent} does not exist")
     info = probe_env(env_id, env_kwargs)
+    if policy == "auto":  # passive dynamics where the env says how to do nothing
+        policy = "noop" if info.noop_action is not None else "random"
     if policy == "noop" and info.noop_action is None:
         raise UserInputError(
             f"{env_id} publishes no no-op action (metadata['noop_action']); use --policy random"

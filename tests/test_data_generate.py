@@ -179,6 +179,13 @@ def test_bouncing_balls_if_available(tmp_path):
         assert data.feature_names == ("x", "y", "vx", "vy")
         assert data.obs_shape[-1] == 4 and len(data.stats["mean"]) == 4
         assert data.num_steps == 60 and data.attrs["vectorized"]
+        # the default policy is the env's published no-op: passive, predictable physics
+        assert data.attrs["policy"] == "noop"
+    assert not _arrays(out)["actions"].any()
+    random = generate.generate_dataset(
+        "lejepa/BouncingBalls-v0", episodes=6, steps=10, out=tmp_path / "r.h5", policy="random", progress=False
+    )
+    assert _arrays(random)["actions"].any()
 
 
 def test_bouncing_balls_pixels_writes_states(tmp_path):

@@ -62,10 +62,11 @@ def _parse_kwargs(value: str | None) -> dict:
 )
 @click.option(
     "--policy",
-    type=click.Choice(["random", "noop"]),
-    default="random",
+    type=click.Choice(["auto", "random", "noop"]),
+    default="auto",
     show_default=True,
-    help="Random actions (seeded) or the env's no-op action.",
+    help="Random actions (seeded), the env's no-op action, or auto: the no-op where the env "
+    "publishes one (metadata['noop_action']: passive dynamics), else random.",
 )
 @click.option(
     "--compression",
