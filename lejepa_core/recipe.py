@@ -103,7 +103,12 @@ class TrainConfig:
     grad_clip: float | None = param(1.0, "clip the global gradient norm to this value (none: no clipping)", positive)
     val_batches: int = param(8, "validation batches per epoch", positive)
     patience: int = param(5, "epochs without improvement before early stopping (0: never stop early)", non_negative)
-    min_delta: float = param(1e-4, "minimum decrease of the validation loss that counts as improvement", non_negative)
+    monitor: Literal["err_signal", "loss"] = param(
+        "err_signal", "validation figure for best.pt and early stopping: 'err_signal' (scale-free "
+        "error-to-signal ratio of the predictions) or 'loss' (total loss, not comparable across "
+        "epochs when the latents change scale)"
+    )
+    min_delta: float = param(1e-4, "minimum decrease of the monitored validation figure that counts as improvement", non_negative)
     max_nonfinite_steps: int = param(10, "stop after this many consecutive non-finite losses", positive)
     device: str = param("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
     precision: Literal["auto", "bf16", "fp32"] = param("auto", "'auto': bf16 autocast on CUDA, fp32 on CPU")
