@@ -201,7 +201,7 @@ def test_resume_is_bit_exact(tmp_path, tiny_data):
             assert torch.equal(a[group][key], b[group][key]), f"{group}.{key}"
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert a["train_state"]["best_val_loss"] == b["train_state"]["best_val_loss"]
+    assert a["train_state"]["best_val"] == b["train_state"]["best_val"]
 
 
 def test_early_stopping_keeps_best(tmp_path, tiny_data):

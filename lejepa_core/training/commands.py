@@ -26,7 +26,7 @@ def _summary_table(result) -> None:
     rows = [
         ("steps", f"{s['step']} / {s['total_steps']}"),
         ("epochs completed", str(s["epochs_completed"])),
-        ("best validation loss", "n/a" if s["best_val_loss"] is None else f"{s['best_val_loss']:.4f} (epoch {s['best_epoch']})"),
+        (f"best validation {s['monitor']}", "n/a" if s["best_val"] is None else f"{s['best_val']:.4f} (epoch {s['best_epoch']})"),
         ("err/signal (all k)", _fmt(val.get("err_signal"))),
         ("  copy-last baseline", _fmt(val.get("baseline/copy_last/err_signal"))),
     ]

@@ -84,6 +84,7 @@ def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, pro
         from lejepa_core.generate import generate_dataset
 
         d = recipe.data
+        path.parent.mkdir(parents=True, exist_ok=True)
         generate_dataset(d.env_id, episodes=d.episodes, steps=d.steps, out=path, seed=d.seed, workers=d.workers,
                          env_kwargs=dict(d.env_kwargs), progress=progress)
     distributed.barrier()
@@ -116,7 +117,7 @@ class TrainState:
     """Counters that travel with the checkpoint."""
 
     step: int = 0
-    best_val_loss: float = math.inf
+    best_val: float = math.inf
     best_epoch: int = -1
     epochs_without_improvement: int = 0
     nonfinite_consecutive: int = 0
@@ -423,13 +424,14 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
 
         if state.step % t.steps_per_epoch == 0:
             last_val = validate(run, val_batches)
-            improved = last_val["loss/total"] < state.best_val_loss - t.min_delta
+            monitored = last_val["err_signal" if t.monitor == "err_signal" else "loss/total"]
+            improved = monitored < state.best_val - t.min_delta
             if improved:
-                state.best_val_loss, state.best_epoch, state.epochs_without_improvement = last_val["loss/total"], epoch, 0
+                state.best_val, state.best_epoch, state.epochs_without_improvement = monitored, epoch, 0
             else:
                 state.epochs_without_improvement += 1
             log.write({"step": state.step, "epoch": epoch, "split": "val", **last_val, "best": improved,
-                       "best_val_loss": state.best_val_loss, "epochs_without_improvement": state.epochs_without_improvement})
+                       "best_val": state.best_val, "epochs_without_improvement": state.epochs_without_improvement})
             if checkpoints is not None:
                 run.save(checkpoints / "last.pt")
                 if improved:
@@ -448,7 +450,7 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
     wall = time.perf_counter() - started
     summary = {
         "status": status, "step": state.step, "epochs_completed": state.step // t.steps_per_epoch, "total_steps": run.total_steps,
-        "best_val_loss": state.best_val_loss if math.isfinite(state.best_val_loss) else None,
+        "monitor": t.monitor, "best_val": state.best_val if math.isfinite(state.best_val) else None,
         "best_epoch": state.best_epoch, "nonfinite_steps": state.nonfinite_total,
         "clip_fraction": state.clipped_total / max(1, state.step - state.nonfinite_total),
         "wall_seconds": wall, "samples_per_s": (state.step - start_step) * world_batch / max(1e-9, wall),
