@@ -31,8 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def machine_info(device: torch.device) -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(), "cpu_threads": torch.get_num_threads()}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
     try:
         import os
 
@@ -71,7 +76,9 @@ def hand_steps(recipe, steps: int, warmup: int, device: str) -> float:
     d, t = recipe.data, recipe.train
     data = TrajectoryData.open(d.path, device=str(dev), normalize=d.normalize)
     train_eps, _ = data.episode_split(d.val_fraction, d.split_seed)
-    sampler = WindowSampler(data, train_eps, context_frames=d.context_frames, horizons=tuple(d.horizons), device=dev)
+    sampler = WindowSampler(
+        data, train_eps, context_frames=d.context_frames, horizons=tuple(d.horizons), device=dev
+    )
     torch.manual_seed(t.seed)
     c = build_components(recipe, spec_for_data(recipe, data))
     encoder, predictor, masker = c.encoder.to(dev), c.predictor.to(dev), c.masker.to(dev)
@@ -98,18 +105,34 @@ def hand_steps(recipe, steps: int, warmup: int, device: str) -> float:
             z_target = target(b.target_obs)
         z_hat = predictor(z, b.k)
         lg.manual_seed(step)
-        out = StepOutputs(prediction=z_hat, target=z_target, context=z, k=b.k, context_quantized=z, generator=lg, step=step)
-        loss = sum(wt * m(out).value for wt, m in zip(weights, losses))
+        out = StepOutputs(
+            prediction=z_hat,
+            target=z_target,
+            context=z,
+            k=b.k,
+            context_quantized=z,
+            generator=lg,
+            step=step,
+        )
+        loss = sum(wt * m(out).value for wt, m in zip(weights, losses, strict=False))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
         opt.step()
         progress = min(1.0, max(0, step - t.warmup_steps) / max(1, total - t.warmup_steps))
-        lr = t.lr * ((step + 1) / t.warmup_steps if step < t.warmup_steps else t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        lr = t.lr * (
+            (step + 1) / t.warmup_steps
+            if step < t.warmup_steps
+            else t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        )
         for group in opt.param_groups:
             group["lr"] = lr
         with torch.no_grad():
-            torch._foreach_lerp_(list(target.parameters()), [p.detach() for p in encoder.parameters()], 1 - recipe.target.momentum)
+            torch._foreach_lerp_(
+                list(target.parameters()),
+                [p.detach() for p in encoder.parameters()],
+                1 - recipe.target.momentum,
+            )
         if dev.type == "cuda":
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
@@ -125,7 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--data", default=None, help="trajectory file (default: the recipe's; generated if missing)")
+    parser.add_argument(
+        "--data", default=None, help="trajectory file (default: the recipe's; generated if missing)"
+    )
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
 
@@ -133,8 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
     from lejepa_core.training.loop import open_data, resolve_device
 
     device = resolve_device(args.device)
-    overrides = ["log.progress=false", "log.tensorboard=true", f"train.steps_per_epoch={args.steps + args.warmup + 1}",
-                 "train.epochs=100", f"train.device={device}"]
+    overrides = [
+        "log.progress=false",
+        "log.tensorboard=true",
+        f"train.steps_per_epoch={args.steps + args.warmup + 1}",
+        "train.epochs=100",
+        f"train.device={device}",
+    ]
     if args.batch_size:
         overrides.append(f"train.batch_size={args.batch_size}")
     if args.data:
@@ -144,20 +174,33 @@ def main(argv: list[str] | None = None) -> dict:
     fw, hand = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            fw.append(framework_steps(recipe, args.steps, args.warmup, Path(tmp) / f"run{i}", str(device)))
+            fw.append(
+                framework_steps(recipe, args.steps, args.warmup, Path(tmp) / f"run{i}", str(device))
+            )
             hand.append(hand_steps(recipe, args.steps, args.warmup, str(device)))
     fw_s, hand_s = statistics.median(fw), statistics.median(hand)
     batch = recipe.train.batch_size
     result = {
-        "recipe": Path(args.recipe).name, "device": str(device), "batch_size": batch, "steps": args.steps, "repeats": args.repeats,
-        "framework_steps_per_s": 1 / fw_s, "hand_steps_per_s": 1 / hand_s,
-        "framework_samples_per_s": batch / fw_s, "hand_samples_per_s": batch / hand_s,
-        "overhead": fw_s / hand_s - 1.0, "framework_s_per_step_all": fw, "hand_s_per_step_all": hand,
+        "recipe": Path(args.recipe).name,
+        "device": str(device),
+        "batch_size": batch,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "framework_steps_per_s": 1 / fw_s,
+        "hand_steps_per_s": 1 / hand_s,
+        "framework_samples_per_s": batch / fw_s,
+        "hand_samples_per_s": batch / hand_s,
+        "overhead": fw_s / hand_s - 1.0,
+        "framework_s_per_step_all": fw,
+        "hand_s_per_step_all": hand,
         "machine": machine_info(device),
     }
     print(json.dumps(result, indent=2))
-    print(f"framework {1 / fw_s:.2f} steps/s ({batch / fw_s:.0f} samples/s), hand-written {1 / hand_s:.2f} steps/s: "
-          f"overhead {100 * result['overhead']:+.1f}%", file=sys.stderr)
+    print(
+        f"framework {1 / fw_s:.2f} steps/s ({batch / fw_s:.0f} samples/s), hand-written {1 / hand_s:.2f} steps/s: "
+        f"overhead {100 * result['overhead']:+.1f}%",
+        file=sys.stderr,
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

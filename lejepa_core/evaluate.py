@@ -31,7 +31,9 @@ NUM_CELL_VALUES = 11
 
 
 # ----------------------------------------------------------------------------- probe maths
-def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+def ridge_fit(
+    x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge regression ``y ~ x @ weight + bias`` in float64 on centred data.
 
     x: [N, D], y: [N, S] -> weight [D, S], bias [S]. ``alpha`` is relative to the mean
@@ -42,7 +44,9 @@ def ridge_fit(x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3) -> tuple[to
     xc, yc = x - x_mean, y - y_mean
     gram = xc.T @ xc
     ridge = alpha * gram.diagonal().mean().clamp_min(1e-12)
-    weight = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), xc.T @ yc)
+    weight = torch.linalg.solve(
+        gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), xc.T @ yc
+    )
     return weight, y_mean - x_mean @ weight
 
 
@@ -60,7 +64,13 @@ def r2_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return float(1.0 - ss_res / ss_tot.clamp_min(1e-300))
 
 
-def constant_velocity(state: torch.Tensor, k: torch.Tensor, dt: float, position_idx: list[int], velocity_idx: list[int]) -> torch.Tensor:
+def constant_velocity(
+    state: torch.Tensor,
+    k: torch.Tensor,
+    dt: float,
+    position_idx: list[int],
+    velocity_idx: list[int],
+) -> torch.Tensor:
     """Extrapolate ``[B, ..., F]`` states ``k`` steps: positions += k * dt * velocities.
 
     position_idx / velocity_idx: indices of the last axis, paired in order (x with vx, y with vy).
@@ -124,7 +134,9 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | Non
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: does not match the run's recipe ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: does not match the run's recipe ({str(exc).splitlines()[0]})"
+        ) from None
     target = model.context_encoder
     if state.get("target_encoder") is not None:
         target = make_ema_copy(model.context_encoder)
@@ -137,12 +149,20 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | Non
 @torch.no_grad()
 def _collect(model, target_encoder, batches, *, with_prediction: bool) -> dict[str, torch.Tensor]:
     """Latents and states of fixed batches: z_target [N, D], z_hat [N, D], state fields."""
-    out: dict[str, list[torch.Tensor]] = {"z_target": [], "z_hat": [], "k": [], "target_state": [], "last_state": []}
+    out: dict[str, list[torch.Tensor]] = {
+        "z_target": [],
+        "z_hat": [],
+        "k": [],
+        "target_state": [],
+        "last_state": [],
+    }
     for b in batches:
         out["z_target"].append(target_encoder(b.target_obs).float())
         out["k"].append(b.k)
         if with_prediction:
-            z_context = model.context_encoder(b.context_obs.flatten(0, 1)).reshape(*b.context_obs.shape[:2], -1)
+            z_context = model.context_encoder(b.context_obs.flatten(0, 1)).reshape(
+                *b.context_obs.shape[:2], -1
+            )
             if model.quantizer is not None:
                 z_context = model.quantizer(z_context.flatten(0, 1)).z_q.reshape(z_context.shape)
             out["z_hat"].append(model.predictor(z_context, b.k).float())
@@ -161,28 +181,69 @@ def _one_hot_cells(grids: torch.Tensor) -> torch.Tensor:
 
 def _decode_cells(scores: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """[N, cells * 11] -> [N, *grid] argmax colour."""
-    return scores.reshape(scores.shape[0], -1, NUM_CELL_VALUES).argmax(-1).reshape(scores.shape[0], *shape)
+    return (
+        scores.reshape(scores.shape[0], -1, NUM_CELL_VALUES)
+        .argmax(-1)
+        .reshape(scores.shape[0], *shape)
+    )
 
 
-def evaluate_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None, batches: int = 16,
-                 alpha: float = 1e-3, seed: int = 1234) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = "best",
+    device: str | None = None,
+    batches: int = 16,
+    alpha: float = 1e-3,
+    seed: int = 1234,
+) -> dict[str, Any]:
     """Probe and baseline figures of a run; written to ``RUN_DIR/eval.json`` and returned."""
     from lejepa_core.data.sampler import WindowSampler
 
-    recipe, data, model, target_encoder, torch_device = load_run(run_dir, checkpoint=checkpoint, device=device)
+    recipe, data, model, target_encoder, torch_device = load_run(
+        run_dir, checkpoint=checkpoint, device=device
+    )
     horizons = tuple(recipe.data.horizons)
     train_eps, val_eps = data.episode_split(recipe.data.val_fraction, recipe.data.split_seed)
     kwargs = dict(context_frames=recipe.data.context_frames, horizons=horizons, device=torch_device)
-    train_sampler, val_sampler = WindowSampler(data, train_eps, **kwargs), WindowSampler(data, val_eps, **kwargs)
+    train_sampler, val_sampler = (
+        WindowSampler(data, train_eps, **kwargs),
+        WindowSampler(data, val_eps, **kwargs),
+    )
     batch_size = min(recipe.train.batch_size, 512)
-    fit = _collect(model, target_encoder, train_sampler.fixed_batches(batch_size, batches, seed), with_prediction=False)
-    val = _collect(model, target_encoder, val_sampler.fixed_batches(batch_size, batches, seed + 1), with_prediction=False)
-    per_k = {h: _collect(model, target_encoder, val_sampler.fixed_batches(batch_size, max(1, batches // 2), seed + 2 + h, k=h),
-                         with_prediction=True) for h in horizons}
+    fit = _collect(
+        model,
+        target_encoder,
+        train_sampler.fixed_batches(batch_size, batches, seed),
+        with_prediction=False,
+    )
+    val = _collect(
+        model,
+        target_encoder,
+        val_sampler.fixed_batches(batch_size, batches, seed + 1),
+        with_prediction=False,
+    )
+    per_k = {
+        h: _collect(
+            model,
+            target_encoder,
+            val_sampler.fixed_batches(batch_size, max(1, batches // 2), seed + 2 + h, k=h),
+            with_prediction=True,
+        )
+        for h in horizons
+    }
     is_grid = data.states is None and not torch.is_floating_point(fit["target_state"])
-    result: dict[str, Any] = {"run_dir": str(run_dir), "checkpoint": checkpoint, "env_id": data.env_id,
-                              "probe": {"kind": "ridge", "alpha": alpha, "fit_samples": int(fit["z_target"].shape[0]),
-                                        "eval_samples": int(val["z_target"].shape[0])}}
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "checkpoint": checkpoint,
+        "env_id": data.env_id,
+        "probe": {
+            "kind": "ridge",
+            "alpha": alpha,
+            "fit_samples": int(fit["z_target"].shape[0]),
+            "eval_samples": int(val["z_target"].shape[0]),
+        },
+    }
     if is_grid:
         result.update(_evaluate_grid(fit, val, per_k, alpha))
     else:
@@ -210,7 +271,9 @@ def _evaluate_state(data, fit, val, per_k, alpha) -> dict[str, Any]:
         state_hat = ridge_predict(d["z_hat"], weight, bias).reshape(truth_k.shape)
         estimates = {"model": state_hat, "copy_last": last}
         if "positions" in groups and "velocities" in groups:
-            estimates["constant_velocity"] = constant_velocity(last, d["k"], dt, groups["positions"], groups["velocities"])
+            estimates["constant_velocity"] = constant_velocity(
+                last, d["k"], dt, groups["positions"], groups["velocities"]
+            )
         row: dict[str, Any] = {"k": h, "samples": int(truth_k.shape[0])}
         for name, est in estimates.items():
             err = (est - truth_k).abs()
@@ -230,9 +293,14 @@ def _evaluate_grid(fit, val, per_k, alpha) -> dict[str, Any]:
     for h, d in per_k.items():
         truth = d["target_state"].long()
         predicted = _decode_cells(ridge_predict(d["z_hat"], weight, bias), shape)
-        rows.append({"k": h, "samples": int(truth.shape[0]),
-                     "model/cell_accuracy": float((predicted == truth).float().mean()),
-                     "copy_last/cell_accuracy": float((d["last_state"].long() == truth).float().mean())})
+        rows.append(
+            {
+                "k": h,
+                "samples": int(truth.shape[0]),
+                "model/cell_accuracy": float((predicted == truth).float().mean()),
+                "copy_last/cell_accuracy": float((d["last_state"].long() == truth).float().mean()),
+            }
+        )
     return {"kind": "grid", "probe_cell_accuracy": accuracy, "per_k": rows}
 
 
@@ -245,21 +313,36 @@ def print_eval(result: dict[str, Any]) -> None:
     if result["kind"] == "state":
         r2 = ", ".join(f"{g} {v:.4f}" for g, v in result["r2"].items())
         console.print(f"probe R^2 on validation episodes (target latents -> state): {r2}")
-        table = Table(title=f"decoded predictions: MAE in state units, positions / velocities (dt={result['dt']:g})")
-        estimators = [e for e in ("model", "copy_last", "constant_velocity") if f"{e}/mae" in result["per_k"][0]]
+        table = Table(
+            title=f"decoded predictions: MAE in state units, positions / velocities (dt={result['dt']:g})"
+        )
+        estimators = [
+            e
+            for e in ("model", "copy_last", "constant_velocity")
+            if f"{e}/mae" in result["per_k"][0]
+        ]
         table.add_column("k", justify="right")
         for e in estimators:
             table.add_column(e.replace("_", " "), justify="right")
         for row in result["per_k"]:
-            cells = [f"{row.get(f'{e}/mae_positions', math.nan):.4f} / {row.get(f'{e}/mae_velocities', math.nan):.4f}" for e in estimators]
+            cells = [
+                f"{row.get(f'{e}/mae_positions', math.nan):.4f} / {row.get(f'{e}/mae_velocities', math.nan):.4f}"
+                for e in estimators
+            ]
             table.add_row(str(row["k"]), *cells)
     else:
-        console.print(f"probe cell accuracy (target latents -> grid): {result['probe_cell_accuracy']:.4f}")
+        console.print(
+            f"probe cell accuracy (target latents -> grid): {result['probe_cell_accuracy']:.4f}"
+        )
         table = Table(title="decoded predicted grids: cell accuracy")
         for c in ("k", "model", "copy last grid"):
             table.add_column(c, justify="right")
         for row in result["per_k"]:
-            table.add_row(str(row["k"]), f"{row['model/cell_accuracy']:.4f}", f"{row['copy_last/cell_accuracy']:.4f}")
+            table.add_row(
+                str(row["k"]),
+                f"{row['model/cell_accuracy']:.4f}",
+                f"{row['copy_last/cell_accuracy']:.4f}",
+            )
     console.print(table)
     console.print(f"written: {result.get('path', '')}")
     if math.isnan(result.get("r2", {}).get("overall", 0.0)):

@@ -1,4 +1,5 @@
 """Evaluation: ridge probe, R^2, physics baselines, ``lejepa eval`` on a tiny run."""
+# ruff: noqa: F811  (the shared tiny_data fixture is imported, then requested by name)
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lejepa_core.evaluate import constant_velocity, feature_groups, r2_score, ridge_fit, ridge_predict
-from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401
+from lejepa_core.evaluate import (
+    constant_velocity,
+    feature_groups,
+    r2_score,
+    ridge_fit,
+    ridge_predict,
+)
+from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
 
 
 def test_ridge_probe_recovers_linear_map():
@@ -38,7 +45,9 @@ def test_constant_velocity_baseline_formula():
     groups = feature_groups(names)
     assert groups == {"positions": [0, 1], "velocities": [2, 3]}
     state = torch.tensor([[[0.5, 0.2, 0.1, -0.3], [0.1, 0.9, 0.0, 0.2]]])  # [B=1, N=2, 4]
-    out = constant_velocity(state, torch.tensor([4]), 0.1, groups["positions"], groups["velocities"])
+    out = constant_velocity(
+        state, torch.tensor([4]), 0.1, groups["positions"], groups["velocities"]
+    )
     expected = torch.tensor([[[0.5 + 0.04, 0.2 - 0.12, 0.1, -0.3], [0.1, 0.9 + 0.08, 0.0, 0.2]]])
     torch.testing.assert_close(out, expected)
     assert torch.equal(state[..., 0], torch.tensor([[0.5, 0.1]]))  # input untouched
@@ -50,13 +59,21 @@ def test_eval_command_writes_eval_json(tmp_path, tiny_data):
 
     recipe = tiny_recipe(tmp_path, tiny_data, ("train.epochs=1",))
     train(recipe, out=tmp_path / "run")
-    result = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--batches", "2", "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        ["eval", str(tmp_path / "run"), "--batches", "2", "--device", "cpu"],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "probe R^2" in result.output
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["kind"] == "state" and set(report["r2"]) == {"overall", "positions", "velocities"}
     assert [row["k"] for row in report["per_k"]] == [1, 2, 4]
-    for key in ("model/mae_positions", "copy_last/mae_velocities", "constant_velocity/mae_positions"):
+    for key in (
+        "model/mae_positions",
+        "copy_last/mae_velocities",
+        "constant_velocity/mae_positions",
+    ):
         assert key in report["per_k"][0]
     missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "not a run directory" in missing.output

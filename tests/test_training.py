@@ -1,5 +1,6 @@
 """Training loop: EMA, schedule, gradient norm, non-finite steps, resume, checkpoints, early
 stopping, run directory, the ``lejepa run`` command and DDP."""
+# ruff: noqa: F811  (the shared tiny_data fixture is imported, then requested by name)
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training.loop import train
 from lejepa_core.training.optim import parameter_groups, warmup_cosine
 from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
-from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401
+from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +39,7 @@ def test_ema_update_formula():
         online[1].running_mean.fill_(2.0)
     before = [p.clone() for p in target.parameters()]
     ema_update(target, online, 0.9)
-    for t, b, o in zip(target.parameters(), before, online.parameters()):
+    for t, b, o in zip(target.parameters(), before, online.parameters(), strict=False):
         torch.testing.assert_close(t, 0.9 * b + 0.1 * o, rtol=1e-6, atol=1e-7)
         assert not t.requires_grad
     assert torch.equal(target[1].running_mean, online[1].running_mean)
@@ -64,7 +65,9 @@ def test_warmup_cosine_values():
 
 
 def test_no_weight_decay_on_biases_norms_embeddings():
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Embedding(5, 4))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Embedding(5, 4)
+    )
     decay, no_decay = parameter_groups([model], 0.1)
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3])]
     assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 4
@@ -92,7 +95,7 @@ def test_rng_state_round_trip():
     first = (torch.rand(3), torch.rand(2, generator=g))
     ckpt.restore_rng_state(state, {"g": g})
     second = (torch.rand(3), torch.rand(2, generator=g))
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=False))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -103,19 +106,29 @@ def test_pre_clip_gradient_norm_is_logged(tmp_path, tiny_data, monkeypatch):
 
     def spy(params, max_norm, *args, **kwargs):
         params = list(params)
-        hand = math.sqrt(sum(float(p.grad.double().square().sum()) for p in params if p.grad is not None))
+        hand = math.sqrt(
+            sum(float(p.grad.double().square().sum()) for p in params if p.grad is not None)
+        )
         norm = real(params, max_norm, *args, **kwargs)
-        after = math.sqrt(sum(float(p.grad.double().square().sum()) for p in params if p.grad is not None))
+        after = math.sqrt(
+            sum(float(p.grad.double().square().sum()) for p in params if p.grad is not None)
+        )
         seen.append((hand, float(norm), after))
         return norm
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    recipe = tiny_recipe(tmp_path, tiny_data, ("train.grad_clip=0.01", "log.every=1", "train.epochs=1", "train.steps_per_epoch=3"))
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_data,
+        ("train.grad_clip=0.01", "log.every=1", "train.epochs=1", "train.steps_per_epoch=3"),
+    )
     result = train(recipe, out=tmp_path / "run")
-    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     logged = [r["grad_norm"] for r in records if r["split"] == "train"]
     assert len(logged) == len(seen) == 3
-    for (hand, norm, after), value in zip(seen, logged):
+    for (hand, norm, after), value in zip(seen, logged, strict=False):
         assert norm == pytest.approx(hand, rel=1e-5) and value == pytest.approx(hand, rel=1e-5)
         assert hand > 0.01 and after == pytest.approx(0.01, rel=1e-3)
     assert all(r["clip_fraction"] == 1.0 for r in records if r["split"] == "train")
@@ -157,12 +170,17 @@ def _with_nan_loss(tmp_path, tiny_data, start, stop, *extra):
     from lejepa_core.recipe import load_recipe
 
     path = write_tiny_recipe(tmp_path, tiny_data)
-    path.write_text(path.read_text() + f'\n[[losses]]\nname = "test_nan_window"\nstart = {start}\nstop = {stop}\n')
+    path.write_text(
+        path.read_text()
+        + f'\n[[losses]]\nname = "test_nan_window"\nstart = {start}\nstop = {stop}\n'
+    )
     return load_recipe(path, list(extra))
 
 
 def test_nonfinite_step_is_skipped_and_weights_unchanged(tmp_path, tiny_data, nan_loss_registered):
-    recipe = _with_nan_loss(tmp_path, tiny_data, 3, 5, "train.epochs=1", "train.steps_per_epoch=7", "log.every=1")
+    recipe = _with_nan_loss(
+        tmp_path, tiny_data, 3, 5, "train.epochs=1", "train.steps_per_epoch=7", "log.every=1"
+    )
     snapshots = {}
 
     def on_step(run):
@@ -177,7 +195,9 @@ def test_nonfinite_step_is_skipped_and_weights_unchanged(tmp_path, tiny_data, na
     assert all(torch.isfinite(v).all() for v in snapshots[7].values() if v.is_floating_point())
 
 
-def test_persistent_nonfinite_loss_stops_with_training_error(tmp_path, tiny_data, nan_loss_registered):
+def test_persistent_nonfinite_loss_stops_with_training_error(
+    tmp_path, tiny_data, nan_loss_registered
+):
     recipe = _with_nan_loss(tmp_path, tiny_data, 6, 10**9, "train.max_nonfinite_steps=3")
     with pytest.raises(TrainingError, match="3 consecutive non-finite"):
         train(recipe, out=tmp_path / "run")
@@ -199,13 +219,17 @@ def test_resume_is_bit_exact(tmp_path, tiny_data):
         assert a[group].keys() == b[group].keys()
         for key in a[group]:
             assert torch.equal(a[group][key], b[group][key]), f"{group}.{key}"
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(
+        a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=False
+    ):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["train_state"]["best_val"] == b["train_state"]["best_val"]
 
 
 def test_early_stopping_keeps_best(tmp_path, tiny_data):
-    recipe = tiny_recipe(tmp_path, tiny_data, ("train.epochs=6", "train.patience=2", "train.min_delta=1e9"))
+    recipe = tiny_recipe(
+        tmp_path, tiny_data, ("train.epochs=6", "train.patience=2", "train.min_delta=1e9")
+    )
     result = train(recipe, out=tmp_path / "run")
     assert result.status == "early_stopped"
     assert result.step == 3 * 5  # epoch 0 improves on inf, epochs 1 and 2 do not
@@ -224,13 +248,38 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all({"step", "epoch", "split"} <= r.keys() for r in records)
     train_keys = set().union(*(r.keys() for r in records if r["split"] == "train"))
-    assert {"loss/total", "loss/l1", "loss/sigreg", "loss/l1/error_to_signal", "grad_norm", "clip_fraction", "lr",
-            "samples_per_s", "ema_momentum", "nonfinite_steps"} <= train_keys
+    assert {
+        "loss/total",
+        "loss/l1",
+        "loss/sigreg",
+        "loss/l1/error_to_signal",
+        "grad_norm",
+        "clip_fraction",
+        "lr",
+        "samples_per_s",
+        "ema_momentum",
+        "nonfinite_steps",
+    } <= train_keys
     val = [r for r in records if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [0, 1]
-    expected = {"loss/total", "err_signal", "cosine", "baseline/copy_last/err_signal", "baseline/mean/err_signal",
-                "rank/context", "rank/target", "variance/target/min", "variance/target/mean", "isotropy/target", "best"}
-    expected |= {f"{m}/k{k}" for m in ("err_signal", "cosine", "baseline/copy_last/err_signal") for k in (1, 2, 4)}
+    expected = {
+        "loss/total",
+        "err_signal",
+        "cosine",
+        "baseline/copy_last/err_signal",
+        "baseline/mean/err_signal",
+        "rank/context",
+        "rank/target",
+        "variance/target/min",
+        "variance/target/mean",
+        "isotropy/target",
+        "best",
+    }
+    expected |= {
+        f"{m}/k{k}"
+        for m in ("err_signal", "cosine", "baseline/copy_last/err_signal")
+        for k in (1, 2, 4)
+    }
     assert expected <= val[-1].keys()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["step"] == 10
@@ -240,7 +289,9 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
 
 
 def test_shared_target_and_quantizer_run(tmp_path, tiny_data):
-    recipe = tiny_recipe(tmp_path, tiny_data, ("target.mode=shared", "quantizer.name=fsq", "train.epochs=1"))
+    recipe = tiny_recipe(
+        tmp_path, tiny_data, ("target.mode=shared", "quantizer.name=fsq", "train.epochs=1")
+    )
     result = train(recipe, out=tmp_path / "run")
     assert result.status == "finished"
     saved = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
@@ -255,8 +306,22 @@ def test_lejepa_run_cli_end_to_end(tmp_path, tiny_data):
 
     recipe = write_tiny_recipe(tmp_path, tiny_data)
     out = tmp_path / "cli-run"
-    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "train.epochs=1", "--set", "train.lr=1e-3",
-                                       "--out", str(out), "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(recipe),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.lr=1e-3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "run finished" in result.output
     resolved = (out / "resolved_recipe.toml").read_text()
@@ -272,8 +337,28 @@ def test_ddp_two_processes_gloo(tmp_path, tiny_data):
     recipe = write_tiny_recipe(tmp_path, tiny_data)
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "lejepa_core.cli", "run", str(recipe), "--nproc", "2", "--out", str(out),
-                           "--set", "train.epochs=1", "--device", "cpu"], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lejepa_core.cli",
+            "run",
+            str(recipe),
+            "--nproc",
+            "2",
+            "--out",
+            str(out),
+            "--set",
+            "train.epochs=1",
+            "--device",
+            "cpu",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["status"] == "finished" and summary["step"] == 5

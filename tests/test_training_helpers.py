@@ -71,7 +71,9 @@ runs_dir = "{runs_dir}"
 
 def write_tiny_recipe(directory: Path, data_path: Path, name: str = "tiny") -> Path:
     path = directory / f"{name}.toml"
-    path.write_text(TINY_RECIPE.format(data_path=data_path.as_posix(), runs_dir=(directory / "runs").as_posix()))
+    path.write_text(
+        TINY_RECIPE.format(data_path=data_path.as_posix(), runs_dir=(directory / "runs").as_posix())
+    )
     return path
 
 
@@ -81,7 +83,15 @@ def tiny_data(tmp_path_factory) -> Path:
     from lejepa_core.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("tiny-data") / "balls.h5"
-    generate_dataset("lejepa/BouncingBalls-v0", episodes=12, steps=30, out=out, seed=0, env_kwargs={"num_balls": 2}, progress=False)
+    generate_dataset(
+        "lejepa/BouncingBalls-v0",
+        episodes=12,
+        steps=30,
+        out=out,
+        seed=0,
+        env_kwargs={"num_balls": 2},
+        progress=False,
+    )
     return out
 
 

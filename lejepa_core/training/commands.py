@@ -26,15 +26,26 @@ def _summary_table(result) -> None:
     rows = [
         ("steps", f"{s['step']} / {s['total_steps']}"),
         ("epochs completed", str(s["epochs_completed"])),
-        (f"best validation {s['monitor']}", "n/a" if s["best_val"] is None else f"{s['best_val']:.4f} (epoch {s['best_epoch']})"),
+        (
+            f"best validation {s['monitor']}",
+            "n/a" if s["best_val"] is None else f"{s['best_val']:.4f} (epoch {s['best_epoch']})",
+        ),
         ("err/signal (all k)", _fmt(val.get("err_signal"))),
         ("  copy-last baseline", _fmt(val.get("baseline/copy_last/err_signal"))),
     ]
     horizons = sorted(int(k.rsplit("/k", 1)[1]) for k in val if k.startswith("err_signal/k"))
     for h in horizons:
-        rows.append((f"err/signal k={h} (copy-last)", f"{_fmt(val.get(f'err_signal/k{h}'))} ({_fmt(val.get(f'baseline/copy_last/err_signal/k{h}'))})"))
+        rows.append(
+            (
+                f"err/signal k={h} (copy-last)",
+                f"{_fmt(val.get(f'err_signal/k{h}'))} ({_fmt(val.get(f'baseline/copy_last/err_signal/k{h}'))})",
+            )
+        )
     rows += [
-        ("effective rank target / context", f"{_fmt(val.get('rank/target'), 1)} / {_fmt(val.get('rank/context'), 1)}"),
+        (
+            "effective rank target / context",
+            f"{_fmt(val.get('rank/target'), 1)} / {_fmt(val.get('rank/context'), 1)}",
+        ),
         ("non-finite steps skipped", str(s["nonfinite_steps"])),
         ("clip fraction", f"{s['clip_fraction']:.3f}"),
         ("samples/s", f"{s['samples_per_s']:.0f}"),
@@ -51,12 +62,40 @@ def _fmt(value, digits: int = 4) -> str:
 
 @click.command("run")
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field (repeatable), e.g. --set train.lr=3e-4.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default: <log.runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>).")
-@click.option("--resume", "resume", type=click.Path(file_okay=False), help="Continue the run in this directory from checkpoints/last.pt.")
-@click.option("--device", help="cpu, cuda, cuda:1, ... (default: the recipe's train.device, 'auto').")
-@click.option("--nproc", type=int, default=1, show_default=True, help="Processes on this machine (launches torchrun; DDP).")
-@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the encoders and predictor.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a recipe field (repeatable), e.g. --set train.lr=3e-4.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Run directory (default: <log.runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>).",
+)
+@click.option(
+    "--resume",
+    "resume",
+    type=click.Path(file_okay=False),
+    help="Continue the run in this directory from checkpoints/last.pt.",
+)
+@click.option(
+    "--device", help="cpu, cuda, cuda:1, ... (default: the recipe's train.device, 'auto')."
+)
+@click.option(
+    "--nproc",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Processes on this machine (launches torchrun; DDP).",
+)
+@click.option(
+    "--compile/--no-compile",
+    "compile_",
+    default=None,
+    help="torch.compile the encoders and predictor.",
+)
 @click.option("--report", is_flag=True, help="Write the HTML report of the run when it ends.")
 def run_command(recipe, overrides, out, resume, device, nproc, compile_, report) -> None:
     """Train RECIPE (a TOML file); with --resume RUN_DIR continue an interrupted run."""
@@ -74,7 +113,9 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
         if recipe is not None:
             given = load_recipe(recipe, overrides)
             if given.hash() != loaded.hash():
-                raise CheckpointError(f"{recipe} differs from the recipe of {resume}; omit RECIPE to resume with the run's own recipe (--set still applies)")
+                raise CheckpointError(
+                    f"{recipe} differs from the recipe of {resume}; omit RECIPE to resume with the run's own recipe (--set still applies)"
+                )
             loaded = given
     else:
         loaded = load_recipe(recipe, overrides)
@@ -107,16 +148,30 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
         try:
             module = importlib.import_module("lejepa_core.report")
         except ModuleNotFoundError:
-            click.echo("--report: lejepa_core.report is not available in this build; skipped", err=True)
+            click.echo(
+                "--report: lejepa_core.report is not available in this build; skipped", err=True
+            )
             return
         module.write_report(run_dir)
 
 
 @click.command("eval")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True, help="Which checkpoint to evaluate.")
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Which checkpoint to evaluate.",
+)
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
-@click.option("--batches", type=int, default=16, show_default=True, help="Batches of samples for fitting and for evaluating the probe.")
+@click.option(
+    "--batches",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Batches of samples for fitting and for evaluating the probe.",
+)
 def eval_command(run_dir, checkpoint, device, batches) -> None:
     """Probe a trained run: latent -> physical state R^2, decoded predictions per k against
     physics baselines; writes RUN_DIR/eval.json."""

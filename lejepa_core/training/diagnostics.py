@@ -25,8 +25,14 @@ def to_float(value: Any) -> float:
     return float(value)
 
 
-def prediction_report(prediction: torch.Tensor, target: torch.Tensor, k: torch.Tensor, horizons: tuple[int, ...],
-                      prefix: str = "", sigma: torch.Tensor | None = None) -> dict[str, float]:
+def prediction_report(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    k: torch.Tensor,
+    horizons: tuple[int, ...],
+    prefix: str = "",
+    sigma: torch.Tensor | None = None,
+) -> dict[str, float]:
     """``{prefix}err_signal``, ``{prefix}cosine`` overall and ``/k{k}`` for every horizon.
 
     prediction, target: [N, D]; k: [N]; sigma: the std of the targets (default: of ``target``).
@@ -35,7 +41,10 @@ def prediction_report(prediction: torch.Tensor, target: torch.Tensor, k: torch.T
     sigma = target.std().clamp_min(1e-12) if sigma is None else sigma
     abs_err = (prediction - target).abs().mean(dim=1)  # [N]
     cos = torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-8)  # [N]
-    out = {f"{prefix}err_signal": to_float(abs_err.mean() / sigma), f"{prefix}cosine": to_float(cos.mean())}
+    out = {
+        f"{prefix}err_signal": to_float(abs_err.mean() / sigma),
+        f"{prefix}cosine": to_float(cos.mean()),
+    }
     for h in horizons:
         sel = k == h
         if bool(sel.any()):
@@ -56,8 +65,14 @@ def latent_report(z: torch.Tensor, name: str) -> dict[str, float]:
     }
 
 
-def validation_report(*, prediction: torch.Tensor, target: torch.Tensor, last_context: torch.Tensor,
-                      k: torch.Tensor, horizons: tuple[int, ...]) -> dict[str, float]:
+def validation_report(
+    *,
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    last_context: torch.Tensor,
+    k: torch.Tensor,
+    horizons: tuple[int, ...],
+) -> dict[str, float]:
     """Model and baseline figures on the same validation samples.
 
     prediction, target, last_context (context-encoder latent of the last, unmasked, context
@@ -66,7 +81,9 @@ def validation_report(*, prediction: torch.Tensor, target: torch.Tensor, last_co
     """
     sigma = target.float().std().clamp_min(1e-12)
     out = prediction_report(prediction, target, k, horizons, sigma=sigma)
-    out.update(prediction_report(last_context, target, k, horizons, "baseline/copy_last/", sigma=sigma))
+    out.update(
+        prediction_report(last_context, target, k, horizons, "baseline/copy_last/", sigma=sigma)
+    )
     mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
     out.update(prediction_report(mean, target, k, horizons, "baseline/mean/", sigma=sigma))
     out["target_std"] = to_float(sigma)
@@ -125,7 +142,11 @@ class MetricsLog:
         if self.writer is not None:
             split, step = record["split"], int(record["step"])
             for key, value in clean.items():
-                if key not in ("step", "epoch", "split") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key not in ("step", "epoch", "split")
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     self.writer.add_scalar(f"{split}/{key}", value, step)
 
     def close(self) -> None:

@@ -81,8 +81,16 @@ def broadcast_object(obj: Any) -> Any:
 def launch(nproc: int, cli_args: list[str]) -> int:
     """Run ``lejepa <cli_args>`` under ``torchrun --standalone --nproc_per_node nproc``;
     returns the exit code of the launcher."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "lejepa_core.cli", *cli_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "lejepa_core.cli",
+        *cli_args,
+    ]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(command, env=env)

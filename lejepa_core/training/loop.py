@@ -34,7 +34,7 @@ from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float, validation_report
 from lejepa_core.training.optim import WarmupCosine, build_optimizer
-from lejepa_core.training.step import JEPAModel, encode_frames
+from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
 
 
@@ -46,7 +46,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserInputError(f"--device: unknown device {name!r} (cpu, cuda, cuda:1, ...)") from None
+        raise UserInputError(
+            f"--device: unknown device {name!r} (cpu, cuda, cuda:1, ...)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserInputError(f"--device {name}: CUDA is not available on this machine")
     return device
@@ -63,7 +65,9 @@ def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
     if out is not None:
         run_dir = Path(out)
         if (run_dir / "checkpoints" / "last.pt").exists():
-            raise CheckpointError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it")
+            raise CheckpointError(
+                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
+            )
     else:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
@@ -85,10 +89,20 @@ def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, pro
 
         d = recipe.data
         path.parent.mkdir(parents=True, exist_ok=True)
-        generate_dataset(d.env_id, episodes=d.episodes, steps=d.steps, out=path, seed=d.seed, workers=d.workers,
-                         env_kwargs=dict(d.env_kwargs), progress=progress)
+        generate_dataset(
+            d.env_id,
+            episodes=d.episodes,
+            steps=d.steps,
+            out=path,
+            seed=d.seed,
+            workers=d.workers,
+            env_kwargs=dict(d.env_kwargs),
+            progress=progress,
+        )
     distributed.barrier()
-    return TrajectoryData.open(path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize)
+    return TrajectoryData.open(
+        path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize
+    )
 
 
 def build_model(recipe: Recipe, spec: Any) -> JEPAModel:
@@ -96,9 +110,14 @@ def build_model(recipe: Recipe, spec: Any) -> JEPAModel:
 
     components = build_components(recipe, spec)
     return JEPAModel(
-        encoder=components.encoder, predictor=components.predictor, masker=components.masker,
-        losses=components.losses, weights=[c.weight for c in recipe.losses], labels=recipe.loss_labels(),
-        quantizer=components.quantizer, shared_target=recipe.target.mode == "shared",
+        encoder=components.encoder,
+        predictor=components.predictor,
+        masker=components.masker,
+        losses=components.losses,
+        weights=[c.weight for c in recipe.losses],
+        labels=recipe.loss_labels(),
+        quantizer=components.quantizer,
+        shared_target=recipe.target.mode == "shared",
     )
 
 
@@ -106,9 +125,12 @@ def spec_for_data(recipe: Recipe, data: Any):
     from lejepa_core.interfaces import ModelSpec
 
     return ModelSpec(
-        obs_shape=tuple(data.obs_shape), obs_dtype=str(data.obs_dtype).replace("torch.", ""),
-        feature_names=tuple(data.feature_names or ()), latent_dim=recipe.model.latent_dim,
-        context_frames=recipe.data.context_frames, horizons=tuple(recipe.data.horizons),
+        obs_shape=tuple(data.obs_shape),
+        obs_dtype=str(data.obs_dtype).replace("torch.", ""),
+        feature_names=tuple(data.feature_names or ()),
+        latent_dim=recipe.model.latent_dim,
+        context_frames=recipe.data.context_frames,
+        horizons=tuple(recipe.data.horizons),
     )
 
 
@@ -184,7 +206,9 @@ class Run:
             "format_version": ckpt.FORMAT_VERSION,
             "recipe_hash": self.recipe.hash(),
             "model": self.model.state_dict(),
-            "target_encoder": None if self.target_encoder is None else self.target_encoder.state_dict(),
+            "target_encoder": None
+            if self.target_encoder is None
+            else self.target_encoder.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "rng": ckpt.capture_rng_state(self.generators),
@@ -197,11 +221,15 @@ class Run:
             self.model.load_state_dict(state["model"])
             if self.target_encoder is not None:
                 if state.get("target_encoder") is None:
-                    raise CheckpointError(f"{path}: the checkpoint has no EMA target encoder (target.mode differs)")
+                    raise CheckpointError(
+                        f"{path}: the checkpoint has no EMA target encoder (target.mode differs)"
+                    )
                 self.target_encoder.load_state_dict(state["target_encoder"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
+            ) from None
         self.scheduler.load_state_dict(state["scheduler"])
         if state.get("world_size", 1) == self.dist.world_size:
             ckpt.restore_rng_state(state["rng"], self.generators)
@@ -232,14 +260,35 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     model.eval()
     losses = RunningMeans()
     quant = RunningMeans()
-    collected: dict[str, list[torch.Tensor]] = {"prediction": [], "target": [], "last_context": [], "k": []}
+    collected: dict[str, list[torch.Tensor]] = {
+        "prediction": [],
+        "target": [],
+        "last_context": [],
+        "k": [],
+    }
     loss_generator = torch.Generator(device=run.device)
-    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []), _autocast(run.device, recipe.train.precision):
+    with (
+        torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []),
+        _autocast(run.device, recipe.train.precision),
+    ):
         for i, batch in enumerate(batches):
             loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
-            step_loss, out = model(batch.context_obs, batch.target_obs, batch.k, target_encoder=target_encoder,
-                                   mask_generator=None, loss_generator=loss_generator, step=run.state.step, apply_mask=False)
-            losses.add({"loss/total": step_loss.total, **{f"loss/{k}": v for k, v in step_loss.parts.items()}})
+            step_loss, out = model(
+                batch.context_obs,
+                batch.target_obs,
+                batch.k,
+                target_encoder=target_encoder,
+                mask_generator=None,
+                loss_generator=loss_generator,
+                step=run.state.step,
+                apply_mask=False,
+            )
+            losses.add(
+                {
+                    "loss/total": step_loss.total,
+                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
+                }
+            )
             if out.quantizer_output is not None:
                 quant.add({f"quantizer/{k}": v for k, v in out.quantizer_output.metrics.items()})
             collected["last_context"].append(out.context[:, -1])
@@ -297,13 +346,23 @@ def train(
         data = open_data(recipe, torch_device, is_main=dist_info.is_main, progress=show_progress)
     from lejepa_core.data.sampler import WindowSampler
 
-    train_episodes, val_episodes = data.episode_split(recipe.data.val_fraction, recipe.data.split_seed)
+    train_episodes, val_episodes = data.episode_split(
+        recipe.data.val_fraction, recipe.data.split_seed
+    )
     if len(val_episodes) == 0:
-        raise UserInputError("data.val_fraction: no validation episodes (too few episodes in the file)")
-    sampler_kwargs = dict(context_frames=recipe.data.context_frames, horizons=tuple(recipe.data.horizons), device=torch_device)
+        raise UserInputError(
+            "data.val_fraction: no validation episodes (too few episodes in the file)"
+        )
+    sampler_kwargs = dict(
+        context_frames=recipe.data.context_frames,
+        horizons=tuple(recipe.data.horizons),
+        device=torch_device,
+    )
     train_sampler = WindowSampler(data, train_episodes, **sampler_kwargs)
     val_sampler = WindowSampler(data, val_episodes, **sampler_kwargs)
-    val_batches = val_sampler.fixed_batches(t.batch_size, t.val_batches, derive_seed(recipe.data.split_seed, "validation") % (2**31))
+    val_batches = val_sampler.fixed_batches(
+        t.batch_size, t.val_batches, derive_seed(recipe.data.split_seed, "validation") % (2**31)
+    )
 
     # model, target encoder, optimizer
     torch.manual_seed(t.seed)
@@ -312,20 +371,47 @@ def train(
     if recipe.target.mode == "ema":
         target_encoder = make_ema_copy(model.context_encoder).eval()
     total_steps = t.epochs * t.steps_per_epoch
-    optimizer = build_optimizer([model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=torch_device)
-    scheduler = WarmupCosine(optimizer, base_lr=t.lr, warmup_steps=t.warmup_steps, total_steps=total_steps, min_lr_ratio=t.min_lr_ratio)
-    sample_device = data.observations.device if data.observations is not None else torch.device("cpu")
+    optimizer = build_optimizer(
+        [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=torch_device
+    )
+    scheduler = WarmupCosine(
+        optimizer,
+        base_lr=t.lr,
+        warmup_steps=t.warmup_steps,
+        total_steps=total_steps,
+        min_lr_ratio=t.min_lr_ratio,
+    )
+    sample_device = (
+        data.observations.device if data.observations is not None else torch.device("cpu")
+    )
     generators = {
-        "sampler": torch.Generator(device=sample_device).manual_seed(derive_seed(t.seed, "sampler", dist_info.rank)),
-        "masker": torch.Generator(device=torch_device).manual_seed(derive_seed(t.seed, "masker", dist_info.rank)),
+        "sampler": torch.Generator(device=sample_device).manual_seed(
+            derive_seed(t.seed, "sampler", dist_info.rank)
+        ),
+        "masker": torch.Generator(device=torch_device).manual_seed(
+            derive_seed(t.seed, "masker", dist_info.rank)
+        ),
     }
-    run = Run(recipe=recipe, device=torch_device, dist=dist_info, model=model, target_encoder=target_encoder,
-              optimizer=optimizer, scheduler=scheduler, generators=generators, state=TrainState(), total_steps=total_steps)
+    run = Run(
+        recipe=recipe,
+        device=torch_device,
+        dist=dist_info,
+        model=model,
+        target_encoder=target_encoder,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generators=generators,
+        state=TrainState(),
+        total_steps=total_steps,
+    )
     if resume is not None:
         path = run_dir / "checkpoints" / "last.pt"
         saved = ckpt.load_checkpoint(path, map_location=torch_device)
         if saved["recipe_hash"] != recipe.hash():
-            print(f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's", file=sys.stderr)
+            print(
+                f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
+                file=sys.stderr,
+            )
         run.load(saved, path=path)
 
     # wrappers: compile, DDP
@@ -338,21 +424,44 @@ def train(
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        step_module = DistributedDataParallel(model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+        step_module = DistributedDataParallel(
+            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
+        )
 
     log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
     result = None
     try:
         with StopFlag() as stop, _progress(show_progress, total_steps, run.state.step) as bar:
-            result = _loop(run, step_module, train_sampler, val_batches, log, stop, bar, run_dir, stop_at_step, on_step)
+            result = _loop(
+                run,
+                step_module,
+                train_sampler,
+                val_batches,
+                log,
+                stop,
+                bar,
+                run_dir,
+                stop_at_step,
+                on_step,
+            )
     finally:
         log.close()
     distributed.barrier()
     return result
 
 
-def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any], log: MetricsLog, stop: StopFlag,
-          bar: Any, run_dir: Path | None, stop_at_step: int | None, on_step: Callable[[Run], None] | None) -> TrainResult:
+def _loop(
+    run: Run,
+    step_module: nn.Module,
+    sampler: Any,
+    val_batches: list[Any],
+    log: MetricsLog,
+    stop: StopFlag,
+    bar: Any,
+    run_dir: Path | None,
+    stop_at_step: int | None,
+    on_step: Callable[[Run], None] | None,
+) -> TrainResult:
     recipe, t, state, model = run.recipe, run.recipe.train, run.state, run.model
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = t.grad_clip if t.grad_clip is not None else math.inf
@@ -373,16 +482,31 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
         loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
         with _autocast(run.device, t.precision):
             step_loss, outputs = step_module(
-                batch.context_obs, batch.target_obs, batch.k, target_encoder=run.target_encoder,
-                mask_generator=run.generators["masker"], loss_generator=loss_generator, step=step)
+                batch.context_obs,
+                batch.target_obs,
+                batch.k,
+                target_encoder=run.target_encoder,
+                mask_generator=run.generators["masker"],
+                loss_generator=loss_generator,
+                step=step,
+            )
         run.optimizer.zero_grad(set_to_none=True)
         step_loss.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # returns the norm before clipping
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            params, max_norm
+        )  # returns the norm before clipping
         bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
-        flags = distributed.any_flag(torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)]))
+        flags = distributed.any_flag(
+            torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
+        )
         nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
 
-        momentum = ema_momentum(step, base=recipe.target.momentum, final=recipe.target.momentum_final, total_steps=run.total_steps)
+        momentum = ema_momentum(
+            step,
+            base=recipe.target.momentum,
+            final=recipe.target.momentum_final,
+            total_steps=run.total_steps,
+        )
         if nonfinite:  # never reaches the weights
             run.optimizer.zero_grad(set_to_none=True)
             state.nonfinite_consecutive += 1
@@ -399,12 +523,22 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
                 ema_update(run.target_encoder, model.context_encoder, momentum)
             state.nonfinite_consecutive = 0
             clipped = grad_norm > max_norm
-            state.clipped_total += int(clipped)  # grad_norm is already on the host side after the sync above
-            window.add({"loss/total": step_loss.total, **{f"loss/{k}": v for k, v in step_loss.parts.items()},
-                        **{f"loss/{k}": v for k, v in step_loss.metrics.items()},
-                        "grad_norm": grad_norm, "clip_fraction": clipped.float()})
+            state.clipped_total += int(
+                clipped
+            )  # grad_norm is already on the host side after the sync above
+            window.add(
+                {
+                    "loss/total": step_loss.total,
+                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
+                    **{f"loss/{k}": v for k, v in step_loss.metrics.items()},
+                    "grad_norm": grad_norm,
+                    "clip_fraction": clipped.float(),
+                }
+            )
             if outputs.quantizer_output is not None:
-                window.add({f"quantizer/{k}": v for k, v in outputs.quantizer_output.metrics.items()})
+                window.add(
+                    {f"quantizer/{k}": v for k, v in outputs.quantizer_output.metrics.items()}
+                )
         lr = run.scheduler.lr
         run.scheduler.step()
         state.step += 1
@@ -415,28 +549,59 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
         if state.step % recipe.log.every == 0 or state.step == run.total_steps:
             record = window.pop()
             elapsed = max(1e-9, time.perf_counter() - window_start)
-            record.update({"step": state.step, "epoch": epoch, "split": "train", "lr": lr, "ema_momentum": momentum if run.target_encoder is not None else None,
-                           "samples_per_s": window_steps * world_batch / elapsed, "nonfinite_steps": state.nonfinite_total})
+            record.update(
+                {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "split": "train",
+                    "lr": lr,
+                    "ema_momentum": momentum if run.target_encoder is not None else None,
+                    "samples_per_s": window_steps * world_batch / elapsed,
+                    "nonfinite_steps": state.nonfinite_total,
+                }
+            )
             log.write({k: v for k, v in record.items() if v is not None})
             window_start, window_steps = time.perf_counter(), 0
             if bar is not None:
-                bar.update(state.step, epoch, record.get("loss/total", float("nan")), record["samples_per_s"])
+                bar.update(
+                    state.step,
+                    epoch,
+                    record.get("loss/total", float("nan")),
+                    record["samples_per_s"],
+                )
 
         if state.step % t.steps_per_epoch == 0:
             last_val = validate(run, val_batches)
             monitored = last_val["err_signal" if t.monitor == "err_signal" else "loss/total"]
             improved = monitored < state.best_val - t.min_delta
             if improved:
-                state.best_val, state.best_epoch, state.epochs_without_improvement = monitored, epoch, 0
+                state.best_val, state.best_epoch, state.epochs_without_improvement = (
+                    monitored,
+                    epoch,
+                    0,
+                )
             else:
                 state.epochs_without_improvement += 1
-            log.write({"step": state.step, "epoch": epoch, "split": "val", **last_val, "best": improved,
-                       "best_val": state.best_val, "epochs_without_improvement": state.epochs_without_improvement})
+            log.write(
+                {
+                    "step": state.step,
+                    "epoch": epoch,
+                    "split": "val",
+                    **last_val,
+                    "best": improved,
+                    "best_val": state.best_val,
+                    "epochs_without_improvement": state.epochs_without_improvement,
+                }
+            )
             if checkpoints is not None:
                 run.save(checkpoints / "last.pt")
                 if improved:
                     run.save(checkpoints / "best.pt")
-            if t.patience and state.epochs_without_improvement >= t.patience:
+            if (
+                t.patience
+                and state.epochs_without_improvement >= t.patience
+                and state.step < run.total_steps
+            ):
                 status = "early_stopped"
                 break
         if on_step is not None:
@@ -449,30 +614,60 @@ def _loop(run: Run, step_module: nn.Module, sampler: Any, val_batches: list[Any]
 
     wall = time.perf_counter() - started
     summary = {
-        "status": status, "step": state.step, "epochs_completed": state.step // t.steps_per_epoch, "total_steps": run.total_steps,
-        "monitor": t.monitor, "best_val": state.best_val if math.isfinite(state.best_val) else None,
-        "best_epoch": state.best_epoch, "nonfinite_steps": state.nonfinite_total,
+        "status": status,
+        "step": state.step,
+        "epochs_completed": state.step // t.steps_per_epoch,
+        "total_steps": run.total_steps,
+        "monitor": t.monitor,
+        "best_val": state.best_val if math.isfinite(state.best_val) else None,
+        "best_epoch": state.best_epoch,
+        "nonfinite_steps": state.nonfinite_total,
         "clip_fraction": state.clipped_total / max(1, state.step - state.nonfinite_total),
-        "wall_seconds": wall, "samples_per_s": (state.step - start_step) * world_batch / max(1e-9, wall),
-        "device": str(run.device), "world_size": run.dist.world_size, "recipe_hash": run.recipe.hash(),
+        "wall_seconds": wall,
+        "samples_per_s": (state.step - start_step) * world_batch / max(1e-9, wall),
+        "device": str(run.device),
+        "world_size": run.dist.world_size,
+        "recipe_hash": run.recipe.hash(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_validation": last_val,
     }
     if run_dir is not None and run.dist.is_main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    return TrainResult(run_dir=run_dir, status=status, step=state.step, epoch=summary["epochs_completed"], summary=summary)
+        (run_dir / "summary.json").write_text(
+            json.dumps(summary, indent=2, default=str), encoding="utf-8"
+        )
+    return TrainResult(
+        run_dir=run_dir,
+        status=status,
+        step=state.step,
+        epoch=summary["epochs_completed"],
+        summary=summary,
+    )
 
 
 class _Bar:
     """rich progress bar: epoch, step, loss, samples/s."""
 
     def __init__(self, total: int, start: int, steps_per_epoch: int | None = None):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-        self.progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.0f} samples/s"),
-                                 TimeRemainingColumn(), transient=False)
-        self.task = self.progress.add_task("train", total=total, completed=start, epoch=0, loss=float("nan"), rate=0.0)
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.0f} samples/s"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
+        self.task = self.progress.add_task(
+            "train", total=total, completed=start, epoch=0, loss=float("nan"), rate=0.0
+        )
 
     def update(self, step: int, epoch: int, loss: float, rate: float) -> None:
         self.progress.update(self.task, completed=step, epoch=epoch, loss=loss, rate=rate)

@@ -49,18 +49,35 @@ def parameter_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[
     return groups
 
 
-def build_optimizer(modules: Iterable[nn.Module], *, lr: float, weight_decay: float, betas: tuple[float, ...], device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(
+    modules: Iterable[nn.Module],
+    *,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, ...],
+    device: torch.device,
+) -> torch.optim.AdamW:
     """AdamW over ``modules`` (fused kernels on CUDA)."""
     if len(betas) != 2:
         raise ValueError(f"train.betas: expected two values, got {tuple(betas)}")
     kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(parameter_groups(modules, weight_decay), lr=lr, betas=tuple(betas), **kwargs)
+    return torch.optim.AdamW(
+        parameter_groups(modules, weight_decay), lr=lr, betas=tuple(betas), **kwargs
+    )
 
 
 class WarmupCosine:
     """Sets every group's ``lr`` to ``base_lr * warmup_cosine(step)``; state is the step."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, *, base_lr: float, warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        base_lr: float,
+        warmup_steps: int,
+        total_steps: int,
+        min_lr_ratio: float,
+    ):
         self.optimizer = optimizer
         self.base_lr = base_lr
         self.warmup_steps = warmup_steps
@@ -71,7 +88,10 @@ class WarmupCosine:
 
     def lr_at(self, step: int) -> float:
         return self.base_lr * warmup_cosine(
-            step, warmup_steps=self.warmup_steps, total_steps=self.total_steps, min_lr_ratio=self.min_lr_ratio
+            step,
+            warmup_steps=self.warmup_steps,
+            total_steps=self.total_steps,
+            min_lr_ratio=self.min_lr_ratio,
         )
 
     @property
@@ -89,8 +109,13 @@ class WarmupCosine:
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step_count": self.step_count, "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "min_lr_ratio": self.min_lr_ratio}
+        return {
+            "step_count": self.step_count,
+            "base_lr": self.base_lr,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "min_lr_ratio": self.min_lr_ratio,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step_count"])

@@ -69,7 +69,9 @@ def forward_context(
     return ContextOutputs(context, q.z_q.reshape(batch, window, -1), q, mask)
 
 
-def forward_target(target_encoder: nn.Module, target_obs: torch.Tensor, *, shared: bool) -> torch.Tensor:
+def forward_target(
+    target_encoder: nn.Module, target_obs: torch.Tensor, *, shared: bool
+) -> torch.Tensor:
     """target_obs [B, *obs] -> [B, D]. An EMA target encoder runs without gradients; a shared
     one (the context encoder itself) lets them flow."""
     if shared:
@@ -78,7 +80,9 @@ def forward_target(target_encoder: nn.Module, target_obs: torch.Tensor, *, share
         return target_encoder(target_obs).detach()
 
 
-def loss_fn(losses: nn.ModuleList, weights: list[float], labels: list[str], outputs: StepOutputs) -> StepLoss:
+def loss_fn(
+    losses: nn.ModuleList, weights: list[float], labels: list[str], outputs: StepOutputs
+) -> StepLoss:
     """total = sum(weight * loss) over the recipe's losses, plus the quantizer's aux loss.
 
     The latents are cast to float32 first: losses run in full precision under bf16 autocast.
@@ -87,7 +91,7 @@ def loss_fn(losses: nn.ModuleList, weights: list[float], labels: list[str], outp
     metrics: dict[str, object] = {}
     total = outputs.prediction.new_zeros((), dtype=torch.float32)
     with torch.autocast(device_type=outputs.prediction.device.type, enabled=False):
-        for loss, weight, label in zip(losses, weights, labels):
+        for loss, weight, label in zip(losses, weights, labels, strict=True):
             result = loss(outputs)
             value = result.value.float()
             parts[label] = value
@@ -110,8 +114,18 @@ class JEPAModel(nn.Module):
     masker and the losses (which may hold parameters). The EMA target encoder is *not* part of
     it (it receives no gradients); it is passed to ``forward``."""
 
-    def __init__(self, *, encoder: nn.Module, predictor: nn.Module, masker: nn.Module, losses: list[nn.Module],
-                 weights: list[float], labels: list[str], quantizer: nn.Module | None = None, shared_target: bool = False):
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        predictor: nn.Module,
+        masker: nn.Module,
+        losses: list[nn.Module],
+        weights: list[float],
+        labels: list[str],
+        quantizer: nn.Module | None = None,
+        shared_target: bool = False,
+    ):
         super().__init__()
         self.context_encoder = encoder
         self.predictor = predictor
@@ -137,13 +151,19 @@ class JEPAModel(nn.Module):
     ) -> tuple[StepLoss, StepOutputs]:
         """context_obs [B, W, *obs], target_obs [B, *obs], k [B] -> (StepLoss, StepOutputs)."""
         masker = self.masker if apply_mask else None
-        ctx = forward_context(self.context_encoder, masker, self.quantizer, context_obs, mask_generator)
-        encoder = self.context_encoder if self.shared_target or target_encoder is None else target_encoder
+        ctx = forward_context(
+            self.context_encoder, masker, self.quantizer, context_obs, mask_generator
+        )
+        encoder = (
+            self.context_encoder if self.shared_target or target_encoder is None else target_encoder
+        )
         target = forward_target(encoder, target_obs, shared=self.shared_target)
         prediction = self.predictor(ctx.context_quantized, k)
         unmasked = None
         if self.needs_unmasked:
-            unmasked = ctx.context if masker is None else encode_frames(self.context_encoder, context_obs)
+            unmasked = (
+                ctx.context if masker is None else encode_frames(self.context_encoder, context_obs)
+            )
         outputs = StepOutputs(
             prediction=prediction.float(),
             target=target.float(),

@@ -39,8 +39,10 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     target_params = [p for p in target.parameters()]
     online_params = [p.detach() for p in online.parameters()]
     if len(target_params) != len(online_params):
-        raise ValueError(f"ema_update: {len(target_params)} target vs {len(online_params)} online parameters")
+        raise ValueError(
+            f"ema_update: {len(target_params)} target vs {len(online_params)} online parameters"
+        )
     if target_params:
         torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
-    for t_buf, o_buf in zip(target.buffers(), online.buffers()):
+    for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
         t_buf.copy_(o_buf)
