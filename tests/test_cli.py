@@ -80,3 +80,28 @@ def test_console_script_exit_code(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("Error: ") and "model.latent_dim: expected a positive value, got 0" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_describe_shows_parameters_defaults_and_help(toy):
+    result = invoke("describe", "encoder", "toy")
+    assert result.exit_code == 0
+    assert "toy-dist 1.2" in result.output and "Linear toy encoder" in result.output
+    for text in ("hidden_dim", "int", "8", "hidden width", "dropout", "number"):
+        assert text in result.output
+
+
+def test_describe_unknown_component_exits_2(toy):
+    result = CliRunner().invoke(main, ["describe", "encoder", "tyo"])
+    assert result.exit_code == 2 and "did you mean 'toy'" in result.output
+
+
+@pytest.mark.parametrize("recipe", ["multi_k_physics", "lejepa_physics", "arc_vq", "arc_fsq"])
+def test_shipped_recipes_validate_and_build(recipe, tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.toml"
+    # a data path that does not exist: the spec comes from the env, nothing is generated
+    result = invoke("check", path, "--set", f"data.path={(tmp_path / 'absent.h5').as_posix()}")
+    assert result.exit_code == 0, result.output
+    assert "OK:" in result.output
+    assert not (tmp_path / "absent.h5").exists()
