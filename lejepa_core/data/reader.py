@@ -10,6 +10,7 @@ Shape legend: ``T`` total steps of the file (episodes concatenated), ``E`` episo
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,17 @@ class TrajectoryData:
         return obs, states
 
     # -- splits and bookkeeping -------------------------------------------------------------
+    def check_source(self, env_id: str, env_kwargs: dict, *, where: str = "data") -> None:
+        """Raise ``DatasetError`` unless the file was generated from ``env_id`` with
+        ``env_kwargs`` (so a recipe change never trains silently on an old file)."""
+        wanted = json.loads(json.dumps(env_kwargs))  # TOML/tuple values as the file stores them
+        if self.env_id != env_id or self.env_kwargs != wanted:
+            raise DatasetError(
+                f"{self.path}: generated from {self.env_id} {json.dumps(self.env_kwargs)}, but "
+                f"{where}.env_id/env_kwargs ask for {env_id} {json.dumps(wanted)}; delete the file "
+                f"to regenerate it, or set {where}.path to another file"
+            )
+
     def episode_lengths(self) -> torch.Tensor:
         """[E] int64 number of steps of each episode."""
         return self.episode_offsets[1:] - self.episode_offsets[:-1]
