@@ -300,6 +300,35 @@ def test_shared_target_and_quantizer_run(tmp_path, tiny_data):
     assert "loss/quantizer" in val and any(k.startswith("quantizer/") for k in val)
 
 
+def test_sigterm_saves_and_exits_cleanly(tmp_path, tiny_data):
+    import signal
+
+    recipe = tiny_recipe(tmp_path, tiny_data)
+
+    def on_step(run):
+        if run.state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    result = train(recipe, out=tmp_path / "run", on_step=on_step)
+    # the flag is read at the next step's (all-reduced) sync: that step finishes, then it stops
+    assert result.status == "interrupted" and result.step == 4
+    saved = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert saved["train_state"]["step"] == 4
+    assert signal.getsignal(signal.SIGTERM) is not None  # handler restored afterwards
+    resumed = train(recipe, resume=tmp_path / "run")
+    assert resumed.status == "finished" and resumed.step == 10
+
+
+def test_unmasked_context_is_computed_when_a_loss_requires_it(tmp_path, tiny_data):
+    path = write_tiny_recipe(tmp_path, tiny_data)
+    path.write_text(path.read_text() + '\n[[losses]]\nname = "invariance"\nweight = 0.1\n')
+    from lejepa_core.recipe import load_recipe
+
+    result = train(load_recipe(path, ["train.epochs=1"]), out=tmp_path / "run")
+    val = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert result.status == "finished" and math.isfinite(val["loss/invariance"])
+
+
 # ----------------------------------------------------------------------------- the commands
 def test_lejepa_run_cli_end_to_end(tmp_path, tiny_data):
     from lejepa_core.cli import main

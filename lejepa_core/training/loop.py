@@ -268,7 +268,7 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     }
     loss_generator = torch.Generator(device=run.device)
     with (
-        torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []),
+        torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
         _autocast(run.device, recipe.train.precision),
     ):
         for i, batch in enumerate(batches):
@@ -324,6 +324,8 @@ def train(
     dist_info = distributed.env_info()
     if dist_info.enabled and torch_device.type == "cuda":
         torch_device = torch.device("cuda", dist_info.local_rank)
+    elif torch_device.type == "cuda" and torch_device.index is None:
+        torch_device = torch.device("cuda", torch.cuda.current_device())
     dist_info = distributed.setup(torch_device)
     if recipe.train.threads:
         torch.set_num_threads(recipe.train.threads)
