@@ -100,9 +100,12 @@ def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, pro
             progress=progress,
         )
     distributed.barrier()
-    return TrajectoryData.open(
+    data = TrajectoryData.open(
         path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize
     )
+    if hasattr(data, "check_source"):  # never train silently on a file of another env/kwargs
+        data.check_source(recipe.data.env_id, dict(recipe.data.env_kwargs))
+    return data
 
 
 def build_model(recipe: Recipe, spec: Any) -> JEPAModel:
