@@ -11,37 +11,14 @@ process CPU time; the ratio is taken between two figures of the same row, same p
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import gymnasium as gym
 import numpy as np
+from machine import machine_line
 
 from lejepa_envs.bouncing_balls import BouncingBallsEnv
 from lejepa_envs.bouncing_balls_vector import BouncingBallsVectorEnv
-
-
-def machine_info() -> str:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = "not installed"
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (
-        f"cpu: {cpu}; cores: {os.cpu_count()} ({usable} usable); load average: {load}\n"
-        f"python {platform.python_version()}, numpy {np.__version__}, "
-        f"gymnasium {gym.__version__}, torch {torch_version}"
-    )
 
 
 def steps_per_second(env, steps: int, repeats: int) -> tuple[float, float]:
@@ -91,7 +68,7 @@ def main(argv=None):
     budget = 0.1 if args.quick else 0.5  # seconds per timed run
     repeats = args.repeats or (2 if args.quick else 5)
 
-    print(machine_info())
+    print(machine_line("numpy", "gymnasium", "torch"))
     print(
         "BouncingBalls-v0 defaults (3 balls, dt=0.1), no-op actions; env-steps/s, best of", repeats
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shutil
 import tempfile
@@ -27,25 +26,11 @@ from pathlib import Path
 import gymnasium as gym
 import h5py
 import numpy as np
+from machine import machine_line
 
 from lejepa_core.generate import ensure_envs_registered, generate_dataset
 
 ENV_ID = "lejepa/BouncingBalls-v0"
-
-
-def machine_info() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (
-        f"CPU: {cpu}; usable cores: {usable}; load average at start: {load[0]:.2f}; "
-        f"python {platform.python_version()}, numpy {np.__version__}, h5py {h5py.__version__}, gymnasium {gym.__version__}"
-    )
 
 
 def cpu_seconds() -> float:
@@ -203,7 +188,7 @@ def main() -> None:
     if args.quick:
         args.episodes, args.steps, args.baseline_episodes = 1024, 100, 10
     ensure_envs_registered()
-    print(machine_info())
+    print(machine_line("numpy", "h5py", "gymnasium"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_generate_"))
     try:
         rows = []

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,27 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from machine import machine_info
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    try:
-        import os
-
-        info["cpus"] = len(os.sched_getaffinity(0))
-    except AttributeError:
-        pass
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def framework_steps(recipe, steps: int, warmup: int, out: Path, device: str) -> float:
@@ -193,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
         "overhead": fw_s / hand_s - 1.0,
         "framework_s_per_step_all": fw,
         "hand_s_per_step_all": hand,
-        "machine": machine_info(device),
+        "machine": machine_info("torch"),
     }
     print(json.dumps(result, indent=2))
     print(
