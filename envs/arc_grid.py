@@ -18,6 +18,7 @@ import functools
 
 import gymnasium as gym
 import numpy as np
+
 from lejepa_envs.arc_procedural import RECOLOUR_RULES, GridWorld, sample_world, step_world
 
 MAX_GRID_SIZE = 30

@@ -15,7 +15,9 @@ def _console() -> Console:
 
 @click.command("check")
 @click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field."
+)
 def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE and build every component; train nothing."""
     from lejepa_core.build import build_components, count_parameters, model_spec_for
@@ -25,12 +27,19 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     spec = model_spec_for(loaded)
     components = build_components(loaded, spec)
     registry = get_registry()
-    table = Table(title=f"{recipe}: obs {spec.obs_shape} {spec.obs_dtype}, latent_dim {spec.latent_dim}")
+    table = Table(
+        title=f"{recipe}: obs {spec.obs_shape} {spec.obs_dtype}, latent_dim {spec.latent_dim}"
+    )
     for column in ("component", "name", "provided by", "parameters"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
-    configs = {"encoder": loaded.encoder, "predictor": loaded.predictor, "quantizer": loaded.quantizer, "masker": loaded.masker}
+    configs = {
+        "encoder": loaded.encoder,
+        "predictor": loaded.predictor,
+        "quantizer": loaded.quantizer,
+        "masker": loaded.masker,
+    }
     total = 0
-    for i, (kind, label, module) in enumerate(components.named()):
+    for kind, label, module in components.named():
         config = configs.get(label) or loaded.losses[int(label[7:-1])]
         reg = registry.tables[kind][config.name]
         count = sum(p.numel() for p in module.parameters())
@@ -39,7 +48,9 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
         table.add_row(label, name, reg.plugin.distribution, f"{count:,}")
     table.add_row("total", "", "", f"{total:,}")
     _console().print(table)
-    click.echo(f"OK: {recipe} is valid; {count_parameters(components.encoder):,} encoder parameters.")
+    click.echo(
+        f"OK: {recipe} is valid; {count_parameters(components.encoder):,} encoder parameters."
+    )
 
 
 @click.command("plugins")
@@ -58,14 +69,19 @@ def plugins_command(kind: str | None) -> None:
     for (k, name), regs in registry.conflicts.items():
         if kind in (None, k):
             who = ", ".join(f"{r.plugin.distribution} {r.plugin.version}".strip() for r in regs)
-            console.print(f"[bold red]conflict[/]: {k} {name!r} registered by {who}", highlight=False)
+            console.print(
+                f"[bold red]conflict[/]: {k} {name!r} registered by {who}", highlight=False
+            )
     for broken in registry.broken:
         console.print(
             f"[bold red]broken[/]: {broken.name} ({broken.distribution} {broken.version}) at {broken.stage}: {broken.error}",
             highlight=False,
         )
     for disabled in registry.pm.disabled:
-        console.print(f"disabled: {disabled.name} ({disabled.distribution} {disabled.version})", highlight=False)
+        console.print(
+            f"disabled: {disabled.name} ({disabled.distribution} {disabled.version})",
+            highlight=False,
+        )
 
 
 def params_rows(params_cls: type) -> list[tuple[str, str, str, str]]:
@@ -80,7 +96,9 @@ def params_rows(params_cls: type) -> list[tuple[str, str, str, str]]:
     hints = typing.get_type_hints(params_cls)
     rows = []
     for field in attrs.fields(params_cls):
-        default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+        default = (
+            field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+        )
         type_name = describe_type(hints[field.name])
         rows.append((field.name, type_name, repr(default), help_of(field)))
     return rows
@@ -97,7 +115,9 @@ def describe_command(kind: str, name: str) -> None:
     cls = registry.get(kind, name)
     reg = registry.tables[kind][name]
     console = _console()
-    console.print(f"[bold]{kind} {name}[/] ({reg.plugin.distribution} {reg.plugin.version})", highlight=False)
+    console.print(
+        f"[bold]{kind} {name}[/] ({reg.plugin.distribution} {reg.plugin.version})", highlight=False
+    )
     console.print(inspect.getdoc(cls) or "", highlight=False)
     table = Table(title="parameters")
     for column in ("key", "type", "default", "meaning"):

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
+
 from lejepa_envs.arc_grid import (
     ARC_PALETTE,
     MAX_GRID_SIZE,
