@@ -28,3 +28,18 @@ def test_components_doc_lists_every_builtin():
     for reg in registry.registrations():
         if reg.kind != "env" and reg.plugin.distribution == "lejepa-core":
             assert f"`{reg.name}`" in text, f"docs/components.md misses {reg.kind} {reg.name}"
+
+
+def test_relative_links_resolve():
+    """Every relative Markdown link in README.md and docs/ points at a file that exists."""
+    import re
+
+    root = DOCS.parent
+    broken = []
+    for page in [root / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(root)} -> {target}")
+    assert not broken, "broken links: " + ", ".join(broken)
