@@ -1,6 +1,7 @@
 """Generation throughput: ``generate_dataset`` against what a user would otherwise write.
 
     .venv/bin/python benchmarks/bench_generate.py [--episodes 4096] [--steps 250] [--quick]
+        [--policy noop|random]
 
 Rows, all on ``lejepa/BouncingBalls-v0`` with state observations (3 balls x (x, y, vx, vy)):
 * ``generate_dataset`` with workers 1 and 2 and each compression (HDF5 writing included,
@@ -46,7 +47,9 @@ def timed(fn):
     return result, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
-def bench_ours(tmp: Path, episodes: int, steps: int, workers: int, compression: str) -> dict:
+def bench_ours(
+    tmp: Path, episodes: int, steps: int, workers: int, compression: str, policy: str
+) -> dict:
     out = tmp / f"ours_{workers}_{compression}.h5"
     _, wall, cpu = timed(
         lambda: generate_dataset(
@@ -56,6 +59,7 @@ def bench_ours(tmp: Path, episodes: int, steps: int, workers: int, compression: 
             out=out,
             workers=workers,
             compression=compression,
+            policy=policy,
             progress=False,
         )
     )
@@ -65,7 +69,7 @@ def bench_ours(tmp: Path, episodes: int, steps: int, workers: int, compression: 
     size = out.stat().st_size
     out.unlink()
     return {
-        "name": f"generate_dataset workers={workers} compression={compression}",
+        "name": f"generate_dataset workers={workers} compression={compression} policy={policy}",
         "steps": total,
         "wall": wall,
         "cpu": cpu,
@@ -74,9 +78,11 @@ def bench_ours(tmp: Path, episodes: int, steps: int, workers: int, compression: 
     }
 
 
-def bench_env_only(num_envs: int, steps: int) -> dict:
+def bench_env_only(num_envs: int, steps: int, policy: str) -> dict:
     env = gym.make_vec(ENV_ID, num_envs=num_envs, vectorization_mode="vector_entry_point")
     actions = np.random.default_rng(0).integers(0, env.single_action_space.n, (steps, num_envs))
+    if policy == "noop":
+        actions[:] = 0
 
     def run():
         env.reset(seed=list(range(num_envs)))
@@ -85,7 +91,7 @@ def bench_env_only(num_envs: int, steps: int) -> dict:
 
     _, wall, cpu = timed(run)
     return {
-        "name": f"bare vector env ({num_envs} copies), nothing stored",
+        "name": f"bare vector env ({num_envs} copies, policy={policy}), nothing stored",
         "steps": num_envs * steps,
         "wall": wall,
         "cpu": cpu,
@@ -94,7 +100,7 @@ def bench_env_only(num_envs: int, steps: int) -> dict:
     }
 
 
-def bench_plain_loop(tmp: Path, episodes: int, steps: int) -> dict:
+def bench_plain_loop(tmp: Path, episodes: int, steps: int, policy: str) -> dict:
     """What one writes without lejepa: a per-step loop, lists, one h5py write per episode group."""
     out = tmp / "plain.h5"
 
@@ -105,7 +111,7 @@ def bench_plain_loop(tmp: Path, episodes: int, steps: int) -> dict:
                 obs, _ = env.reset(seed=e)
                 observations, actions = [obs], []
                 for _ in range(steps - 1):
-                    a = env.action_space.sample()
+                    a = env.action_space.sample() if policy == "random" else 0
                     obs, *_ = env.step(a)
                     observations.append(obs)
                     actions.append(a)
@@ -117,7 +123,7 @@ def bench_plain_loop(tmp: Path, episodes: int, steps: int) -> dict:
     size = out.stat().st_size
     out.unlink()
     return {
-        "name": "plain gymnasium loop + h5py (per-episode groups)",
+        "name": f"plain gymnasium loop + h5py (per-episode groups, policy={policy})",
         "steps": episodes * steps,
         "wall": wall,
         "cpu": cpu,
@@ -126,7 +132,7 @@ def bench_plain_loop(tmp: Path, episodes: int, steps: int) -> dict:
     }
 
 
-def bench_minari(tmp: Path, episodes: int, steps: int) -> dict | str:
+def bench_minari(tmp: Path, episodes: int, steps: int, policy: str) -> dict | str:
     try:
         import jax  # noqa: F401  (DataCollector needs it: minari[create])
         import minari
@@ -140,7 +146,8 @@ def bench_minari(tmp: Path, episodes: int, steps: int) -> dict | str:
         for e in range(episodes):
             env.reset(seed=e)
             for _ in range(steps - 1):
-                *_, terminated, truncated, _ = env.step(env.action_space.sample())
+                action = env.action_space.sample() if policy == "random" else 0
+                *_, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
                     break
         with warnings.catch_warnings():
@@ -151,7 +158,7 @@ def bench_minari(tmp: Path, episodes: int, steps: int) -> dict | str:
     data = tmp / "minari" / "bench" / "balls-v0" / "data" / "main_data.hdf5"
     size = data.stat().st_size if data.exists() else 0
     return {
-        "name": "Minari DataCollector (single env, step by step)",
+        "name": f"Minari DataCollector (single env, step by step, policy={policy})",
         "steps": episodes * steps,
         "wall": wall,
         "cpu": cpu,
@@ -184,6 +191,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--baseline-episodes", type=int, default=40)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer rows")
+    parser.add_argument(
+        "--policy",
+        choices=("noop", "random"),
+        default="noop",
+        help="actions of every row (noop: what `lejepa generate` does by default for this env)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.episodes, args.steps, args.baseline_episodes = 1024, 100, 10
@@ -198,13 +211,15 @@ def main() -> None:
             else [(1, "auto"), (2, "auto"), (2, "lzf"), (2, "gzip")]
         )
         for workers, compression in combos:
-            rows.append(bench_ours(tmp, args.episodes, args.steps, workers, compression))
+            rows.append(
+                bench_ours(tmp, args.episodes, args.steps, workers, compression, args.policy)
+            )
             print(rows[-1])
-        rows.append(bench_env_only(min(args.episodes, 4096), args.steps))
+        rows.append(bench_env_only(min(args.episodes, 4096), args.steps, args.policy))
         print(rows[-1])
-        plain = bench_plain_loop(tmp, args.baseline_episodes, args.steps)
+        plain = bench_plain_loop(tmp, args.baseline_episodes, args.steps, args.policy)
         print(plain)
-        minari_row = bench_minari(tmp, args.baseline_episodes, args.steps)
+        minari_row = bench_minari(tmp, args.baseline_episodes, args.steps, args.policy)
         print(minari_row)
         reference = minari_row if isinstance(minari_row, dict) else plain
         reference_rate = reference["steps"] / reference["wall"]
