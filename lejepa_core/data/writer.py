@@ -113,7 +113,7 @@ def _compression_kwargs(
     ``"auto"`` (default): float arrays of at most ``RAW_FLOAT_ROW`` values per step (physical
     state vectors) are stored raw: they compress only to ~0.75 of their size with lzf, at a
     cost that halves generation throughput and slows streaming reads ~10x
-    (``docs/benchmarks_data.md``); everything else (images, grids, actions, rewards) is lzf.
+    (``docs/benchmarks.md``); everything else (images, grids, actions, rewards) is lzf.
     ``"lzf"``, ``"gzip"`` (level 1 + byte shuffle), ``"gzip-N"``, ``"none"``: the same for
     every dataset.
     """
