@@ -70,7 +70,11 @@ def _spec_from_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     try:
         space = env.observation_space
         names = env.metadata.get("feature_names", ()) or ()
-        return {"obs_shape": tuple(space.shape), "obs_dtype": str(space.dtype), "feature_names": tuple(names)}
+        return {
+            "obs_shape": tuple(space.shape),
+            "obs_dtype": str(space.dtype),
+            "feature_names": tuple(names),
+        }
     finally:
         env.close()
 
@@ -78,7 +82,11 @@ def _spec_from_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
 def model_spec_for(recipe: Recipe) -> ModelSpec:
     """The ``ModelSpec`` of a recipe's run (from the dataset file, else from its env)."""
     path = Path(recipe.data.path)
-    found = _spec_from_file(path) if path.exists() else _spec_from_env(recipe.data.env_id, recipe.data.env_kwargs)
+    found = (
+        _spec_from_file(path)
+        if path.exists()
+        else _spec_from_env(recipe.data.env_id, recipe.data.env_kwargs)
+    )
     return ModelSpec(
         latent_dim=recipe.model.latent_dim,
         context_frames=recipe.data.context_frames,
@@ -102,7 +110,9 @@ def build_components(recipe: Recipe, spec: ModelSpec, registry: Any = None) -> C
         try:
             return registry.build(kind, config, spec)
         except ValueError as exc:
-            raise UserInputError(f"{recipe.source or 'recipe'}: {table} ({config.name}): {exc}") from None
+            raise UserInputError(
+                f"{recipe.source or 'recipe'}: {table} ({config.name}): {exc}"
+            ) from None
 
     return Components(
         encoder=build("encoder", "encoder", recipe.encoder),

@@ -61,8 +61,9 @@ class ModelConfig:
 @attrs.frozen(kw_only=True)
 class TargetConfig:
     mode: Literal["ema", "shared"] = param(
-        "ema", "'ema': a slowly updated copy of the context encoder; 'shared': the context "
-        "encoder itself, gradients flowing (LeJEPA style, SIGReg prevents collapse)"
+        "ema",
+        "'ema': a slowly updated copy of the context encoder; 'shared': the context "
+        "encoder itself, gradients flowing (LeJEPA style, SIGReg prevents collapse)",
     )
     momentum: float = param(0.995, "EMA momentum at the start of training", in_range(0.0, 1.0))
     momentum_final: float | None = param(
@@ -72,18 +73,29 @@ class TargetConfig:
 
 @attrs.frozen(kw_only=True)
 class DataConfig:
-    path: str = param("data/bouncing_balls.h5", "HDF5 trajectory file (relative to the working directory); generated first if missing")
-    env_id: str = param("lejepa/BouncingBalls-v0", "gymnasium id used to generate the file when it is missing")
+    path: str = param(
+        "data/bouncing_balls.h5",
+        "HDF5 trajectory file (relative to the working directory); generated first if missing",
+    )
+    env_id: str = param(
+        "lejepa/BouncingBalls-v0", "gymnasium id used to generate the file when it is missing"
+    )
     env_kwargs: dict[str, Any] = param({}, "keyword arguments of the environment")
     episodes: int = param(200, "episodes to generate when the file is missing", positive)
     steps: int = param(100, "steps per generated episode", positive)
     seed: int = param(0, "generation seed", non_negative)
     workers: int = param(1, "generation worker processes", positive)
     context_frames: int = param(4, "W: context frames fed to the predictor", positive)
-    horizons: tuple[int, ...] = param((1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive))
-    val_fraction: float = param(0.1, "fraction of episodes held out for validation", in_range(0.0, 0.9))
+    horizons: tuple[int, ...] = param(
+        (1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive)
+    )
+    val_fraction: float = param(
+        0.1, "fraction of episodes held out for validation", in_range(0.0, 0.9)
+    )
     split_seed: int = param(0, "seed of the train/validation episode split", non_negative)
-    normalize: bool = param(True, "standardise float observations with the file's per-feature mean/std")
+    normalize: bool = param(
+        True, "standardise float observations with the file's per-feature mean/std"
+    )
     on_device: Literal["auto", "always", "never"] = param(
         "auto", "hold the dataset on the training device ('auto': when it fits)"
     )
@@ -100,18 +112,33 @@ class TrainConfig:
     betas: tuple[float, ...] = param((0.9, 0.999), "AdamW betas")
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
-    grad_clip: float | None = param(1.0, "clip the global gradient norm to this value (none: no clipping)", positive)
-    val_batches: int = param(8, "validation batches per epoch", positive)
-    patience: int = param(5, "epochs without improvement before early stopping (0: never stop early)", non_negative)
-    monitor: Literal["err_signal", "loss"] = param(
-        "err_signal", "validation figure for best.pt and early stopping: 'err_signal' (scale-free "
-        "error-to-signal ratio of the predictions) or 'loss' (total loss, not comparable across "
-        "epochs when the latents change scale)"
+    grad_clip: float | None = param(
+        1.0, "clip the global gradient norm to this value (none: no clipping)", positive
     )
-    min_delta: float = param(1e-4, "minimum decrease of the monitored validation figure that counts as improvement", non_negative)
-    max_nonfinite_steps: int = param(10, "stop after this many consecutive non-finite losses", positive)
-    device: str = param("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ...")
-    precision: Literal["auto", "bf16", "fp32"] = param("auto", "'auto': bf16 autocast on CUDA, fp32 on CPU")
+    val_batches: int = param(8, "validation batches per epoch", positive)
+    patience: int = param(
+        5, "epochs without improvement before early stopping (0: never stop early)", non_negative
+    )
+    monitor: Literal["err_signal", "loss"] = param(
+        "err_signal",
+        "validation figure for best.pt and early stopping: 'err_signal' (scale-free "
+        "error-to-signal ratio of the predictions) or 'loss' (total loss, not comparable across "
+        "epochs when the latents change scale)",
+    )
+    min_delta: float = param(
+        1e-4,
+        "minimum decrease of the monitored validation figure that counts as improvement",
+        non_negative,
+    )
+    max_nonfinite_steps: int = param(
+        10, "stop after this many consecutive non-finite losses", positive
+    )
+    device: str = param(
+        "auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."
+    )
+    precision: Literal["auto", "bf16", "fp32"] = param(
+        "auto", "'auto': bf16 autocast on CUDA, fp32 on CPU"
+    )
     compile: bool = param(False, "wrap the models in torch.compile")
     threads: int = param(0, "CPU threads for torch (0: torch's default)", non_negative)
 
@@ -150,7 +177,12 @@ class Recipe:
             if comp is not None:
                 out[kind] = {"name": comp.name, **unstructure(comp.params)}
         out["losses"] = [
-            {"name": c.name, "weight": c.weight, **({"label": c.label} if c.label else {}), **unstructure(c.params)}
+            {
+                "name": c.name,
+                "weight": c.weight,
+                **({"label": c.label} if c.label else {}),
+                **unstructure(c.params),
+            }
             for c in self.losses
         ]
         for table in ("target", "data", "train", "log"):
@@ -185,18 +217,28 @@ def _drop_none(data: Any) -> Any:
     return data
 
 
-_PLAIN_TABLES = {"model": ModelConfig, "target": TargetConfig, "data": DataConfig, "train": TrainConfig, "log": LogConfig}
+_PLAIN_TABLES = {
+    "model": ModelConfig,
+    "target": TargetConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "log": LogConfig,
+}
 _COMPONENT_TABLES = ("encoder", "predictor", "quantizer", "masker")
 _TOP_KEYS = (*_PLAIN_TABLES, *_COMPONENT_TABLES, "losses")
 
 
-def _component(kind: str, table: Any, path: str, errors: list[str], registry: Any, extra: type | None = None) -> Any:
+def _component(
+    kind: str, table: Any, path: str, errors: list[str], registry: Any, extra: type | None = None
+) -> Any:
     if not isinstance(table, dict):
         errors.append(f"{path}: expected a table, got {table!r}")
         return None
     name = table.get("name")
     if not isinstance(name, str):
-        errors.append(f"{path}.name: expected the registered name of a {kind} (a string), got {name!r}")
+        errors.append(
+            f"{path}.name: expected the registered name of a {kind} (a string), got {name!r}"
+        )
         return None
     try:
         cls = registry.get(kind, name)
@@ -238,7 +280,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
                 kwargs[table] = value
     for kind in ("encoder", "predictor"):
         if kind not in data:
-            errors.append(f"{kind}: required table is missing (e.g. [{kind}] name = \"...\")")
+            errors.append(f'{kind}: required table is missing (e.g. [{kind}] name = "...")')
     defaults = {"masker": {"name": "none"}}
     for kind in _COMPONENT_TABLES:
         table = data.get(kind, defaults.get(kind))
@@ -249,7 +291,8 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
         errors.append('losses: expected at least one [[losses]] table (e.g. name = "l1")')
     else:
         kwargs["losses"] = tuple(
-            _component("loss", t, f"losses[{i}]", errors, registry, LossConfig) for i, t in enumerate(losses)
+            _component("loss", t, f"losses[{i}]", errors, registry, LossConfig)
+            for i, t in enumerate(losses)
         )
     kwargs.setdefault("model", ModelConfig())
     if errors:
@@ -311,7 +354,9 @@ def read_recipe_data(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"{path}: invalid TOML: {exc}") from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, registry: Any = None) -> Recipe:
+def load_recipe(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, registry: Any = None
+) -> Recipe:
     """Read, override and validate a recipe file."""
     data = apply_overrides(read_recipe_data(path), list(overrides))
     return recipe_from_dict(data, source=str(path), registry=registry)

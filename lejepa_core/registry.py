@@ -112,11 +112,20 @@ class PluginManager(pluggy.PluginManager):
         self.broken: list[BrokenPlugin] = []
         self.disabled: list[PluginInfo] = []
 
-    def register_plugin(self, plugin: Any, name: str | None = None, *, distribution: str = "(local)", version: str = "") -> str:
+    def register_plugin(
+        self,
+        plugin: Any,
+        name: str | None = None,
+        *,
+        distribution: str = "(local)",
+        version: str = "",
+    ) -> str:
         """Register a module or object (tests, third parties in-process) with provenance."""
         name = self.register(plugin, name=name)
         module = getattr(plugin, "__name__", type(plugin).__name__)
-        self.infos[name] = PluginInfo(name=name, distribution=distribution, version=version, module=module)
+        self.infos[name] = PluginInfo(
+            name=name, distribution=distribution, version=version, module=module
+        )
         return name
 
     def load_entry_points(self) -> None:
@@ -201,7 +210,9 @@ def validate_component(kind: str, name: str, obj: Any) -> None:
         raise InvalidComponentError(f"{kind} {name!r}: {obj.__name__} does not implement {missing}")
     params = getattr(obj, "Params", None)
     if not (inspect.isclass(params) and attrs.has(params)):
-        raise InvalidComponentError(f"{kind} {name!r}: {obj.__name__}.Params must be an attrs class")
+        raise InvalidComponentError(
+            f"{kind} {name!r}: {obj.__name__}.Params must be an attrs class"
+        )
     missing_defaults = [f.name for f in attrs.fields(params) if f.default is attrs.NOTHING]
     if missing_defaults:
         raise InvalidComponentError(
@@ -227,7 +238,13 @@ class Registry:
                 try:
                     impl.function(self._register_callback(kind, info))
                 except Exception as exc:  # noqa: BLE001 - a failing hook is captured
-                    broken = BrokenPlugin(info.name, info.distribution, info.version, f"{type(exc).__name__}: {exc}", hook_name)
+                    broken = BrokenPlugin(
+                        info.name,
+                        info.distribution,
+                        info.version,
+                        f"{type(exc).__name__}: {exc}",
+                        hook_name,
+                    )
                     self.hook_failures.append(broken)
                     if _strict():
                         raise PluginLoadError(
@@ -254,7 +271,10 @@ class Registry:
 
     @staticmethod
     def _conflict_message(kind: str, name: str, regs: list[Registration]) -> str:
-        who = " and ".join(f"{r.plugin.name} ({r.plugin.distribution} {r.plugin.version})".replace(" )", ")") for r in regs)
+        who = " and ".join(
+            f"{r.plugin.name} ({r.plugin.distribution} {r.plugin.version})".replace(" )", ")")
+            for r in regs
+        )
         return f"{kind} {name!r} is registered by more than one plugin: {who}; uninstall or disable one (set {DISABLE_ENV})"
 
     @property
@@ -276,7 +296,9 @@ class Registry:
         if name in self.tables[kind]:
             return self.tables[kind][name].obj
         if (kind, name) in self.conflicts:
-            raise DuplicateComponentError(self._conflict_message(kind, name, self.conflicts[(kind, name)]))
+            raise DuplicateComponentError(
+                self._conflict_message(kind, name, self.conflicts[(kind, name)])
+            )
         known = self.names(kind)
         close = difflib.get_close_matches(name, known, n=3)
         message = f"unknown {kind} {name!r}"

@@ -40,7 +40,9 @@ def _type_name(tp: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (tuple, list):
-        return f"an array of {_type_name(typing.get_args(tp)[0])[3:]}s".replace("an array of s", "an array")
+        return f"an array of {_type_name(typing.get_args(tp)[0])[3:]}s".replace(
+            "an array of s", "an array"
+        )
     if origin is dict:
         return "a table"
     return getattr(tp, "__name__", str(tp))
@@ -52,8 +54,12 @@ def describe_type(tp: Any) -> str:
     for article in ("an ", "a "):
         text = text.replace(" or " + article, " or ")
         if text.startswith(article):
-            text = text[len(article):]
-    return text.replace("one of ", "").replace(", ", " | ") if typing.get_origin(tp) is Literal else text
+            text = text[len(article) :]
+    return (
+        text.replace("one of ", "").replace(", ", " | ")
+        if typing.get_origin(tp) is Literal
+        else text
+    )
 
 
 def structure_value(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
@@ -94,7 +100,9 @@ def structure_value(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     elif origin in (tuple, list):
         if isinstance(value, (list, tuple)):
             (item_tp, *_) = typing.get_args(tp) or (Any,)
-            items = [structure_value(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+            items = [
+                structure_value(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)
+            ]
             return tuple(items)
     elif origin is dict or tp is dict:
         if isinstance(value, dict):
@@ -147,7 +155,9 @@ def structure_attrs(
 def unstructure(obj: Any) -> Any:
     """attrs instance -> plain dict/list data (tuples become lists) for TOML/JSON."""
     if attrs.has(type(obj)):
-        return {f.name: unstructure(getattr(obj, f.name)) for f in attrs.fields(type(obj)) if f.init}
+        return {
+            f.name: unstructure(getattr(obj, f.name)) for f in attrs.fields(type(obj)) if f.init
+        }
     if isinstance(obj, (tuple, list)):
         return [unstructure(v) for v in obj]
     if isinstance(obj, dict):

@@ -54,10 +54,19 @@ def test_check_builds_every_component_and_counts_parameters(toy, recipe):
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["check", "{recipe}", "--set", "encoder.hidden_dim=abc"], 'encoder.hidden_dim: expected an int, got "abc"'),
-        (["check", "{recipe}", "--set", "encoder.name=tyo"], "unknown encoder 'tyo' (did you mean 'toy'?)"),
+        (
+            ["check", "{recipe}", "--set", "encoder.hidden_dim=abc"],
+            'encoder.hidden_dim: expected an int, got "abc"',
+        ),
+        (
+            ["check", "{recipe}", "--set", "encoder.name=tyo"],
+            "unknown encoder 'tyo' (did you mean 'toy'?)",
+        ),
         (["check", "{dir}/absent.toml"], "recipe file not found"),
-        (["check", "{recipe}", "--set", "data.env_id=NoSuchEnv-v9"], "data.env_id: cannot make environment 'NoSuchEnv-v9'"),
+        (
+            ["check", "{recipe}", "--set", "data.env_id=NoSuchEnv-v9"],
+            "data.env_id: cannot make environment 'NoSuchEnv-v9'",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_traceback(toy, recipe, args, expected):
@@ -76,9 +85,14 @@ def test_console_script_exit_code(tmp_path):
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nlatent_dim = 0\n")
-    out = subprocess.run([sys.executable, "-m", "lejepa_core.cli", "check", str(bad)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lejepa_core.cli", "check", str(bad)], capture_output=True, text=True
+    )
     assert out.returncode == 2
-    assert out.stderr.startswith("Error: ") and "model.latent_dim: expected a positive value, got 0" in out.stderr
+    assert (
+        out.stderr.startswith("Error: ")
+        and "model.latent_dim: expected a positive value, got 0" in out.stderr
+    )
     assert "Traceback" not in out.stderr
 
 

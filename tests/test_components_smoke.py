@@ -11,8 +11,16 @@ from lejepa_core.structure import structure_attrs, unstructure
 
 B, W, D = 6, 3, 16
 SPECS = {
-    "balls": ModelSpec(obs_shape=(3, 4), latent_dim=D, feature_names=("x", "y", "vx", "vy"), context_frames=W, horizons=(1, 2, 4)),
-    "arc": ModelSpec(obs_shape=(30, 30), obs_dtype="int8", latent_dim=D, context_frames=W, horizons=(1,)),
+    "balls": ModelSpec(
+        obs_shape=(3, 4),
+        latent_dim=D,
+        feature_names=("x", "y", "vx", "vy"),
+        context_frames=W,
+        horizons=(1, 2, 4),
+    ),
+    "arc": ModelSpec(
+        obs_shape=(30, 30), obs_dtype="int8", latent_dim=D, context_frames=W, horizons=(1,)
+    ),
     "pixels": ModelSpec(obs_shape=(16, 16), latent_dim=D, context_frames=W, horizons=(1, 2)),
 }
 

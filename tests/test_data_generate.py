@@ -183,7 +183,12 @@ def test_bouncing_balls_if_available(tmp_path):
         assert data.attrs["policy"] == "noop"
     assert not _arrays(out)["actions"].any()
     random = generate.generate_dataset(
-        "lejepa/BouncingBalls-v0", episodes=6, steps=10, out=tmp_path / "r.h5", policy="random", progress=False
+        "lejepa/BouncingBalls-v0",
+        episodes=6,
+        steps=10,
+        out=tmp_path / "r.h5",
+        policy="random",
+        progress=False,
     )
     assert _arrays(random)["actions"].any()
 

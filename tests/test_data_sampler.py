@@ -180,10 +180,17 @@ def test_check_source_names_the_mismatch(tmp_path):
     from lejepa_core.generate import generate_dataset
 
     path = generate_dataset(
-        "lejepa/BouncingBalls-v0", episodes=2, steps=5, out=tmp_path / "b.h5",
-        env_kwargs={"num_balls": 2}, progress=False,
+        "lejepa/BouncingBalls-v0",
+        episodes=2,
+        steps=5,
+        out=tmp_path / "b.h5",
+        env_kwargs={"num_balls": 2},
+        progress=False,
     )
     with TrajectoryData.open(path) as data:
         data.check_source("lejepa/BouncingBalls-v0", {"num_balls": 2})
-        with pytest.raises(DatasetError, match=r'b.h5: generated from lejepa/BouncingBalls-v0 \{"num_balls": 2\}, but data'):
+        with pytest.raises(
+            DatasetError,
+            match=r'b.h5: generated from lejepa/BouncingBalls-v0 \{"num_balls": 2\}, but data',
+        ):
             data.check_source("lejepa/BouncingBalls-v0", {"num_balls": 3})

@@ -12,7 +12,9 @@ def test_error_to_signal_ratio_uses_std_over_all_elements():
     target = torch.tensor([[0.0, 2.0], [4.0, 6.0]])
     prediction = target + torch.tensor([[1.0, -1.0], [1.0, -1.0]])
     expected = 1.0 / np.std([0.0, 2.0, 4.0, 6.0], ddof=1)
-    assert math.isclose(metrics.error_to_signal_ratio(prediction, target).item(), expected, rel_tol=1e-6)
+    assert math.isclose(
+        metrics.error_to_signal_ratio(prediction, target).item(), expected, rel_tol=1e-6
+    )
 
 
 def test_error_to_signal_of_copying_the_mean_is_about_0_8_for_gaussians():
@@ -44,9 +46,13 @@ def test_effective_rank_matches_numpy_and_bounds():
 
 
 def test_isotropy_and_variance():
-    z = torch.randn(4000, 3, generator=torch.Generator().manual_seed(2)) * torch.tensor([1.0, 1.0, 2.0])
+    z = torch.randn(4000, 3, generator=torch.Generator().manual_seed(2)) * torch.tensor(
+        [1.0, 1.0, 2.0]
+    )
     assert abs(metrics.isotropy(z).item() - 0.25) < 0.03
-    assert torch.allclose(metrics.per_dimension_variance(z), torch.tensor([1.0, 1.0, 4.0]), rtol=0.1)
+    assert torch.allclose(
+        metrics.per_dimension_variance(z), torch.tensor([1.0, 1.0, 4.0]), rtol=0.1
+    )
 
 
 def test_usage_and_perplexity_by_hand():
@@ -54,5 +60,7 @@ def test_usage_and_perplexity_by_hand():
     assert counts.tolist() == [2, 1, 0, 1, 0, 0, 0, 0]
     assert metrics.codebook_usage(counts).item() == 3 / 8
     p = np.array([0.5, 0.25, 0.25])
-    assert math.isclose(metrics.perplexity(counts).item(), math.exp(-(p * np.log(p)).sum()), rel_tol=1e-6)
+    assert math.isclose(
+        metrics.perplexity(counts).item(), math.exp(-(p * np.log(p)).sum()), rel_tol=1e-6
+    )
     assert math.isclose(metrics.perplexity(torch.ones(16)).item(), 16, rel_tol=1e-6)

@@ -70,13 +70,20 @@ def test_unknown_keys_get_a_suggestion(registry):
     data["train"] = {"learning_rate": 1}
     data["trian"] = {}
     errors = errors_of(data, registry)
-    assert any(e.startswith("encoder.hiden_dim: unknown key (did you mean 'hidden_dim'?)") for e in errors)
-    assert any(e.startswith("train.learning_rate: unknown key") and "known keys:" in e for e in errors)
+    assert any(
+        e.startswith("encoder.hiden_dim: unknown key (did you mean 'hidden_dim'?)") for e in errors
+    )
+    assert any(
+        e.startswith("train.learning_rate: unknown key") and "known keys:" in e for e in errors
+    )
     assert any(e.startswith("trian: unknown table (did you mean 'train'?)") for e in errors)
 
 
 def test_all_errors_are_collected(registry):
-    errors = errors_of(toy_data(**{"encoder.hidden_dim": "0", "train.lr": '"fast"', "model.latent_dim": "-1"}), registry)
+    errors = errors_of(
+        toy_data(**{"encoder.hidden_dim": "0", "train.lr": '"fast"', "model.latent_dim": "-1"}),
+        registry,
+    )
     assert len(errors) == 3
 
 
@@ -94,8 +101,14 @@ def test_missing_required_tables(registry):
 def test_overrides_are_validated_like_the_file(tmp_path, registry):
     path = tmp_path / "r.toml"
     path.write_text(TOY_RECIPE.format(path="x.h5"))
-    recipe = load_recipe(path, ["train.lr=3e-4", "encoder.hidden_dim=32", "data.path=other.h5"], registry=registry)
-    assert recipe.train.lr == 3e-4 and recipe.encoder.params.hidden_dim == 32 and recipe.data.path == "other.h5"
+    recipe = load_recipe(
+        path, ["train.lr=3e-4", "encoder.hidden_dim=32", "data.path=other.h5"], registry=registry
+    )
+    assert (
+        recipe.train.lr == 3e-4
+        and recipe.encoder.params.hidden_dim == 32
+        and recipe.data.path == "other.h5"
+    )
     with pytest.raises(RecipeError, match="encoder.hidden_dim: expected an int"):
         load_recipe(path, ["encoder.hidden_dim=wide"], registry=registry)
     with pytest.raises(RecipeError, match="expected key.path=value"):

@@ -122,7 +122,10 @@ def test_strict_mode_makes_conflicts_and_failures_fatal(fresh, monkeypatch):
     [
         (object, "expected a subclass of lejepa_core.Encoder"),
         (type("Abstract", (Encoder,), {}), "does not implement forward"),
-        (type("NoAttrs", (Encoder,), {"Params": dict, "forward": lambda s, o: o}), "Params must be an attrs class"),
+        (
+            type("NoAttrs", (Encoder,), {"Params": dict, "forward": lambda s, o: o}),
+            "Params must be an attrs class",
+        ),
     ],
 )
 def test_registration_validates_against_the_interface(obj, message):

@@ -35,17 +35,35 @@ def installed(tmp_path_factory):
     """``pip install --no-deps`` the example into a folder put on PYTHONPATH."""
     target = tmp_path_factory.mktemp("site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(target), str(EXAMPLE)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
         check=True,
         capture_output=True,
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
+    )
     return env
 
 
 def lejepa(env, *args):
-    return subprocess.run([sys.executable, "-m", "lejepa_core.cli", *map(str, args)], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "lejepa_core.cli", *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_plugins_lists_the_installed_distribution(installed):

@@ -20,7 +20,9 @@ class ToyEncoder(Encoder):
     def __init__(self, params, spec):
         super().__init__(params, spec)
         n = int(torch.tensor(spec.obs_shape).prod())
-        self.net = nn.Sequential(nn.Linear(n, params.hidden_dim), nn.Linear(params.hidden_dim, spec.latent_dim))
+        self.net = nn.Sequential(
+            nn.Linear(n, params.hidden_dim), nn.Linear(params.hidden_dim, spec.latent_dim)
+        )
 
     def forward(self, obs):
         return self.net(obs.flatten(1).float())
