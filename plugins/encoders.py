@@ -27,13 +27,14 @@ import torch
 from torch import nn
 
 from lejepa_core import Encoder, hookimpl
-from lejepa_core.params import in_range, non_negative, one_of, param, positive
+from lejepa_core.params import non_negative, one_of, param, positive
 from lejepa_plugins.layers import (
     ACTIVATIONS,
     MLP,
     NUM_CELL_VALUES,
     PAD_VALUE,
     TransformerEncoder,
+    TransformerParams,
     activation_module,
     is_integer_dtype,
     masked_mean,
@@ -146,12 +147,7 @@ class TransformerTokenEncoder(Encoder):
     """Transformer over objects (rows of [B, N, F]) or grid patches of [B, H, W]; CLS or mean pooling. -> [B, D]."""
 
     @attrs.frozen(kw_only=True)
-    class Params:
-        dim: int = param(128, "token width", positive)
-        depth: int = param(2, "transformer layers", positive)
-        num_heads: int = param(4, "attention heads (dim must be a multiple)", positive)
-        mlp_ratio: float = param(4.0, "feed-forward width / dim", positive)
-        dropout: float = param(0.0, "dropout inside the transformer", in_range(0.0, 1.0))
+    class Params(TransformerParams):
         tokens: Literal["auto", "objects", "patches"] = param(
             "auto",
             "objects: one token per row of [N, F]; patches: P x P patches of [H, W]; "
@@ -209,9 +205,7 @@ class TransformerTokenEncoder(Encoder):
             self.positions = None
         if params.pooling == "cls":
             self.cls = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
-        self.transformer = TransformerEncoder(
-            params.dim, params.depth, params.num_heads, params.mlp_ratio, params.dropout
-        )
+        self.transformer = TransformerEncoder.from_params(params)
         self.head = nn.Linear(params.dim, spec.latent_dim)
 
     def patchify(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

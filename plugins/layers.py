@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from lejepa_core.params import in_range, param, positive
 
 NUM_COLOURS = 10
 """ARC colours are 0..9."""
@@ -152,6 +155,17 @@ def one_hot_colours(grid: torch.Tensor) -> torch.Tensor:
     return F.one_hot(grid.long(), NUM_CELL_VALUES).float()
 
 
+@attrs.frozen(kw_only=True)
+class TransformerParams:
+    """Parameters of a ``TransformerEncoder``, shared by the encoders built on one."""
+
+    dim: int = param(128, "token width", positive)
+    depth: int = param(2, "transformer layers", positive)
+    num_heads: int = param(4, "attention heads (dim must be a multiple)", positive)
+    mlp_ratio: float = param(4.0, "feed-forward width / dim", positive)
+    dropout: float = param(0.0, "dropout inside the transformer", in_range(0.0, 1.0))
+
+
 class TransformerEncoder(nn.Module):
     """Pre-norm transformer over tokens ``x: [B, N, dim] -> [B, N, dim]`` (final LayerNorm).
 
@@ -175,6 +189,10 @@ class TransformerEncoder(nn.Module):
         )
         self.blocks = nn.TransformerEncoder(layer, num_layers=depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+
+    @classmethod
+    def from_params(cls, params: TransformerParams) -> TransformerEncoder:
+        return cls(params.dim, params.depth, params.num_heads, params.mlp_ratio, params.dropout)
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.norm(self.blocks(x, src_key_padding_mask=padding_mask))  # [B, N, dim]

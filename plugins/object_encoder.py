@@ -29,12 +29,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from lejepa_core import Encoder
-from lejepa_core.params import in_range, one_of, param, positive
+from lejepa_core.params import one_of, param, positive
 from lejepa_plugins.layers import (
     NUM_CELL_VALUES,
     NUM_COLOURS,
     PAD_VALUE,
     TransformerEncoder,
+    TransformerParams,
     is_integer_dtype,
     masked_mean,
 )
@@ -213,12 +214,7 @@ class ObjectEncoder(Encoder):
     """Object-centric ARC encoder: same-colour connected components as tokens -> transformer -> pooled. [B, H, W] int -> [B, D]."""
 
     @attrs.frozen(kw_only=True)
-    class Params:
-        dim: int = param(128, "token width", positive)
-        depth: int = param(2, "transformer layers", positive)
-        num_heads: int = param(4, "attention heads (dim must be a multiple)", positive)
-        mlp_ratio: float = param(4.0, "feed-forward width / dim", positive)
-        dropout: float = param(0.0, "dropout inside the transformer", in_range(0.0, 1.0))
+    class Params(TransformerParams):
         max_objects: int = param(64, "object tokens per grid; the largest are kept", positive)
         shape_size: int = param(
             3, "side S of the S x S shape mask of each object's bounding box", positive
@@ -240,9 +236,7 @@ class ObjectEncoder(Encoder):
         self.embed_object = nn.Linear(object_feature_dim(params.shape_size), params.dim)
         self.embed_grid = nn.Linear(GRID_FEATURES, params.dim)
         self.grid_token = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
-        self.transformer = TransformerEncoder(
-            params.dim, params.depth, params.num_heads, params.mlp_ratio, params.dropout
-        )
+        self.transformer = TransformerEncoder.from_params(params)
         self.head = nn.Linear(params.dim, spec.latent_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
