@@ -34,15 +34,6 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (on a loaded machine, a lot)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def registered() -> dict[str, type]:
     found: dict[str, type] = {}
     encoders.register_encoders(lambda name, cls: found.__setitem__(name, cls))
