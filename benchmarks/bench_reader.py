@@ -16,7 +16,6 @@ context frames, horizons (1, 2, 4, 8). Rows:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from machine import machine_line
 
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.data.sampler import WindowSampler
@@ -90,10 +90,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=50)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"cores: {len(os.sched_getaffinity(0))}; load average at start {load:.2f}; torch threads 1"
-    )
+    print(machine_line("numpy", "h5py", "torch"))
     tmp = Path(tempfile.mkdtemp(prefix="bench_reader_"))
     try:
         raw_path = make_file(tmp, args.episodes, args.steps)
