@@ -61,7 +61,11 @@ def recompress(src: Path, dst: Path, compression: str) -> Path:
         for name in f:
             ds = f[name]
             kwargs = {"compression": compression} if ds.ndim > 1 or name == "actions" else {}
-            g.create_dataset(name, data=ds[...], chunks=ds.chunks, **kwargs)
+            # A fixed-size copy may not have chunks larger than its data (small --episodes).
+            chunks = ds.chunks and tuple(
+                max(1, min(c, n)) for c, n in zip(ds.chunks, ds.shape, strict=True)
+            )
+            g.create_dataset(name, data=ds[...], chunks=chunks, **kwargs)
     return dst
 
 
