@@ -170,10 +170,10 @@ def convert_minari(
                 pending_bytes += obs.nbytes
                 if pending_bytes >= FLUSH_BYTES:
                     _flush(writer, pending)
-                    advance(len(pending))
+                    advance(advance=len(pending))
                     pending, pending_bytes = [], 0
             _flush(writer, pending)
-            advance(len(pending))
+            advance(advance=len(pending))
     return out
 
 
@@ -189,24 +189,11 @@ def _flush(writer: TrajectoryWriter, pending: list) -> None:
     )
 
 
-class _bar:
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total = enabled, total
+def _bar(enabled: bool, total: int):
+    """The conversion bar; yields ``update(advance=episodes)``."""
+    from lejepa_core.progress import progress_bar
 
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.progress = Progress()
-        self.progress.__enter__()
-        task = self.progress.add_task("converting episodes", total=self.total)
-        return lambda n: self.progress.update(task, advance=n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.progress.__exit__(*exc)
-        return False
+    return progress_bar(enabled, total, label="converting episodes")
 
 
 __all__ = ["convert_minari", "find_minari_files"]

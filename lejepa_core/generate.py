@@ -516,46 +516,28 @@ def _in_order(pool, jobs: list[Job], window: int):
 
 
 class _progress:
-    """A rich progress bar with episodes/s and steps/s, or nothing."""
+    """The generation bar: episodes done, episodes/s and steps/s (``advance(episodes, steps)``)."""
 
     def __init__(self, enabled: bool, total: int):
         self.enabled, self.total = enabled, total
 
     def __enter__(self):
-        if not self.enabled:
-            return lambda episodes, steps: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from lejepa_core.progress import progress_bar
 
-        self.start = time.perf_counter()
-        self.steps = 0
-        self.bar = Progress(
-            TextColumn("generating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("episodes"),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            transient=False,
+        self.bar = progress_bar(
+            self.enabled, self.total, label="generating", fields={"rate": ("", "{}")}
         )
-        self.bar.__enter__()
-        self.task = self.bar.add_task("generate", total=self.total, rate="")
+        update = self.bar.__enter__()
+        start, counts = time.perf_counter(), {"episodes": 0, "steps": 0}
 
         def advance(episodes: int, steps: int) -> None:
-            self.steps += steps
-            elapsed = max(time.perf_counter() - self.start, 1e-9)
-            done = self.bar.tasks[0].completed + episodes
-            rate = f"{done / elapsed:,.0f} episodes/s  {self.steps / elapsed:,.0f} steps/s"
-            self.bar.update(self.task, advance=episodes, rate=rate)
+            counts["episodes"] += episodes
+            counts["steps"] += steps
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            rate = f"{counts['episodes'] / elapsed:,.0f} episodes/s  {counts['steps'] / elapsed:,.0f} steps/s"
+            update(advance=episodes, rate=rate)
 
         return advance
 
     def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.__exit__(*exc)
-        return False
+        return self.bar.__exit__(*exc)

@@ -567,13 +567,12 @@ def _loop(
             )
             log.write({k: v for k, v in record.items() if v is not None})
             window_start, window_steps = time.perf_counter(), 0
-            if bar is not None:
-                bar.update(
-                    state.step,
-                    epoch,
-                    record.get("loss/total", float("nan")),
-                    record["samples_per_s"],
-                )
+            bar(
+                completed=state.step,
+                epoch=epoch,
+                loss=record.get("loss/total", float("nan")),
+                rate=record["samples_per_s"],
+            )
 
         if state.step % t.steps_per_epoch == 0:
             last_val = validate(run, val_batches)
@@ -649,40 +648,18 @@ def _loop(
     )
 
 
-class _Bar:
-    """rich progress bar: epoch, step, loss, samples/s."""
-
-    def __init__(self, total: int, start: int, steps_per_epoch: int | None = None):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.0f} samples/s"),
-            TimeRemainingColumn(),
-            transient=False,
-        )
-        self.task = self.progress.add_task(
-            "train", total=total, completed=start, epoch=0, loss=float("nan"), rate=0.0
-        )
-
-    def update(self, step: int, epoch: int, loss: float, rate: float) -> None:
-        self.progress.update(self.task, completed=step, epoch=epoch, loss=loss, rate=rate)
-
-
-@contextlib.contextmanager
 def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        yield None
-        return
-    bar = _Bar(total, start)
-    with bar.progress:
-        yield bar
+    """The training bar: epoch, step, loss of the last log window, samples/s."""
+    from lejepa_core.progress import progress_bar
+
+    return progress_bar(
+        enabled,
+        total,
+        label="train",
+        start=start,
+        fields={
+            "epoch": (0, "epoch {}"),
+            "loss": (float("nan"), "loss {:.4f}"),
+            "rate": (0.0, "{:.0f} samples/s"),
+        },
+    )
