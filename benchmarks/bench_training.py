@@ -51,7 +51,7 @@ def hand_steps(recipe, steps: int, warmup: int, device: str) -> float:
     from lejepa_core.build import build_components
     from lejepa_core.data.reader import TrajectoryData
     from lejepa_core.data.sampler import WindowSampler
-    from lejepa_core.training.loop import spec_for_data
+    from lejepa_core.build import model_spec
 
     dev = torch.device(device)
     d, t = recipe.data, recipe.train
@@ -61,7 +61,7 @@ def hand_steps(recipe, steps: int, warmup: int, device: str) -> float:
         data, train_eps, context_frames=d.context_frames, horizons=tuple(d.horizons), device=dev
     )
     torch.manual_seed(t.seed)
-    c = build_components(recipe, spec_for_data(recipe, data))
+    c = build_components(recipe, model_spec(recipe, data))
     encoder, predictor, masker = c.encoder.to(dev), c.predictor.to(dev), c.masker.to(dev)
     losses = [m.to(dev) for m in c.losses]
     weights = [cfg.weight for cfg in recipe.losses]

@@ -1,13 +1,12 @@
 """From a validated recipe to built components: the one place the registry is asked.
 
-``model_spec_for(recipe)`` reads what the components need to know about the data (observation
-shape and dtype, feature names) from the dataset file when it exists, else from the
-environment's observation space, without generating anything.
+``model_spec(recipe, data=None)`` describes the run's input (observation shape and dtype,
+feature names, the env's metadata) from opened data, the dataset file or the environment,
+without generating anything; ``build_components`` and ``build_model`` build from it.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +14,10 @@ import attrs
 from torch import nn
 
 from lejepa_core.errors import DatasetError, UserInputError
+from lejepa_core.envinfo import EnvInfo
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
+from lejepa_core.training.step import JEPAModel
 
 
 @attrs.define(kw_only=True)
@@ -39,23 +40,28 @@ class Components:
         return rows
 
 
-def _spec_from_file(path: Path) -> dict[str, Any]:
+def _describe_file(path: Path) -> dict[str, Any]:
+    """Observation shape/dtype and decoded root attributes of a dataset file (nothing loaded)."""
     import h5py
 
+    from lejepa_core.data import schema
+
     try:
-        with h5py.File(path, "r") as f:
-            attrs_ = dict(f.attrs)
-            obs = f["observations"]
-            return {
-                "obs_shape": tuple(int(s) for s in obs.shape[1:]),
-                "obs_dtype": str(obs.dtype),
-                "feature_names": tuple(json.loads(attrs_.get("feature_names", "[]"))),
-            }
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read the dataset's observation shape ({exc})") from None
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        file_attrs = schema.validate(path, f, scan_values=False)
+        obs = f[schema.OBSERVATIONS]
+        return {
+            "obs_shape": tuple(int(s) for s in obs.shape[1:]),
+            "obs_dtype": str(obs.dtype),
+            "attrs": file_attrs,
+        }
 
 
-def _spec_from_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _describe_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Observation shape/dtype and metadata of an env (made once, closed)."""
     import gymnasium
 
     from lejepa_core.registry import ensure_envs_registered
@@ -69,29 +75,47 @@ def _spec_from_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
         raise UserInputError(f"data.env_kwargs: {env_id!r} rejected its arguments: {exc}") from None
     try:
         space = env.observation_space
-        names = env.metadata.get("feature_names", ()) or ()
+        metadata = dict(env.metadata)
         return {
             "obs_shape": tuple(space.shape),
             "obs_dtype": str(space.dtype),
-            "feature_names": tuple(names),
+            "attrs": {
+                "feature_names": list(metadata.get("feature_names") or ()),
+                "state_feature_names": list(metadata.get("state_feature_names") or ()),
+                "env_metadata": metadata,
+            },
         }
     finally:
         env.close()
 
 
-def model_spec_for(recipe: Recipe) -> ModelSpec:
-    """The ``ModelSpec`` of a recipe's run (from the dataset file, else from its env)."""
-    path = Path(recipe.data.path)
-    found = (
-        _spec_from_file(path)
-        if path.exists()
-        else _spec_from_env(recipe.data.env_id, recipe.data.env_kwargs)
+def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
+    """The ``ModelSpec`` of a recipe's run: the one place a run's input is described.
+
+    From ``data`` (an opened ``TrajectoryData``) when given, else from the dataset file at
+    ``data.path`` when it exists, else from the recipe's env; nothing is generated.
+    """
+    if data is not None:
+        found = {"obs_shape": data.obs_shape, "obs_dtype": data.obs_dtype, "attrs": data.attrs}
+    elif Path(recipe.data.path).exists():
+        found = _describe_file(Path(recipe.data.path))
+    else:
+        found = _describe_env(recipe.data.env_id, dict(recipe.data.env_kwargs))
+    attrs_ = found["attrs"]
+    metadata = dict(attrs_.get("env_metadata") or {})
+    # the file's own names win over the metadata's (converted files have no env metadata)
+    metadata["feature_names"] = attrs_.get("feature_names") or metadata.get("feature_names")
+    metadata["state_feature_names"] = attrs_.get("state_feature_names") or metadata.get(
+        "state_feature_names"
     )
     return ModelSpec(
+        obs_shape=tuple(int(s) for s in found["obs_shape"]),
+        obs_dtype=str(found["obs_dtype"]).replace("torch.", ""),
+        feature_names=tuple(attrs_.get("feature_names") or ()),
         latent_dim=recipe.model.latent_dim,
         context_frames=recipe.data.context_frames,
         horizons=tuple(recipe.data.horizons),
-        **found,
+        env=EnvInfo.from_metadata(metadata),
     )
 
 
@@ -120,6 +144,21 @@ def build_components(recipe: Recipe, spec: ModelSpec, registry: Any = None) -> C
         quantizer=build("quantizer", "quantizer", recipe.quantizer) if recipe.quantizer else None,
         masker=build("masker", "masker", recipe.masker),
         losses=[build("loss", f"losses[{i}]", c) for i, c in enumerate(recipe.losses)],
+    )
+
+
+def build_model(recipe: Recipe, spec: ModelSpec) -> JEPAModel:
+    """The trainable model of a run (context encoder, predictor, quantizer, masker, losses)."""
+    components = build_components(recipe, spec)
+    return JEPAModel(
+        encoder=components.encoder,
+        predictor=components.predictor,
+        masker=components.masker,
+        losses=components.losses,
+        weights=[c.weight for c in recipe.losses],
+        labels=recipe.loss_labels(),
+        quantizer=components.quantizer,
+        shared_target=recipe.target.mode == "shared",
     )
 
 

@@ -20,11 +20,11 @@ def _console() -> Console:
 )
 def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE and build every component; train nothing."""
-    from lejepa_core.build import build_components, count_parameters, model_spec_for
+    from lejepa_core.build import build_components, count_parameters, model_spec
     from lejepa_core.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides)
-    spec = model_spec_for(loaded)
+    spec = model_spec(loaded)
     components = build_components(loaded, spec)
     registry = get_registry()
     table = Table(

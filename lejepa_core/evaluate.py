@@ -24,44 +24,11 @@ from typing import Any
 import torch
 
 from lejepa_core.errors import CheckpointError
+from lejepa_core.eval.probe import r2_score, ridge_fit, ridge_predict
 
 POSITION_NAMES = ("x", "y")
 VELOCITY_NAMES = ("vx", "vy")
 NUM_CELL_VALUES = 11
-
-
-# ----------------------------------------------------------------------------- probe maths
-def ridge_fit(
-    x: torch.Tensor, y: torch.Tensor, alpha: float = 1e-3
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge regression ``y ~ x @ weight + bias`` in float64 on centred data.
-
-    x: [N, D], y: [N, S] -> weight [D, S], bias [S]. ``alpha`` is relative to the mean
-    eigenvalue of ``x^T x`` (scale-free).
-    """
-    x, y = x.double(), y.double()
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    xc, yc = x - x_mean, y - y_mean
-    gram = xc.T @ xc
-    ridge = alpha * gram.diagonal().mean().clamp_min(1e-12)
-    weight = torch.linalg.solve(
-        gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device), xc.T @ yc
-    )
-    return weight, y_mean - x_mean @ weight
-
-
-def ridge_predict(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x: [N, D] -> [N, S] (float32)."""
-    return (x.double() @ weight + bias).float()
-
-
-def r2_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """1 - SS_res / SS_tot summed over all columns of ``[N, S]`` (each column centred on its
-    own mean): the fraction of the group's variance explained."""
-    prediction, target = prediction.double(), target.double()
-    ss_res = (prediction - target).square().sum()
-    ss_tot = (target - target.mean(0)).square().sum()
-    return float(1.0 - ss_res / ss_tot.clamp_min(1e-300))
 
 
 def constant_velocity(
@@ -116,7 +83,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | Non
     """(recipe, data, model, target_encoder, device) of a run directory, weights loaded."""
     from lejepa_core.recipe import load_recipe
     from lejepa_core.training.checkpoint import load_checkpoint
-    from lejepa_core.training.loop import build_model, open_data, resolve_device, spec_for_data
+    from lejepa_core.build import build_model, model_spec
+    from lejepa_core.training.loop import open_data, resolve_device
     from lejepa_core.training.target import make_ema_copy
 
     run_dir = Path(run_dir)
@@ -130,7 +98,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | Non
     torch_device = resolve_device(device or "auto")
     state = load_checkpoint(path, map_location=torch_device)
     data = open_data(recipe, torch_device, progress=False)
-    model = build_model(recipe, spec_for_data(recipe, data)).to(torch_device)
+    model = build_model(recipe, model_spec(recipe, data)).to(torch_device)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
@@ -160,12 +128,7 @@ def _collect(model, target_encoder, batches, *, with_prediction: bool) -> dict[s
         out["z_target"].append(target_encoder(b.target_obs).float())
         out["k"].append(b.k)
         if with_prediction:
-            z_context = model.context_encoder(b.context_obs.flatten(0, 1)).reshape(
-                *b.context_obs.shape[:2], -1
-            )
-            if model.quantizer is not None:
-                z_context = model.quantizer(z_context.flatten(0, 1)).z_q.reshape(z_context.shape)
-            out["z_hat"].append(model.predictor(z_context, b.k).float())
+            out["z_hat"].append(model.predict(b.context_obs, b.k).float())
         target_state = b.target_state if b.target_state is not None else b.target_obs
         last_state = b.context_state[:, -1] if b.context_state is not None else b.context_obs[:, -1]
         out["target_state"].append(target_state)

@@ -17,6 +17,8 @@ import attrs
 import torch
 from torch import nn
 
+from lejepa_core.envinfo import EnvInfo
+
 KINDS = ("encoder", "predictor", "quantizer", "loss", "masker")
 
 
@@ -30,6 +32,8 @@ class ModelSpec:
     latent_dim: D.
     context_frames: W, the number of context frames the predictor sees.
     horizons: the set of k the run trains on (``(1, 2, 4, 8, 10)``).
+    env: what the environment publishes about its observations (feature groups, dt, box,
+        grid cell values, ...: ``lejepa_core.envinfo``), read from the dataset file or the env.
     """
 
     obs_shape: tuple[int, ...]
@@ -38,6 +42,7 @@ class ModelSpec:
     feature_names: tuple[str, ...] = ()
     context_frames: int = 1
     horizons: tuple[int, ...] = (1,)
+    env: EnvInfo = attrs.field(factory=EnvInfo)
 
     @property
     def max_horizon(self) -> int:

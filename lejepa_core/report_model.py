@@ -48,11 +48,8 @@ def episode_frames(data: Any, episode: int) -> tuple[Any, Any]:
 def predict_latents(model: Any, context_obs: Any, ks: Any) -> Any:
     """context_obs [W, *obs], ks [K] -> predicted latents [K, D] (the training path:
     unmasked context encoder, quantizer when the model has one, predictor)."""
-    from lejepa_core.training.step import forward_context
-
     batch = context_obs.unsqueeze(0).expand(len(ks), *context_obs.shape)  # [K, W, *obs]
-    context = forward_context(model.context_encoder, None, model.quantizer, batch, None)
-    return model.predictor(context.context_quantized, ks).float()
+    return model.predict(batch, ks).float()
 
 
 def _fit_probe(
@@ -62,7 +59,8 @@ def _fit_probe(
     import torch
 
     from lejepa_core.data.sampler import WindowSampler
-    from lejepa_core.evaluate import _one_hot_cells, ridge_fit
+    from lejepa_core.eval.probe import ridge_fit
+    from lejepa_core.evaluate import _one_hot_cells
 
     train_eps, _ = data.episode_split(recipe.data.val_fraction, recipe.data.split_seed)
     sampler = WindowSampler(

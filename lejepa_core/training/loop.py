@@ -28,6 +28,7 @@ import attrs
 import torch
 from torch import nn
 
+from lejepa_core.build import build_model, model_spec
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
@@ -106,35 +107,6 @@ def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, pro
     if hasattr(data, "check_source"):  # never train silently on a file of another env/kwargs
         data.check_source(recipe.data.env_id, dict(recipe.data.env_kwargs))
     return data
-
-
-def build_model(recipe: Recipe, spec: Any) -> JEPAModel:
-    from lejepa_core.build import build_components
-
-    components = build_components(recipe, spec)
-    return JEPAModel(
-        encoder=components.encoder,
-        predictor=components.predictor,
-        masker=components.masker,
-        losses=components.losses,
-        weights=[c.weight for c in recipe.losses],
-        labels=recipe.loss_labels(),
-        quantizer=components.quantizer,
-        shared_target=recipe.target.mode == "shared",
-    )
-
-
-def spec_for_data(recipe: Recipe, data: Any):
-    from lejepa_core.interfaces import ModelSpec
-
-    return ModelSpec(
-        obs_shape=tuple(data.obs_shape),
-        obs_dtype=str(data.obs_dtype).replace("torch.", ""),
-        feature_names=tuple(data.feature_names or ()),
-        latent_dim=recipe.model.latent_dim,
-        context_frames=recipe.data.context_frames,
-        horizons=tuple(recipe.data.horizons),
-    )
 
 
 @attrs.define
@@ -371,7 +343,7 @@ def train(
 
     # model, target encoder, optimizer
     torch.manual_seed(t.seed)
-    model = build_model(recipe, spec_for_data(recipe, data)).to(torch_device)
+    model = build_model(recipe, model_spec(recipe, data)).to(torch_device)
     target_encoder = None
     if recipe.target.mode == "ema":
         target_encoder = make_ema_copy(model.context_encoder).eval()

@@ -137,6 +137,15 @@ class JEPAModel(nn.Module):
         self.shared_target = shared_target
         self.needs_unmasked = any("context_unmasked" in getattr(m, "requires", ()) for m in losses)
 
+    def predict(self, context_obs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """Unmasked context frames [B, W, *obs], k [B] -> predicted target latent [B, D].
+
+        The prediction path of evaluation, the report and loaded models: the same
+        ``forward_context`` (quantizer included) and predictor as a training step, no masker.
+        """
+        ctx = forward_context(self.context_encoder, None, self.quantizer, context_obs, None)
+        return self.predictor(ctx.context_quantized, k)
+
     def forward(
         self,
         context_obs: torch.Tensor,

@@ -1,0 +1,105 @@
+"""The files of a run directory and the names inside them: written once, read everywhere.
+
+Training writes ``summary.json`` through :class:`Summary` and ``metrics.jsonl`` records
+whose keys are the constants below; the summary table, the report and ``lejepa compare`` read
+them through the same names, so a renamed figure cannot silently become ``n/a``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+# ----------------------------------------------------------------------------- file names
+RESOLVED_RECIPE = "resolved_recipe.toml"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+EVAL = "eval.json"
+CHECKPOINTS = "checkpoints"
+REPORT = "report.html"
+
+# ----------------------------------------------------------------------------- metric keys
+STEP, EPOCH, SPLIT = "step", "epoch", "split"
+LOSS_TOTAL = "loss/total"
+LOSS_PREFIX = "loss/"
+ERR_SIGNAL = "err_signal"
+COSINE = "cosine"
+COPY_LAST_PREFIX = "baseline/copy_last/"
+MEAN_PREFIX = "baseline/mean/"
+TARGET_STD = "target_std"
+GRAD_NORM = "grad_norm"
+CLIP_FRACTION = "clip_fraction"
+LR = "lr"
+EMA_MOMENTUM = "ema_momentum"
+SAMPLES_PER_S = "samples_per_s"
+NONFINITE_STEPS = "nonfinite_steps"
+BEST = "best"
+BEST_VAL = "best_val"
+EPOCHS_WITHOUT_IMPROVEMENT = "epochs_without_improvement"
+QUANTIZER_PREFIX = "quantizer/"
+
+
+def per_k(key: str, k: int) -> str:
+    """The per-horizon variant of a figure: ``err_signal`` -> ``err_signal/k4``."""
+    return f"{key}/k{k}"
+
+
+def monitored_key(monitor: str) -> str:
+    """The validation key ``train.monitor`` selects (``err_signal`` or ``loss``)."""
+    return ERR_SIGNAL if monitor == "err_signal" else LOSS_TOTAL
+
+
+@attrs.define(kw_only=True)
+class Summary:
+    """``summary.json``: how a run ended and its key figures.
+
+    best_val: the best monitored validation figure (``monitor``), None when never finite.
+    final_validation: the last validation record (metric key -> value).
+    """
+
+    status: str  # finished | early_stopped | interrupted | stopped
+    step: int
+    epochs_completed: int
+    total_steps: int
+    monitor: str
+    best_val: float | None
+    best_epoch: int
+    nonfinite_steps: int
+    clip_fraction: float
+    wall_seconds: float
+    samples_per_s: float
+    device: str
+    world_size: int
+    recipe_hash: str
+    parameters: int
+    final_validation: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        if self.best_val is not None and not math.isfinite(self.best_val):
+            self.best_val = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def write(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / SUMMARY
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        """Tolerant of keys added by later versions (ignored) and of missing optional ones."""
+        names = {f.name for f in attrs.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> Summary | None:
+        """The run's summary, or None when it has none yet (a run still going, or killed)."""
+        path = Path(run_dir) / SUMMARY
+        if not path.is_file():
+            return None
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,1 @@
+"""Evaluation of trained runs: probes, baselines and figures driven by the env's metadata."""
