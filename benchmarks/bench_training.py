@@ -48,10 +48,9 @@ def framework_steps(recipe, steps: int, warmup: int, out: Path, device: str) -> 
 
 def hand_steps(recipe, steps: int, warmup: int, device: str) -> float:
     """Seconds per step of a minimal loop over the same components and batches."""
-    from lejepa_core.build import build_components
+    from lejepa_core.build import build_components, model_spec
     from lejepa_core.data.reader import TrajectoryData
     from lejepa_core.data.sampler import WindowSampler
-    from lejepa_core.build import model_spec
 
     dev = torch.device(device)
     d, t = recipe.data, recipe.train

@@ -13,8 +13,8 @@ from typing import Any
 import attrs
 from torch import nn
 
-from lejepa_core.errors import DatasetError, UserInputError
 from lejepa_core.envinfo import EnvInfo
+from lejepa_core.errors import DatasetError, UserInputError
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
 from lejepa_core.training.step import JEPAModel

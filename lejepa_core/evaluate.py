@@ -81,9 +81,9 @@ def env_dt(data: Any) -> float:
 # ----------------------------------------------------------------------------- the run
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None):
     """(recipe, data, model, target_encoder, device) of a run directory, weights loaded."""
+    from lejepa_core.build import build_model, model_spec
     from lejepa_core.recipe import load_recipe
     from lejepa_core.training.checkpoint import load_checkpoint
-    from lejepa_core.build import build_model, model_spec
     from lejepa_core.training.loop import open_data, resolve_device
     from lejepa_core.training.target import make_ema_copy
 

@@ -30,8 +30,13 @@ def progress_bar(
     if not enabled:
         yield _noop
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     fields = dict(fields or {})
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn()]
