@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from lejepa_core.errors import CheckpointError
 from lejepa_core.eval.probe import r2_score, ridge_fit, ridge_predict
 
 POSITION_NAMES = ("x", "y")
@@ -78,42 +77,6 @@ def env_dt(data: Any) -> float:
         return 0.1
 
 
-# ----------------------------------------------------------------------------- the run
-def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None):
-    """(recipe, data, model, target_encoder, device) of a run directory, weights loaded."""
-    from lejepa_core.build import build_model, model_spec
-    from lejepa_core.recipe import load_recipe
-    from lejepa_core.training.checkpoint import load_checkpoint
-    from lejepa_core.training.loop import open_data, resolve_device
-    from lejepa_core.training.target import make_ema_copy
-
-    run_dir = Path(run_dir)
-    resolved = run_dir / "resolved_recipe.toml"
-    if not resolved.is_file():
-        raise CheckpointError(f"{run_dir}: not a run directory (no resolved_recipe.toml)")
-    recipe = load_recipe(resolved)
-    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.is_file() and checkpoint == "best":
-        path = run_dir / "checkpoints" / "last.pt"
-    torch_device = resolve_device(device or "auto")
-    state = load_checkpoint(path, map_location=torch_device)
-    data = open_data(recipe, torch_device, progress=False)
-    model = build_model(recipe, model_spec(recipe, data)).to(torch_device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(
-            f"{path}: does not match the run's recipe ({str(exc).splitlines()[0]})"
-        ) from None
-    target = model.context_encoder
-    if state.get("target_encoder") is not None:
-        target = make_ema_copy(model.context_encoder)
-        target.load_state_dict(state["target_encoder"])
-    model.eval()
-    target.eval()
-    return recipe, data, model, target, torch_device
-
-
 @torch.no_grad()
 def _collect(model, target_encoder, batches, *, with_prediction: bool) -> dict[str, torch.Tensor]:
     """Latents and states of fixed batches: z_target [N, D], z_hat [N, D], state fields."""
@@ -162,9 +125,15 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Probe and baseline figures of a run; written to ``RUN_DIR/eval.json`` and returned."""
     from lejepa_core.data.sampler import WindowSampler
+    from lejepa_core.eval.load import load_run
 
-    recipe, data, model, target_encoder, torch_device = load_run(
-        run_dir, checkpoint=checkpoint, device=device
+    run = load_run(run_dir, checkpoint=checkpoint, device=device)
+    recipe, data, model, target_encoder, torch_device = (
+        run.recipe,
+        run.data,
+        run.model,
+        run.target_encoder,
+        run.device,
     )
     horizons = tuple(recipe.data.horizons)
     train_eps, val_eps = data.episode_split(recipe.data.val_fraction, recipe.data.split_seed)

@@ -97,7 +97,8 @@ def model_figures(
     import torch
 
     from lejepa_core import report_plots as plots
-    from lejepa_core.evaluate import _decode_cells, feature_groups, load_run, ridge_predict
+    from lejepa_core.eval.load import load_run
+    from lejepa_core.evaluate import _decode_cells, feature_groups, ridge_predict
 
     checkpoints = run.path / "checkpoints"
     if not (checkpoints / "best.pt").is_file() and not (checkpoints / "last.pt").is_file():
@@ -108,7 +109,14 @@ def model_figures(
             f"latent and rollout pictures skipped: data file {data_path} not found "
             "(a relative data.path is read from the current directory)"
         ]
-    recipe, data, model, target_encoder, torch_device = load_run(run.path, device=device)
+    loaded = load_run(run.path, device=device)
+    recipe, data, model, target_encoder, torch_device = (
+        loaded.recipe,
+        loaded.data,
+        loaded.model,
+        loaded.target_encoder,
+        loaded.device,
+    )
     notes: list[str] = []
     try:
         with torch.no_grad():

@@ -11,13 +11,9 @@ Everything a bit-exact resume needs is in the checkpoint (see ``checkpoint_state
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,38 +25,19 @@ import torch
 from torch import nn
 
 from lejepa_core.build import build_model, model_spec
+from lejepa_core.data.prepare import open_data
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float, validation_report
 from lejepa_core.training.optim import WarmupCosine, build_optimizer
+from lejepa_core.training.runtime import StopFlag, autocast, derive_seed, resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
 
 
 # ----------------------------------------------------------------------------- set-up helpers
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given (validated)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserInputError(
-            f"--device: unknown device {name!r} (cpu, cuda, cuda:1, ...)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts (stable across processes and Python versions)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
     """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
     if out is not None:
@@ -78,35 +55,6 @@ def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
             run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, progress: bool = True):
-    """Open ``data.path`` (generating it first when missing, on rank 0) on ``device``."""
-    from lejepa_core.data.reader import TrajectoryData
-
-    path = Path(recipe.data.path)
-    if not path.exists() and is_main:
-        from lejepa_core.generate import generate_dataset
-
-        d = recipe.data
-        path.parent.mkdir(parents=True, exist_ok=True)
-        generate_dataset(
-            d.env_id,
-            episodes=d.episodes,
-            steps=d.steps,
-            out=path,
-            seed=d.seed,
-            workers=d.workers,
-            env_kwargs=dict(d.env_kwargs),
-            progress=progress,
-        )
-    distributed.barrier()
-    data = TrajectoryData.open(
-        path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize
-    )
-    if hasattr(data, "check_source"):  # never train silently on a file of another env/kwargs
-        data.check_source(recipe.data.env_id, dict(recipe.data.env_kwargs))
-    return data
 
 
 @attrs.define
@@ -133,31 +81,6 @@ class TrainResult:
     step: int
     epoch: int
     summary: dict[str, Any]
-
-
-class StopFlag:
-    """Set by SIGINT / SIGTERM; the loop checks it once per step, saves and exits."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.signal_name = ""
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -218,13 +141,6 @@ class Run:
         ckpt.save_atomic(self.checkpoint_state(), path)
 
 
-def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.no_grad()
 def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     """Validation loss (unmasked context, fixed loss seeds) and the diagnostics of
@@ -244,7 +160,7 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     loss_generator = torch.Generator(device=run.device)
     with (
         torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
-        _autocast(run.device, recipe.train.precision),
+        autocast(run.device, recipe.train.precision),
     ):
         for i, batch in enumerate(batches):
             loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
@@ -457,7 +373,7 @@ def _loop(
         step = state.step
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
         loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
-        with _autocast(run.device, t.precision):
+        with autocast(run.device, t.precision):
             step_loss, outputs = step_module(
                 batch.context_obs,
                 batch.target_obs,

@@ -1,0 +1,124 @@
+"""A trained run, rebuilt from its directory, and the fixed samples every evaluation uses.
+
+Shape legend: ``N`` samples, ``D`` latent_dim, ``*obs`` one observation, ``*state`` the
+probed state (``/states`` when the file has them, else the raw observation).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import nn
+
+from lejepa_core import artifacts
+from lejepa_core.build import build_model, model_spec
+from lejepa_core.data.prepare import open_data
+from lejepa_core.data.sampler import WindowSampler
+from lejepa_core.errors import CheckpointError
+from lejepa_core.eval.probe import Probe
+from lejepa_core.interfaces import ModelSpec
+from lejepa_core.recipe import Recipe, load_recipe
+from lejepa_core.training.checkpoint import load_checkpoint
+from lejepa_core.training.runtime import resolve_device
+from lejepa_core.training.step import JEPAModel
+from lejepa_core.training.target import make_ema_copy
+
+# The probe's training sample: fixed windows of training episodes (eval.json and the report).
+PROBE_BATCHES = 16
+PROBE_MAX_BATCH = 512
+PROBE_SEED = 1234
+
+
+@attrs.define(kw_only=True)
+class LoadedRun:
+    """A run directory's recipe, data, model (eval mode) and target encoder on ``device``."""
+
+    path: Path
+    recipe: Recipe
+    spec: ModelSpec
+    data: Any  # TrajectoryData
+    model: JEPAModel
+    target_encoder: nn.Module
+    device: torch.device
+    checkpoint: Path
+
+    def sampler(self, split: str) -> WindowSampler:
+        """Windows of the run's ``"train"`` or ``"val"`` episodes (the run's own split)."""
+        d = self.recipe.data
+        train_eps, val_eps = self.data.episode_split(d.val_fraction, d.split_seed)
+        return WindowSampler(
+            self.data,
+            train_eps if split == "train" else val_eps,
+            context_frames=d.context_frames,
+            horizons=tuple(d.horizons),
+            device=self.device,
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return min(self.recipe.train.batch_size, PROBE_MAX_BATCH)
+
+    @torch.no_grad()
+    def fit_probe(self, *, alpha: float = 1e-3) -> Probe:
+        """The run's probe: target latents -> state (or grid cells), fitted on the fixed
+        training windows (``PROBE_BATCHES`` x ``batch_size``, seed ``PROBE_SEED``)."""
+        z, y = [], []
+        for b in self.sampler("train").fixed_batches(self.batch_size, PROBE_BATCHES, PROBE_SEED):
+            z.append(self.target_encoder(b.target_obs).float())
+            y.append(b.target_state if b.target_state is not None else b.target_obs)
+        return Probe.fit(torch.cat(z), torch.cat(y), cell_values=self.cell_values(), alpha=alpha)
+
+    def cell_values(self) -> int | None:
+        """Cell values of grid observations (env metadata ``cell_values``); None for states."""
+        if self.data.states is not None or self.data.obs_dtype.startswith("float"):
+            return None
+        if self.spec.env.cell_values is not None:
+            return self.spec.env.cell_values
+        # a file from an env that does not publish cell_values: values 0 .. observed max
+        return int(np.max(np.asarray(self.data.stats["max"]))) + 1
+
+
+def load_run(
+    run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None
+) -> LoadedRun:
+    """Rebuild the run in ``run_dir`` from ``resolved_recipe.toml`` and
+    ``checkpoints/<checkpoint>.pt`` (``best`` falls back to ``last``)."""
+    run_dir = Path(run_dir)
+    resolved = run_dir / artifacts.RESOLVED_RECIPE
+    if not resolved.is_file():
+        raise CheckpointError(f"{run_dir}: not a run directory (no {artifacts.RESOLVED_RECIPE})")
+    recipe = load_recipe(resolved)
+    path = run_dir / artifacts.CHECKPOINTS / f"{checkpoint}.pt"
+    if not path.is_file() and checkpoint == "best":
+        path = run_dir / artifacts.CHECKPOINTS / "last.pt"
+    torch_device = resolve_device(device or "auto")
+    state = load_checkpoint(path, map_location=torch_device)
+    data = open_data(recipe, torch_device, progress=False)
+    spec = model_spec(recipe, data)
+    model = build_model(recipe, spec).to(torch_device)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: does not match the run's recipe ({str(exc).splitlines()[0]})"
+        ) from None
+    target = model.context_encoder
+    if state.get("target_encoder") is not None:
+        target = make_ema_copy(model.context_encoder)
+        target.load_state_dict(state["target_encoder"])
+    model.eval()
+    target.eval()
+    return LoadedRun(
+        path=run_dir,
+        recipe=recipe,
+        spec=spec,
+        data=data,
+        model=model,
+        target_encoder=target,
+        device=torch_device,
+        checkpoint=path,
+    )
