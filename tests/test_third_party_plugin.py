@@ -87,3 +87,27 @@ def test_disabling_it_by_name_removes_it(installed, tmp_path):
     out = lejepa(env, "plugins", "--kind", "encoder")
     assert "example_linear" not in out.stdout
     assert "disabled: lejepa-example-plugin:example" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_example_passes_its_own_conformance_suite(installed):
+    """The example's tests call lejepa_core.testing on every component it registers."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
+        env=installed,
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLE,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "7 passed" in out.stdout
+
+
+def test_the_example_env_is_registered_through_the_hook(installed):
+    out = lejepa(installed, "plugins")
+    assert out.returncode == 0, out.stderr
+    assert any(
+        "example/DampedPendulum-v0" in line and "lejepa-example-plugin" in line
+        for line in out.stdout.splitlines()
+    )
+    assert "example_dropout" in out.stdout
