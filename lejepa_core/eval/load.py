@@ -63,11 +63,14 @@ class LoadedRun:
         return min(self.recipe.train.batch_size, PROBE_MAX_BATCH)
 
     @torch.no_grad()
-    def fit_probe(self, *, alpha: float = 1e-3) -> Probe:
+    def fit_probe(
+        self, *, alpha: float = 1e-3, batches: int = PROBE_BATCHES, seed: int = PROBE_SEED
+    ) -> Probe:
         """The run's probe: target latents -> state (or grid cells), fitted on the fixed
-        training windows (``PROBE_BATCHES`` x ``batch_size``, seed ``PROBE_SEED``)."""
+        training windows (``batches`` x ``batch_size``, seed ``seed``; the defaults are the
+        probe eval.json and the report share)."""
         z, y = [], []
-        for b in self.sampler("train").fixed_batches(self.batch_size, PROBE_BATCHES, PROBE_SEED):
+        for b in self.sampler("train").fixed_batches(self.batch_size, batches, seed):
             z.append(self.target_encoder(b.target_obs).float())
             y.append(b.target_state if b.target_state is not None else b.target_obs)
         return Probe.fit(torch.cat(z), torch.cat(y), cell_values=self.cell_values(), alpha=alpha)
