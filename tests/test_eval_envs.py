@@ -60,7 +60,18 @@ def spinner_registered():
     del gym.registry[SPINNER_ID]
 
 
-def train_tiny(directory: Path, env_id: str, *, data_path: Path | None = None) -> Path:
+ARC_KWARGS = "env_kwargs = { grid_size = 6, num_objects = 2, max_shape_size = 2, max_steps = 40 }"
+OBJECT_ENCODER = 'name = "object"\ndim = 16\ndepth = 1\nnum_heads = 2\nmax_objects = 8'
+
+
+def train_tiny(
+    directory: Path,
+    env_id: str,
+    *,
+    data_path: Path | None = None,
+    env_kwargs: str = "env_kwargs = {}",
+    encoder: str = 'name = "mlp"\nhidden_dim = 16\ndepth = 1',
+) -> Path:
     """A 1-epoch run of the tiny recipe on ``env_id`` (no masking: no feature names needed)."""
     from lejepa_core.recipe import load_recipe
     from lejepa_core.training.loop import train
@@ -69,8 +80,8 @@ def train_tiny(directory: Path, env_id: str, *, data_path: Path | None = None) -
     data_path = data_path or directory / "data.h5"
     text = TINY_RECIPE.format(data_path=data_path.as_posix(), runs_dir=directory.as_posix())
     text = text.replace('"lejepa/BouncingBalls-v0"', f'"{env_id}"')
-    if not env_id.startswith("lejepa/"):
-        text = text.replace("env_kwargs = { num_balls = 2 }", "env_kwargs = {}")
+    text = text.replace("env_kwargs = { num_balls = 2 }", env_kwargs)
+    text = text.replace('name = "mlp"\nhidden_dim = 16\ndepth = 1', encoder)
     text = text.replace(
         'name = "feature"\np_coordinates = 0.2\np_velocities = 0.2', 'name = "none"'
     )
@@ -143,9 +154,51 @@ def test_old_data_file_without_dt_still_evaluates(tmp_path, tiny_data):
         groups = {"coordinates": ["x", "y"], "velocities": ["vx", "vy"]}
         metadata["feature_groups"] = metadata["state_feature_groups"] = groups
         f.attrs["env_metadata"] = json.dumps(metadata)
-    output, report = run_eval(train_tiny(tmp_path, "lejepa/BouncingBalls-v0", data_path=old))
+    run_dir = train_tiny(
+        tmp_path,
+        "lejepa/BouncingBalls-v0",
+        data_path=old,
+        env_kwargs="env_kwargs = { num_balls = 2 }",
+    )
+    output, report = run_eval(run_dir)
     assert report["groups"] == {"coordinates": ["x", "y"], "velocities": ["vx", "vy"]}
     assert report["dt"] is None and "constant_velocity/mae" not in report["per_k"][0]
     assert all(math.isfinite(v) for v in report["r2"].values())
     assert "coordinates / velocities" in " ".join(output.split())
     assert "nan" not in output.lower()
+
+
+@pytest.fixture(scope="module")
+def arc_data(tmp_path_factory) -> Path:
+    from lejepa_core.generate import generate_dataset
+
+    out = tmp_path_factory.mktemp("arc") / "arc.h5"
+    kwargs = {"grid_size": 6, "num_objects": 2, "max_shape_size": 2, "max_steps": 40}
+    generate_dataset(
+        "lejepa/ArcGrid-v0", episodes=12, steps=30, out=out, env_kwargs=kwargs, progress=False
+    )
+    return out
+
+
+@pytest.mark.parametrize("published", [True, False], ids=["new-file", "file-without-cell_values"])
+def test_grid_eval_reads_cell_values(tmp_path, arc_data, published):
+    """ArcGrid publishes cell_values = 11. A run whose file was written before it did (the
+    metadata is stripped after training here) falls back to the file's largest value + 1
+    (the pad 10), for the object encoder and the probe alike."""
+    data = tmp_path / "arc.h5"
+    shutil.copy(arc_data, data)
+    run_dir = train_tiny(
+        tmp_path, "lejepa/ArcGrid-v0", data_path=data, env_kwargs=ARC_KWARGS, encoder=OBJECT_ENCODER
+    )
+    if not published:
+        with h5py.File(data, "r+") as f:
+            metadata = json.loads(f.attrs["env_metadata"])
+            del metadata["cell_values"], metadata["palette"]
+            f.attrs["env_metadata"] = json.dumps(metadata)
+    output, report = run_eval(run_dir)
+    assert report["kind"] == "grid" and report["cell_values"] == 11
+    assert 0.0 <= report["probe_cell_accuracy"] <= 1.0
+    for row in report["per_k"]:
+        assert 0.0 <= row["model/cell_accuracy"] <= 1.0
+        assert 0.0 <= row["copy_last/cell_accuracy"] <= 1.0
+    assert "probe cell accuracy" in output and "nan" not in output.lower()

@@ -76,13 +76,21 @@ class LoadedRun:
         return Probe.fit(torch.cat(z), torch.cat(y), cell_values=self.cell_values(), alpha=alpha)
 
     def cell_values(self) -> int | None:
-        """Cell values of grid observations (env metadata ``cell_values``); None for states."""
+        """Cell values of grid observations (env metadata ``cell_values``, else the file's
+        largest value + 1: ``with_grid_fallback``); None for states."""
         if self.data.states is not None or self.data.obs_dtype.startswith("float"):
             return None
-        if self.spec.env.cell_values is not None:
-            return self.spec.env.cell_values
-        # a file from an env that does not publish cell_values: values 0 .. observed max
-        return int(np.max(np.asarray(self.data.stats["max"]))) + 1
+        return self.spec.env.cell_values
+
+
+def with_grid_fallback(spec: ModelSpec, data: Any) -> ModelSpec:
+    """``spec`` with ``env.cell_values`` filled in for integer observations of an env that does
+    not publish it (files written before it did): values ``0 .. largest value in the file``,
+    so grid components and the grid probe still build."""
+    if spec.env.cell_values is not None or data.obs_dtype.startswith("float"):
+        return spec
+    observed = int(np.max(np.asarray(data.stats["max"]))) + 1
+    return attrs.evolve(spec, env=attrs.evolve(spec.env, cell_values=observed))
 
 
 def load_run(
@@ -101,7 +109,7 @@ def load_run(
     torch_device = resolve_device(device or "auto")
     state = load_checkpoint(path, map_location=torch_device)
     data = open_data(recipe, torch_device, progress=False)
-    spec = model_spec(recipe, data)
+    spec = with_grid_fallback(model_spec(recipe, data), data)
     model = build_model(recipe, spec).to(torch_device)
     try:
         model.load_state_dict(state["model"])
