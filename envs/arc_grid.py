@@ -40,6 +40,10 @@ ARC_PALETTE = [
     (135, 12, 37),  # 9 maroon #870C25
 ]
 """The standard ARC colour palette: RGB tuple of colour ``i`` at index ``i``."""
+CELL_VALUES = NUM_COLOURS + 1
+"""Observation cells take values ``0 .. CELL_VALUES - 1``: the colours, then :data:`PAD_VALUE`."""
+PAD_COLOUR = (230, 230, 230)
+"""How pictures show :data:`PAD_VALUE` cells (light grey); ``metadata["palette"]`` ends with it."""
 SOURCES = ("procedural", "arc")
 ARC_SPLITS = ("train", "eval")
 ARC_PAIRS = ("train", "test", "all")
@@ -96,8 +100,12 @@ class ArcGridEnv(gym.Env):
         "render_fps": 4,
         "pad_value": PAD_VALUE,
         "num_colours": NUM_COLOURS,
+        "cell_values": CELL_VALUES,
+        "palette": (*ARC_PALETTE, PAD_COLOUR),
         "feature_names": (),
     }
+    """``cell_values``, ``pad_value`` and ``palette`` (RGB of each cell value) are what lejepa's
+    grid encoders, probes and pictures read: docs/envs.md#metadata-lejepa-reads."""
 
     def __init__(
         self,

@@ -25,7 +25,9 @@ import attrs
 import numpy as np
 
 STATE_FEATURE_NAMES = ("x", "y", "vx", "vy")
-STATE_FEATURE_GROUPS = {"coordinates": ("x", "y"), "velocities": ("vx", "vy")}
+STATE_FEATURE_GROUPS = {"positions": ("x", "y"), "velocities": ("vx", "vy")}
+STATE_POSITIONS = ("x", "y")
+STATE_DERIVATIVES = {"x": "vx", "y": "vy"}
 OBS_MODES = ("state", "pixels")
 # Push directions of the actions 1 + 4 * ball + direction: +x, -x, +y, -y.
 PUSH_DIRECTIONS = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])

@@ -17,8 +17,10 @@ import gymnasium as gym
 import numpy as np
 
 from lejepa_envs.ball_physics import (
+    STATE_DERIVATIVES,
     STATE_FEATURE_GROUPS,
     STATE_FEATURE_NAMES,
+    STATE_POSITIONS,
     BallPhysics,
     BallsConfig,
     state_array,
@@ -40,7 +42,9 @@ def observation_space(config: BallsConfig) -> gym.spaces.Box:
 
 def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
     """Instance metadata: ``feature_names``/``feature_groups`` name the observation's last axis
-    (empty in pixels mode); ``state_*`` always describe the ``[N, 4]`` state."""
+    (empty in pixels mode); ``state_*`` always describe the ``[N, 4]`` state. ``dt``,
+    ``derivatives`` (x -> vx, y -> vy), ``positions`` and ``box`` are what evaluation reads
+    (the constant-velocity baseline, pictures): docs/envs.md#metadata-lejepa-reads."""
     pixels = config.obs_mode == "pixels"
     return {
         **base,
@@ -50,6 +54,10 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
         "state_feature_names": STATE_FEATURE_NAMES,
         "state_feature_groups": dict(STATE_FEATURE_GROUPS),
         "state_shape": (config.num_balls, 4),
+        "dt": float(config.dt),
+        "derivatives": dict(STATE_DERIVATIVES),
+        "positions": STATE_POSITIONS,
+        "box": tuple(float(side) for side in config.box),
         "noop_action": 0,  # the generator's default policy for envs that publish one
     }
 

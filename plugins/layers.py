@@ -6,7 +6,8 @@ Shape legend: ``B`` batch, ``N`` tokens, ``D`` width, ``H x W`` grid, ``T`` time
 - ``TimeEmbedding``: horizon ``k: [B]`` -> ``[B, T]``, linear (``Linear(1 -> T)`` on
   ``k / max_horizon``) or sinusoidal (standard sin/cos features of ``k``).
 - ``sinusoidal_features`` / ``sinusoidal_positions_2d``: fixed positional features.
-- ``one_hot_colours``: int ARC grid ``[B, H, W]`` -> ``[B, H, W, 11]`` (10 colours + pad).
+- ``grid_values``: the ``(cell_values, pad_value)`` a grid component reads from ``spec.env``.
+- ``one_hot_colours``: int grid ``[B, H, W]`` -> ``[B, H, W, V]`` (``V`` cell values).
 - ``TransformerEncoder``: pre-norm ``nn.TransformerEncoder`` with batch-first tensors.
 """
 
@@ -21,12 +22,11 @@ from torch.nn import functional as F
 
 from lejepa_core.params import in_range, param, positive
 
+# Legacy ARC values, still read by the grid paths of encoders.py (mlp one_hot, vit, conv)
+# until they read ``grid_values(spec, ...)`` like the object encoder; nothing else uses them.
 NUM_COLOURS = 10
-"""ARC colours are 0..9."""
 PAD_VALUE = 10
-"""Value of ARC grid cells outside the grid."""
 NUM_CELL_VALUES = NUM_COLOURS + 1
-"""One-hot width of an ARC cell: 10 colours + pad."""
 
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
@@ -150,9 +150,26 @@ class TimeEmbedding(nn.Module):
         return sinusoidal_features(k, self.time_dim)  # [B, time_dim]
 
 
-def one_hot_colours(grid: torch.Tensor) -> torch.Tensor:
-    """Int ARC grid ``[B, H, W]`` (0..9 colours, 10 pad) -> float one-hot ``[B, H, W, 11]``."""
-    return F.one_hot(grid.long(), NUM_CELL_VALUES).float()
+def grid_values(spec, component: str) -> tuple[int, int]:
+    """``(cell_values, pad_value)`` of integer-grid observations, from the env's metadata
+    (``spec.env``; ARC: ``(11, 10)``). ValueError naming the metadata keys when the data is
+    not an integer grid or its env does not publish them."""
+    env = spec.env
+    if is_integer_dtype(spec.obs_dtype) and env.cell_values is not None:
+        if env.pad_value is not None and 0 <= env.pad_value < env.cell_values:
+            return env.cell_values, env.pad_value
+    raise ValueError(
+        f"{component} needs integer-grid observations whose env publishes "
+        "metadata['cell_values'] and ['pad_value'] (pad_value in 0..cell_values-1); got "
+        f"obs_dtype {spec.obs_dtype!r}, cell_values={env.cell_values!r}, "
+        f"pad_value={env.pad_value!r}"
+    )
+
+
+def one_hot_colours(grid: torch.Tensor, cell_values: int = NUM_CELL_VALUES) -> torch.Tensor:
+    """Int grid ``[B, H, W]`` with values ``0..cell_values-1`` -> float one-hot
+    ``[B, H, W, cell_values]``."""
+    return F.one_hot(grid.long(), cell_values).float()
 
 
 @attrs.frozen(kw_only=True)

@@ -4,8 +4,11 @@ Shape legend: ``B`` batch, ``H x W`` grid (30 x 30 in ARC), ``n = H * W`` cells,
 in the whole batch, ``M`` max_objects (tokens per grid), ``F`` object features, ``S``
 shape_size, ``D`` latent_dim.
 
-An object is a connected component of cells of one colour (4-connectivity; pad cells, value
-10, are never objects). The pipeline, all batched torch operations (no per-grid Python loop):
+An object is a connected component of cells of one colour (4-connectivity; pad cells are
+never objects). Cell values ``V`` and the pad value come from the env's metadata
+(``spec.env.cell_values`` / ``pad_value``; ARC: 11 values, 0..9 colours and 10 the pad): a
+"colour" is any value but the pad. The pipeline, all batched torch operations (no per-grid
+Python loop):
 
 1. ``connected_components``: iterative min-label propagation between same-colour
    4-neighbours, with pointer jumping, until nothing changes. Each object's label is the
@@ -31,11 +34,9 @@ from torch.nn import functional as F
 from lejepa_core import Encoder
 from lejepa_core.params import one_of, param, positive
 from lejepa_plugins.layers import (
-    NUM_CELL_VALUES,
-    NUM_COLOURS,
-    PAD_VALUE,
     TransformerEncoder,
     TransformerParams,
+    grid_values,
     is_integer_dtype,
     masked_mean,
 )
@@ -43,9 +44,7 @@ from lejepa_plugins.layers import (
 # ------------------------------------------------------------------------ connected components
 
 
-def connected_components(
-    grid: torch.Tensor, ignore: tuple[int, ...] = (PAD_VALUE,)
-) -> torch.Tensor:
+def connected_components(grid: torch.Tensor, ignore: tuple[int, ...]) -> torch.Tensor:
     """Label 4-connected components of equal values. ``grid: [B, H, W]`` int -> ``[B, H, W]`` int64.
 
     A component's label is the smallest raster index ``h * W + w`` among its cells (so labels
@@ -91,9 +90,10 @@ def connected_components(
 # ----------------------------------------------------------------------------- object tokens
 
 
-def object_feature_dim(shape_size: int) -> int:
-    """F: colour one-hot (10), size (2), bounding box (4), bbox extent (2), centroid (2), shape (S*S)."""
-    return NUM_COLOURS + 2 + 4 + 2 + 2 + shape_size * shape_size
+def object_feature_dim(shape_size: int, cell_values: int) -> int:
+    """F: colour one-hot (``cell_values - 1``: every value but the pad; ARC 10), size (2),
+    bounding box (4), bbox extent (2), centroid (2), shape (S*S)."""
+    return (cell_values - 1) + 2 + 4 + 2 + 2 + shape_size * shape_size
 
 
 @attrs.frozen
@@ -109,12 +109,21 @@ class ObjectTokens:
 
 
 def extract_objects(
-    grid: torch.Tensor, *, max_objects: int, shape_size: int = 3, include_background: bool = False
+    grid: torch.Tensor,
+    *,
+    cell_values: int,
+    pad_value: int,
+    max_objects: int,
+    shape_size: int = 3,
+    include_background: bool = False,
 ) -> ObjectTokens:
-    """ARC grids ``[B, H, W]`` -> the ``max_objects`` largest objects of each grid as feature rows.
+    """Grids ``[B, H, W]`` of values ``0..cell_values-1`` -> the ``max_objects`` largest objects
+    of each grid as feature rows (cells equal to ``pad_value``, and to 0 unless
+    ``include_background``, are never objects).
 
     Features of one object (positions normalised by H and W; ``[r0, r1] x [c0, c1]`` its
-    inclusive bounding box): one-hot colour; ``size / n`` and ``log1p(size) / log1p(n)``;
+    inclusive bounding box): one-hot colour (the ``cell_values - 1`` values but the pad, in
+    order); ``size / n`` and ``log1p(size) / log1p(n)``;
     ``r0 / H, c0 / W, (r1 + 1) / H, (c1 + 1) / W``; bbox height / H and width / W; centroid
     ``(mean row + 0.5) / H`` and column likewise; ``S x S`` binary shape mask (the bounding
     box resampled by nearest neighbour, raster order). Ties in size keep raster order.
@@ -122,7 +131,7 @@ def extract_objects(
     batch, height, width = grid.shape
     n = height * width
     device = grid.device
-    ignore = (PAD_VALUE,) if include_background else (PAD_VALUE, 0)
+    ignore = (pad_value,) if include_background else (pad_value, 0)
     labels = connected_components(grid, ignore)  # [B, H, W]
     flat_labels = labels.reshape(-1)  # [B * n]
 
@@ -159,7 +168,7 @@ def extract_objects(
 
     features = torch.cat(
         [
-            F.one_hot(colour, NUM_COLOURS).float(),
+            colour_one_hot(colour, cell_values, pad_value),
             (size.float() / n)[:, None],
             (torch.log1p(size.float()) / math.log1p(n))[:, None],
             torch.stack(
@@ -193,19 +202,37 @@ def extract_objects(
     )
 
 
-def grid_features(grid: torch.Tensor, num_objects: torch.Tensor, max_objects: int) -> torch.Tensor:
-    """Whole-grid features ``[B, 14]``: histogram of the 11 cell values (fractions of H*W),
-    rows and columns inside the grid (fractions of H, W), ``min(num_objects / M, 1)``."""
+def colour_one_hot(colour: torch.Tensor, cell_values: int, pad_value: int) -> torch.Tensor:
+    """Object colours ``[K]`` (never the pad) -> ``[K, cell_values - 1]``: the one-hot of every
+    value but ``pad_value`` (ARC, pad 10: exactly ``one_hot(colour, 10)``)."""
+    keep = [v for v in range(cell_values) if v != pad_value]
+    return F.one_hot(colour, cell_values).float()[:, keep]
+
+
+def grid_features(
+    grid: torch.Tensor,
+    num_objects: torch.Tensor,
+    max_objects: int,
+    *,
+    cell_values: int,
+    pad_value: int,
+) -> torch.Tensor:
+    """Whole-grid features ``[B, V + 3]`` (ARC: 14): histogram of the ``V = cell_values``
+    values (fractions of H*W), rows and columns inside the grid (not ``pad_value``; fractions
+    of H, W), ``min(num_objects / M, 1)``."""
     values = grid.long().flatten(1)  # [B, n]
-    histogram = F.one_hot(values, NUM_CELL_VALUES).float().mean(dim=1)  # [B, 11]
-    inside = grid != PAD_VALUE  # [B, H, W]
+    histogram = F.one_hot(values, cell_values).float().mean(dim=1)  # [B, V]
+    inside = grid != pad_value  # [B, H, W]
     rows = inside.any(dim=2).float().mean(dim=1, keepdim=True)  # [B, 1]
     cols = inside.any(dim=1).float().mean(dim=1, keepdim=True)  # [B, 1]
     count = (num_objects.float() / max_objects).clamp(max=1.0)[:, None]  # [B, 1]
     return torch.cat([histogram, rows, cols, count], dim=1)
 
 
-GRID_FEATURES = NUM_CELL_VALUES + 3
+def grid_feature_dim(cell_values: int) -> int:
+    """Width of ``grid_features``: the histogram (``cell_values``), rows, columns, count."""
+    return cell_values + 3
+
 
 # ---------------------------------------------------------------------------------- encoder
 
@@ -230,11 +257,15 @@ class ObjectEncoder(Encoder):
         super().__init__(params, spec)
         if len(spec.obs_shape) != 2 or not is_integer_dtype(spec.obs_dtype):
             raise ValueError(
-                "object encoder: expected integer ARC grids [H, W], got obs_shape "
+                "object encoder: expected integer grids [H, W], got obs_shape "
                 f"{tuple(spec.obs_shape)} with obs_dtype {spec.obs_dtype!r}"
             )
-        self.embed_object = nn.Linear(object_feature_dim(params.shape_size), params.dim)
-        self.embed_grid = nn.Linear(GRID_FEATURES, params.dim)
+        # plain ints, not buffers: checkpoints hold only the parameters below
+        self.cell_values, self.pad_value = grid_values(spec, "object encoder")
+        self.embed_object = nn.Linear(
+            object_feature_dim(params.shape_size, self.cell_values), params.dim
+        )
+        self.embed_grid = nn.Linear(grid_feature_dim(self.cell_values), params.dim)
         self.grid_token = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
         self.transformer = TransformerEncoder.from_params(params)
         self.head = nn.Linear(params.dim, spec.latent_dim)
@@ -244,11 +275,19 @@ class ObjectEncoder(Encoder):
         with torch.no_grad():  # tokenisation is discrete: no gradient to the observation
             objects = extract_objects(
                 obs,
+                cell_values=self.cell_values,
+                pad_value=self.pad_value,
                 max_objects=p.max_objects,
                 shape_size=p.shape_size,
                 include_background=p.include_background,
             )
-            global_features = grid_features(obs, objects.num_objects, p.max_objects)  # [B, 14]
+            global_features = grid_features(
+                obs,
+                objects.num_objects,
+                p.max_objects,
+                cell_values=self.cell_values,
+                pad_value=self.pad_value,
+            )  # [B, V + 3]
         grid = self.grid_token + self.embed_grid(global_features).unsqueeze(1)  # [B, 1, dim]
         x = torch.cat([grid, self.embed_object(objects.features)], dim=1)  # [B, 1 + M, dim]
         # [B, 1 + M]; the grid token is never padding

@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 from lejepa_envs.arc_grid import (
     ARC_PALETTE,
     MAX_GRID_SIZE,
+    PAD_COLOUR,
     PAD_VALUE,
     ArcGridEnv,
     load_arc_pairs,
@@ -184,6 +185,9 @@ def test_padding_and_true_size_in_info():
     assert env.observation_space.contains(obs)
     assert env.metadata["pad_value"] == PAD_VALUE == 10
     assert env.metadata["num_colours"] == 10 and env.metadata["feature_names"] == ()
+    assert env.metadata["cell_values"] == 11  # 10 colours + pad
+    assert env.metadata["palette"] == (*ARC_PALETTE, PAD_COLOUR)
+    assert len(env.metadata["palette"]) == env.metadata["cell_values"]
     env.step(0)
     _, _, terminated, truncated, _ = env.step(0)
     assert truncated and not terminated

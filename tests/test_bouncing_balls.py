@@ -59,13 +59,21 @@ def test_spaces_metadata_and_info():
     assert obs.shape == (4, 4) and obs.dtype == np.float32 and info == {}
     assert env.action_space == gym.spaces.Discrete(17)
     assert env.metadata["feature_names"] == ("x", "y", "vx", "vy")
-    assert env.metadata["feature_groups"] == {"coordinates": ("x", "y"), "velocities": ("vx", "vy")}
+    assert env.metadata["feature_groups"] == {"positions": ("x", "y"), "velocities": ("vx", "vy")}
+    # what evaluation reads: the step length, the box, which features are positions and
+    # which feature is each one's time derivative
+    assert env.metadata["dt"] == 0.1 and env.metadata["box"] == (1.0, 1.0)
+    assert env.metadata["positions"] == ("x", "y")
+    assert env.metadata["derivatives"] == {"x": "vx", "y": "vy"}
+    custom = BouncingBallsEnv(num_balls=1, dt=0.05, box_size=(2.0, 1.5))
+    assert custom.metadata["dt"] == 0.05 and custom.metadata["box"] == (2.0, 1.5)
     pixels = BouncingBallsEnv(num_balls=4, obs_mode="pixels", image_size=(24, 40))
     obs, info = pixels.reset(seed=0)
     assert obs.shape == (24, 40) and obs.dtype == np.float32 and 0 <= obs.min() <= obs.max() <= 1
     assert info["state"].shape == (4, 4) and info["state"].dtype == np.float32
     assert pixels.metadata["feature_names"] == () and pixels.metadata["state_shape"] == (4, 4)
     assert pixels.metadata["state_feature_names"] == ("x", "y", "vx", "vy")
+    assert pixels.metadata["derivatives"] == {"x": "vx", "y": "vy"}  # of the state features
     _, reward, terminated, truncated, info = pixels.step(0)
     assert (reward, terminated, truncated) == (0.0, False, False)
     np.testing.assert_array_equal(info["state"], pixels.state)
@@ -78,6 +86,8 @@ def test_make_and_make_vec(registered):
     assert isinstance(vec, BouncingBallsVectorEnv)
     obs, _ = vec.reset(seed=1)
     assert obs.shape == (3, 2, 4)
+    for key in ("feature_groups", "dt", "box", "positions", "derivatives"):
+        assert vec.metadata[key] == env.unwrapped.metadata[key]
     assert vec.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
     limited = gym.make_vec(registered, num_envs=2, max_episode_steps=3)
     limited.reset(seed=0)

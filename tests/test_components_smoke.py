@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lejepa_core import StepOutputs
+from lejepa_core.envinfo import EnvInfo
 from lejepa_core.interfaces import ModelSpec, QuantizerOutput
 from lejepa_core.registry import get_registry
 from lejepa_core.structure import structure_attrs, unstructure
@@ -19,7 +20,12 @@ SPECS = {
         horizons=(1, 2, 4),
     ),
     "arc": ModelSpec(
-        obs_shape=(30, 30), obs_dtype="int8", latent_dim=D, context_frames=W, horizons=(1,)
+        obs_shape=(30, 30),
+        obs_dtype="int8",
+        latent_dim=D,
+        context_frames=W,
+        horizons=(1,),
+        env=EnvInfo(cell_values=11, pad_value=10),  # what ArcGrid publishes
     ),
     "pixels": ModelSpec(obs_shape=(16, 16), latent_dim=D, context_frames=W, horizons=(1, 2)),
 }

@@ -9,14 +9,21 @@ import torch
 from scipy import ndimage
 
 from lejepa_core import Encoder, ModelSpec
+from lejepa_core.envinfo import EnvInfo
 from lejepa_core.params import help_of
 from lejepa_core.structure import structure_attrs, unstructure
 from lejepa_plugins import encoders
-from lejepa_plugins.object_encoder import connected_components, extract_objects, object_feature_dim
+from lejepa_plugins.object_encoder import (
+    ObjectEncoder,
+    connected_components,
+    extract_objects,
+    object_feature_dim,
+)
 
 PHYSICS = ModelSpec(obs_shape=(5, 4), latent_dim=8, feature_names=("x", "y", "vx", "vy"))
 PIXELS = ModelSpec(obs_shape=(7, 9), latent_dim=8)
-ARC = ModelSpec(obs_shape=(10, 10), latent_dim=8, obs_dtype="int8")
+ARC_VALUES = {"cell_values": 11, "pad_value": 10}  # what ArcGrid publishes in its metadata
+ARC = ModelSpec(obs_shape=(10, 10), latent_dim=8, obs_dtype="int8", env=EnvInfo(**ARC_VALUES))
 
 SMALL = {  # tiny widths so every test runs in well under a second on two shared cores
     "mlp": {"hidden_dim": 16},
@@ -168,7 +175,7 @@ def test_connected_components_match_scipy(num_colours, generator):
     grid[2, ::2, :] = 0  # a snake: the slowest case for label propagation
     grid[2, 1::4, :-1] = 5
     grid[2, 3::4, 1:] = 5
-    labels = connected_components(grid).numpy()
+    labels = connected_components(grid, (10,)).numpy()
     values = grid.numpy()
     assert (labels[values == 10] == -1).all()
     for b in range(grid.shape[0]):
@@ -191,10 +198,10 @@ def test_extract_objects_features_by_hand():
     grid[0, 1, 2] = 3  # an L: 4 cells
     grid[0, 4, 4] = 7  # a single cell
     grid[1, :2, :2] = 0  # background only: no objects
-    objects = extract_objects(grid, max_objects=3, shape_size=3)
+    objects = extract_objects(grid, max_objects=3, shape_size=3, **ARC_VALUES)
     assert objects.num_objects.tolist() == [2, 0]
     assert objects.padding_mask.tolist() == [[False, False, True], [True, True, True]]
-    assert objects.features.shape == (2, 3, object_feature_dim(3))
+    assert objects.features.shape == (2, 3, object_feature_dim(3, 11))
     ell, dot = objects.features[0, 0], objects.features[0, 1]  # largest first
     assert ell[3] == 1 and dot[7] == 1  # colour one-hot
     torch.testing.assert_close(ell[10], torch.tensor(4 / 36))
@@ -215,10 +222,10 @@ def test_extract_objects_keeps_the_largest(generator):
     grid[0, 2, :3] = 2  # size 3
     grid[0, 5:7, 5:7] = 4  # size 4
     grid[0, 7, 0] = 6  # size 1
-    objects = extract_objects(grid, max_objects=2)
+    objects = extract_objects(grid, max_objects=2, **ARC_VALUES)
     assert objects.num_objects.tolist() == [4]
     assert objects.features[0, :, :10].argmax(dim=1).tolist() == [4, 2]
-    with_background = extract_objects(grid, max_objects=2, include_background=True)
+    with_background = extract_objects(grid, max_objects=2, include_background=True, **ARC_VALUES)
     # the colour-0 background is now the largest object
     assert with_background.features[0, 0, 0] == 1
 
@@ -231,3 +238,39 @@ def test_object_encoder_all_pad_and_token_order(generator):
     # flipping the grid changes the features, hence (generically) the latent
     obs = random_obs(ARC, 2, generator)
     assert not torch.allclose(encoder(obs), encoder(obs.flip(2)))
+
+
+def test_object_encoder_reads_cell_values_and_pad_from_the_env():
+    # ARC's 11 values and pad 10 give the parameter shapes of saved ARC checkpoints
+    encoder = build("object", ARC)
+    assert encoder.embed_object.in_features == object_feature_dim(3, 11) == 10 + 10 + 9
+    assert encoder.embed_grid.in_features == 11 + 3
+    # another env's grids: 5 values with the pad first; colours are 1..4
+    spec = ModelSpec(
+        obs_shape=(6, 6), latent_dim=8, obs_dtype="uint8", env=EnvInfo(cell_values=5, pad_value=0)
+    )
+    other = build("object", spec)
+    assert other.embed_object.in_features == object_feature_dim(3, 5) == 4 + 10 + 9
+    grid = torch.zeros(2, 6, 6, dtype=torch.uint8)
+    grid[:, :4, :4] = 1  # value 0 is the pad here: a 4 x 4 grid of colour 1
+    grid[0, 1, 1:3] = 4
+    objects = extract_objects(grid, max_objects=4, cell_values=5, pad_value=0)
+    assert objects.num_objects.tolist() == [2, 1]
+    # colour one-hot over the values but the pad: colour 4 is column 3
+    assert objects.features[0, 1, :4].tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert torch.isfinite(other(grid)).all()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        EnvInfo(),
+        EnvInfo(cell_values=11),
+        EnvInfo(pad_value=10),
+        EnvInfo(cell_values=4, pad_value=7),
+    ],
+)
+def test_object_encoder_names_the_metadata_it_needs(env):
+    spec = ModelSpec(obs_shape=(10, 10), latent_dim=8, obs_dtype="int8", env=env)
+    with pytest.raises(ValueError, match=r"metadata\['cell_values'\] and \['pad_value'\]"):
+        ObjectEncoder(ObjectEncoder.Params(**SMALL["object"]), spec)

@@ -1,4 +1,5 @@
-"""Evaluation: ridge probe, R^2, physics baselines, ``lejepa eval`` on a tiny run."""
+"""Evaluation: ridge probe, R^2, baselines from env metadata, ``lejepa eval`` on a tiny
+BouncingBalls run. Other envs (gymnasium's own, a third party's, old files): test_eval_envs.py."""
 # ruff: noqa: F811  (the shared tiny_data fixture is imported, then requested by name)
 
 from __future__ import annotations
@@ -9,13 +10,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lejepa_core.evaluate import (
-    constant_velocity,
-    feature_groups,
-    r2_score,
-    ridge_fit,
-    ridge_predict,
-)
+from lejepa_core.envinfo import EnvInfo
+from lejepa_core.eval.probe import r2_score, ridge_fit, ridge_predict
+from lejepa_core.eval.state import constant_velocity, constant_velocity_pairs, state_feature_names
 from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
 
 
@@ -41,16 +38,38 @@ def test_r2_score_formula():
 
 
 def test_constant_velocity_baseline_formula():
-    names = ("x", "y", "vx", "vy")
-    groups = feature_groups(names)
-    assert groups == {"positions": [0, 1], "velocities": [2, 3]}
+    env = EnvInfo(feature_names=("x", "y", "vx", "vy"), dt=0.1, derivatives={"x": "vx", "y": "vy"})
+    pairs = constant_velocity_pairs(env, env.state_names())
+    assert pairs == [(0, 2), (1, 3)]
     state = torch.tensor([[[0.5, 0.2, 0.1, -0.3], [0.1, 0.9, 0.0, 0.2]]])  # [B=1, N=2, 4]
-    out = constant_velocity(
-        state, torch.tensor([4]), 0.1, groups["positions"], groups["velocities"]
-    )
+    out = constant_velocity(state, torch.tensor([4]), env.dt, pairs)
     expected = torch.tensor([[[0.5 + 0.04, 0.2 - 0.12, 0.1, -0.3], [0.1, 0.9 + 0.08, 0.0, 0.2]]])
     torch.testing.assert_close(out, expected)
     assert torch.equal(state[..., 0], torch.tensor([[0.5, 0.1]]))  # input untouched
+
+
+def test_constant_velocity_needs_dt_and_derivatives():
+    names = ("x", "y", "vx", "vy")
+    assert constant_velocity_pairs(EnvInfo(derivatives={"x": "vx"}), names) == []  # no dt
+    assert constant_velocity_pairs(EnvInfo(dt=0.1), names) == []  # no derivatives
+    # derivatives of features the state does not have are ignored
+    assert constant_velocity_pairs(EnvInfo(dt=0.1, derivatives={"q": "vq"}), names) == []
+
+
+def test_groups_and_names_come_from_the_env():
+    balls = EnvInfo(
+        feature_names=("x", "y", "vx", "vy"),
+        feature_groups={"positions": ["x", "y"], "velocities": ["vx", "vy"]},
+    )
+    assert balls.group_indices(state_feature_names(balls, 4)) == {
+        "positions": [0, 1],
+        "velocities": [2, 3],
+    }
+    bare = EnvInfo()  # gymnasium's own envs publish no names
+    assert state_feature_names(bare, 3) == ("f0", "f1", "f2")
+    assert bare.group_indices(state_feature_names(bare, 3)) == {"all": [0, 1, 2]}
+    # names that do not fit the state's last axis are not used
+    assert state_feature_names(balls, 3) == ("f0", "f1", "f2")
 
 
 def test_eval_command_writes_eval_json(tmp_path, tiny_data):
@@ -65,9 +84,13 @@ def test_eval_command_writes_eval_json(tmp_path, tiny_data):
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    assert "probe R^2" in result.output
+    assert "probe R^2" in result.output and "nan" not in result.output
+    assert "positions / velocities (dt=0.1)" in " ".join(result.output.split())
+    assert "constant velocity" in result.output
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["kind"] == "state" and set(report["r2"]) == {"overall", "positions", "velocities"}
+    assert report["groups"] == {"positions": ["x", "y"], "velocities": ["vx", "vy"]}
+    assert report["dt"] == 0.1
     assert [row["k"] for row in report["per_k"]] == [1, 2, 4]
     for key in (
         "model/mae_positions",

@@ -63,23 +63,34 @@ class LoadedRun:
         return min(self.recipe.train.batch_size, PROBE_MAX_BATCH)
 
     @torch.no_grad()
-    def fit_probe(self, *, alpha: float = 1e-3) -> Probe:
+    def fit_probe(
+        self, *, alpha: float = 1e-3, batches: int = PROBE_BATCHES, seed: int = PROBE_SEED
+    ) -> Probe:
         """The run's probe: target latents -> state (or grid cells), fitted on the fixed
-        training windows (``PROBE_BATCHES`` x ``batch_size``, seed ``PROBE_SEED``)."""
+        training windows (``batches`` x ``batch_size``, seed ``seed``; the defaults are the
+        probe eval.json and the report share)."""
         z, y = [], []
-        for b in self.sampler("train").fixed_batches(self.batch_size, PROBE_BATCHES, PROBE_SEED):
+        for b in self.sampler("train").fixed_batches(self.batch_size, batches, seed):
             z.append(self.target_encoder(b.target_obs).float())
             y.append(b.target_state if b.target_state is not None else b.target_obs)
         return Probe.fit(torch.cat(z), torch.cat(y), cell_values=self.cell_values(), alpha=alpha)
 
     def cell_values(self) -> int | None:
-        """Cell values of grid observations (env metadata ``cell_values``); None for states."""
+        """Cell values of grid observations (env metadata ``cell_values``, else the file's
+        largest value + 1: ``with_grid_fallback``); None for states."""
         if self.data.states is not None or self.data.obs_dtype.startswith("float"):
             return None
-        if self.spec.env.cell_values is not None:
-            return self.spec.env.cell_values
-        # a file from an env that does not publish cell_values: values 0 .. observed max
-        return int(np.max(np.asarray(self.data.stats["max"]))) + 1
+        return self.spec.env.cell_values
+
+
+def with_grid_fallback(spec: ModelSpec, data: Any) -> ModelSpec:
+    """``spec`` with ``env.cell_values`` filled in for integer observations of an env that does
+    not publish it (files written before it did): values ``0 .. largest value in the file``,
+    so grid components and the grid probe still build."""
+    if spec.env.cell_values is not None or data.obs_dtype.startswith("float"):
+        return spec
+    observed = int(np.max(np.asarray(data.stats["max"]))) + 1
+    return attrs.evolve(spec, env=attrs.evolve(spec.env, cell_values=observed))
 
 
 def load_run(
@@ -98,7 +109,7 @@ def load_run(
     torch_device = resolve_device(device or "auto")
     state = load_checkpoint(path, map_location=torch_device)
     data = open_data(recipe, torch_device, progress=False)
-    spec = model_spec(recipe, data)
+    spec = with_grid_fallback(model_spec(recipe, data), data)
     model = build_model(recipe, spec).to(torch_device)
     try:
         model.load_state_dict(state["model"])

@@ -65,6 +65,7 @@ class Probe:
     target_shape: tuple[int, ...]
     cell_values: int | None = None
     alpha: float = 1e-3
+    samples: int = 0  # N of the fit
 
     @classmethod
     def fit(
@@ -88,6 +89,7 @@ class Probe:
             target_shape=tuple(targets.shape[1:]),
             cell_values=cell_values,
             alpha=alpha,
+            samples=int(z.shape[0]),
         )
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -175,7 +175,7 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
 def eval_command(run_dir, checkpoint, device, batches) -> None:
     """Probe a trained run: latent -> physical state R^2, decoded predictions per k against
     physics baselines; writes RUN_DIR/eval.json."""
-    from lejepa_core.evaluate import evaluate_run, print_eval
+    from lejepa_core.eval.evaluate import evaluate_run, print_eval
 
     result = evaluate_run(run_dir, checkpoint=checkpoint, device=device, batches=batches)
     print_eval(result)
