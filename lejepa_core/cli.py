@@ -26,8 +26,8 @@ BUILTIN_COMMANDS = {
     "generate": "lejepa_core.data.commands:generate_command",
     "convert": "lejepa_core.data.commands:convert_command",
     "inspect": "lejepa_core.data.commands:inspect_command",
-    "report": "lejepa_core.report_commands:report_command",
-    "compare": "lejepa_core.report_commands:compare_command",
+    "report": "lejepa_core.report.commands:report_command",
+    "compare": "lejepa_core.report.commands:compare_command",
 }
 
 

@@ -11,6 +11,7 @@ arithmetic runs in float32 even under bf16 autocast. Metrics (0-d tensors, no ho
 - ``usage_window``: the same over the last ``window_batches`` *training* batches (a ring
   buffer of code counts, summed over ranks under DDP; not updated in eval mode).
 - ``perplexity``: exp(entropy of this batch's code histogram) (``metrics.perplexity``).
+- ``codebook_size``: K, so readers of ``metrics.jsonl`` (the report) need no quantizer params.
 - ``vq`` only: ``dead_codes`` (codes chosen fewer than ``dead_code_threshold`` times over the
   window, among codes at least one window old) and ``replaced_codes`` (re-initialised this step).
 """
@@ -90,6 +91,7 @@ class _CodeMetrics(Quantizer):
             "usage": codebook_usage(counts),
             "usage_window": codebook_usage(self.usage_window.total()),
             "perplexity": perplexity(counts),
+            "codebook_size": torch.full((), float(self.codebook_size), device=codes.device),
         }
         return counts, metrics
 

@@ -1,55 +1,82 @@
 """``lejepa report`` / ``lejepa compare``: the HTML parses and embeds every picture it wrote,
-missing inputs leave their pictures out, a bad directory exits 2 with one line, and a headless
-browser renders the page (skipped where no chromium is installed).
+each with its caption from the figure registry, missing inputs leave their pictures out, the
+template escapes what runs contain, compare shows each run's best value, a bad directory exits
+2 with one line, and a headless browser renders the page (skipped where no chromium is
+installed).
 
-One tiny run (2 balls, 2 epochs of 3 steps) is trained and evaluated once for the module.
+Two tiny runs are trained once for the module: 2 bouncing balls (2 epochs of 3 steps, then
+``lejepa eval``) and procedural ARC grids with an fsq quantizer (1 epoch of 2 steps).
 """
 
 from __future__ import annotations
 
+import ast
 import base64
+import json
+import math
 import shutil
 import subprocess
+import sys
 import tempfile
 from html.parser import HTMLParser
+from pathlib import Path
 
+import attrs
+import h5py
 import pytest
 from click.testing import CliRunner
 
 from lejepa_core.cli import main
 from lejepa_core.errors import CheckpointError
-from tests.test_training_helpers import tiny_data, tiny_recipe  # noqa: F401
+from tests.test_training_helpers import tiny_recipe
 
 CHROMIUM = (
     shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 )
 CURVES = {"losses", "validation_loss", "prediction", "effective_rank", "optimisation"}
+REPORT_PACKAGE = Path(__file__).resolve().parents[1] / "lejepa_core" / "report"
 
 
 class Page(HTMLParser):
-    """Collects <img> attributes, <h2> titles and the text of a page."""
+    """Collects <img> attributes, <h2> titles, the text of a page and each <figure>'s
+    id, image and caption text."""
 
     def __init__(self, text: str):
         super().__init__()
         self.images: list[dict[str, str | None]] = []
         self.headings: list[str] = []
         self.text: list[str] = []
+        self.figures: dict[str, dict[str, str]] = {}
         self._in_h2 = False
+        self._figure: str | None = None
+        self._in_caption = False
         self.feed(text)
         self.close()
 
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.images.append(dict(attrs))
+            if self._figure is not None:
+                self.figures[self._figure]["alt"] = str(dict(attrs).get("alt"))
+        if tag == "figure":
+            self._figure = str(dict(attrs)["id"])
+            self.figures[self._figure] = {"caption": ""}
+        self._in_caption = self._in_caption or tag == "figcaption"
         self._in_h2 = tag == "h2"
 
     def handle_endtag(self, tag):
         self._in_h2 = False
+        if tag == "figcaption":
+            self._in_caption = False
+        if tag == "figure":
+            self._figure = None
 
     def handle_data(self, data):
         self.text.append(data)
         if self._in_h2:
             self.headings.append(data)
+        if self._in_caption and self._figure is not None:
+            self.figures[self._figure]["caption"] += data
 
     def embedded_pngs(self) -> list[bytes]:
         prefix = "data:image/png;base64,"
@@ -59,38 +86,151 @@ class Page(HTMLParser):
         return [base64.b64decode(str(img["src"])[len(prefix) :]) for img in self.images]
 
 
+def publish_metadata(path: Path, **keys) -> None:
+    """Test-only: add env metadata keys to a data file, as if the env had published them.
+
+    The built-in envs publish ``positions`` and ``box`` (balls) and ``cell_values`` and
+    ``palette`` (ARC) from the env-metadata branch on; until then the tests write them here.
+    """
+    with h5py.File(path, "r+") as f:
+        metadata = json.loads(f.attrs["env_metadata"])
+        metadata.update(keys)
+        f.attrs["env_metadata"] = json.dumps(metadata)
+
+
+def _evaluate(run_dir: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["eval", str(run_dir), "--device", "cpu", "--batches", "2"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_data):  # noqa: F811
-    from lejepa_core.evaluate import evaluate_run
+def balls_data(tmp_path_factory) -> Path:
+    """12 episodes of 30 steps of 2 balls, with ``positions`` and ``box`` in its metadata."""
+    import gymnasium
+
+    from lejepa_core.generate import generate_dataset
+    from lejepa_core.registry import ensure_envs_registered
+
+    out = tmp_path_factory.mktemp("balls") / "balls.h5"
+    generate_dataset(
+        "lejepa/BouncingBalls-v0",
+        episodes=12,
+        steps=30,
+        out=out,
+        env_kwargs={"num_balls": 2},
+        progress=False,
+    )
+    ensure_envs_registered()
+    env = gymnasium.make("lejepa/BouncingBalls-v0", num_balls=2)
+    box = list(env.unwrapped.config.box)
+    env.close()
+    publish_metadata(out, positions=["x", "y"], box=box)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, balls_data):
     from lejepa_core.training.loop import train
 
     tmp = tmp_path_factory.mktemp("report")
     recipe = tiny_recipe(
         tmp,
-        tiny_data,
+        balls_data,
         ("train.epochs=2", "train.steps_per_epoch=3", "log.every=1", "log.tensorboard=false"),
     )
     run_dir = train(recipe, out=tmp / "run").run_dir
-    evaluate_run(run_dir, device="cpu", batches=2)
+    _evaluate(run_dir)
     return run_dir
+
+
+ARC_RECIPE = """
+[model]
+latent_dim = 8
+[encoder]
+name = "object"
+dim = 16
+depth = 1
+num_heads = 2
+max_objects = 8
+[predictor]
+name = "residual"
+hidden_dim = 16
+depth = 1
+[quantizer]
+name = "fsq"
+levels = [4, 3]
+[masker]
+name = "none"
+[[losses]]
+name = "infonce"
+[data]
+path = "{data_path}"
+env_id = "lejepa/ArcGrid-v0"
+env_kwargs = {{ source = "procedural", grid_size = 6, num_objects = 2, max_steps = 12 }}
+episodes = 8
+steps = 12
+context_frames = 2
+horizons = [1, 2]
+val_fraction = 0.25
+normalize = false
+[train]
+epochs = 1
+steps_per_epoch = 2
+batch_size = 8
+val_batches = 1
+threads = 1
+[log]
+every = 1
+progress = false
+tensorboard = false
+"""
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    """A tiny ARC-grid run with an fsq quantizer (codebook size 12)."""
+    from lejepa_core.generate import generate_dataset
+    from lejepa_core.recipe import load_recipe
+    from lejepa_core.training.loop import train
+
+    tmp = tmp_path_factory.mktemp("grid")
+    data = tmp / "arc.h5"
+    kwargs = {"source": "procedural", "grid_size": 6, "num_objects": 2, "max_steps": 12}
+    generate_dataset(
+        "lejepa/ArcGrid-v0", episodes=8, steps=12, out=data, env_kwargs=kwargs, progress=False
+    )
+    path = tmp / "arc.toml"
+    path.write_text(ARC_RECIPE.format(data_path=data.as_posix()))
+    return train(load_recipe(path), out=tmp / "run").run_dir
+
+
+def _report(run_dir: Path, *args: str) -> Path:
+    result = CliRunner().invoke(
+        main, ["report", str(run_dir), "--episodes", "2", *args], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    path = run_dir / "report" / "report.html"
+    assert result.output.strip() == f"written: {path}"
+    return path
 
 
 @pytest.fixture(scope="module")
 def report(tiny_run):
-    result = CliRunner().invoke(
-        main, ["report", str(tiny_run), "--episodes", "2"], catch_exceptions=False
-    )
-    assert result.exit_code == 0, result.output
-    path = tiny_run / "report" / "report.html"
-    assert result.output.strip() == f"written: {path}"
-    return path
+    return _report(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def grid_report(grid_run):
+    return _report(grid_run)
 
 
 def test_report_embeds_every_picture_it_wrote(report):
     page = Page(report.read_text(encoding="utf-8"))
     written = {p.stem: p.read_bytes() for p in report.parent.glob("*.png")}
     assert CURVES | {"per_k", "latents", "rollouts"} <= set(written)
-    assert "quantizer" not in written and "arc_grids" not in written  # no quantizer, not a grid env
+    assert "quantizer" not in written and "grids" not in written  # no quantizer, not a grid env
     embedded = page.embedded_pngs()
     assert sorted(embedded) == sorted(written.values())  # each PNG file once, nothing else
     assert all(len(str(img.get("alt") or "").strip()) > 20 for img in page.images)
@@ -100,26 +240,99 @@ def test_report_embeds_every_picture_it_wrote(report):
     assert "latent_dim = 8" in text  # the resolved recipe is shown
 
 
+def test_every_figure_has_its_caption_beside_it(report, grid_report):
+    from lejepa_core.report.figures import FIGURES
+
+    assert len({f.stem for f in FIGURES}) == len(FIGURES)
+    assert all(f.caption.strip() and f.title.strip() for f in FIGURES)
+    drawn = {}
+    for path in (report, grid_report):
+        drawn.update(Page(path.read_text(encoding="utf-8")).figures)
+    assert set(drawn) == {f.stem for f in FIGURES}  # the two runs draw every picture
+    for entry in FIGURES:
+        caption = " ".join(drawn[entry.stem]["caption"].split())
+        assert caption.startswith(f"{entry.title}. {entry.caption}"), entry.stem
+        assert caption.endswith(f"({entry.stem}.png)")
+        assert drawn[entry.stem]["alt"] == f"{entry.title}: {entry.caption}"
+
+
+def test_grid_run_draws_grids_and_the_logged_codebook_size(grid_run, grid_report):
+    from lejepa_core.report.curves import Curves
+    from lejepa_core.report.run_files import read_run
+
+    written = {p.stem for p in grid_report.parent.glob("*.png")}
+    assert {"grids", "quantizer", "latents"} <= written and "rollouts" not in written
+    assert Curves.of(read_run(grid_run)).codebook_size == 4 * 3  # fsq levels [4, 3], logged
+    text = "".join(Page(grid_report.read_text(encoding="utf-8")).text)
+    assert "rollouts.png not drawn" not in text  # grids are not a missing rollout
+
+
+def test_views_read_the_env_info(tiny_run, grid_run):
+    """Rollouts and grids from ``EnvInfo`` alone: without positions no rollout (a note), without
+    a box the extent of the data, without a palette a default one, without a pad no crop."""
+    import torch
+
+    from lejepa_core.envinfo import EnvInfo
+    from lejepa_core.report import views
+    from lejepa_core.report.canvas import NotDrawn
+    from lejepa_core.report.run_files import read_run
+
+    def with_env(run_dir, **changes):
+        loaded = views.load_views(read_run(run_dir), episodes=1, max_k=3)
+        loaded.loaded.spec = attrs.evolve(
+            loaded.loaded.spec, env=attrs.evolve(loaded.env, **changes)
+        )
+        return loaded
+
+    balls = with_env(tiny_run, box=None)
+    try:
+        figure = views.rollout_figure(balls)
+        assert "extent of the drawn paths" in figure.get_suptitle()
+        assert views.grid_figure(balls) is None  # states, not grids
+        balls.loaded.spec = attrs.evolve(
+            balls.loaded.spec, env=attrs.evolve(balls.env, positions=())
+        )
+        with pytest.raises(NotDrawn, match="positions"):
+            views.rollout_figure(balls)
+    finally:
+        balls.loaded.data.close()
+
+    grid = with_env(grid_run, palette=(), pad_value=None)
+    try:
+        assert views.rollout_figure(grid) is None
+        assert "qualitative palette" in views.grid_figure(grid).get_suptitle()
+    finally:
+        grid.loaded.data.close()
+    cmap = views.grid_colours(EnvInfo(palette=[(255, 0, 0)], pad_value=3), 4)
+    assert cmap.N == 4 and cmap.colors[0] == (1.0, 0.0, 0.0) and cmap.colors[3] == views.PAD_GREY
+    padded = torch.full((5, 5), 9)
+    padded[1:3, 2] = 0
+    assert views.crop([padded], 9) == (slice(1, 3), slice(2, 3))
+    assert views.crop([padded], None) == (slice(None), slice(None))
+
+
 def test_report_without_eval_or_checkpoints_leaves_those_pictures_out(tiny_run, tmp_path):
-    from lejepa_core.report import per_k_rows, read_run
-    from lejepa_core.report_model import model_figures
+    from lejepa_core.report import read_run
+    from lejepa_core.report.canvas import NotDrawn
+    from lejepa_core.report.per_k import per_k, per_k_figure
+    from lejepa_core.report.views import load_views
 
     copy = tmp_path / "copy"
     shutil.copytree(
         tiny_run, copy, ignore=shutil.ignore_patterns("eval.json", "checkpoints", "report")
     )
     run = read_run(copy)
-    header, rows, picture, source = per_k_rows(run)
-    assert header[0] == "k" and all(h.startswith(("err_signal", "cosine")) for h in header[1:])
-    assert (
-        [r[0] for r in rows] == ["1", "2", "4"] and picture is not None and "no eval.json" in source
-    )
-    figures, notes = model_figures(run)
-    assert figures == [] and "no checkpoints" in notes[0]
+    table = per_k(run)
+    assert table.header[0] == "k"
+    assert all(h.startswith(("err_signal", "cosine")) for h in table.header[1:])
+    assert [r[0] for r in table.rows] == ["1", "2", "4"] and "no eval.json" in table.source
+    assert per_k_figure(table) is not None
+    with pytest.raises(NotDrawn, match="no checkpoints"):
+        load_views(run)
 
 
 def test_metrics_reader_keeps_the_last_record_of_a_step(tmp_path):
-    from lejepa_core.report import read_metrics
+    from lejepa_core.report.run_files import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text(
@@ -133,9 +346,12 @@ def test_metrics_reader_keeps_the_last_record_of_a_step(tmp_path):
     )
 
 
-def test_compare_two_runs(tiny_run, tmp_path):
+def test_compare_two_runs_shows_each_best_value(tiny_run, tmp_path):
     other = tmp_path / "run_b"
     shutil.copytree(tiny_run, other, ignore=shutil.ignore_patterns("checkpoints", "report"))
+    summary = json.loads((other / "summary.json").read_text())
+    summary["best_val"] = 0.123456789
+    (other / "summary.json").write_text(json.dumps(summary))
     out = tmp_path / "cmp" / "compare.html"
     result = CliRunner().invoke(
         main, ["compare", str(tiny_run), str(other), "--out", str(out)], catch_exceptions=False
@@ -145,6 +361,82 @@ def test_compare_two_runs(tiny_run, tmp_path):
     assert len(page.embedded_pngs()) == len(CURVES) and all(img.get("alt") for img in page.images)
     text = "".join(page.text)
     assert "run" in text and "run_b" in text and "none: the runs share one recipe" in text
+    best = json.loads((tiny_run / "summary.json").read_text())["best_val"]
+    monitor = json.loads((tiny_run / "summary.json").read_text())["monitor"]
+    assert isinstance(best, float) and math.isfinite(best)
+    assert f"{best:.4g} ({monitor})" in text  # the first run's own best value
+    assert f"0.1235 ({monitor})" in text  # the second's, as written to its summary.json
+
+
+def test_the_template_escapes_run_names_and_recipe_values(tiny_run, tmp_path):
+    from lejepa_core.report import write_compare, write_report
+
+    run = tmp_path / "<script>alert(1)"  # the run's name: its directory's
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("report"))
+    recipe = run / "resolved_recipe.toml"
+    recipe.write_text('comment = "<script>alert(2)</script>"\n' + recipe.read_text())
+    report_html = write_report(run, model_pictures=False).read_text(encoding="utf-8")
+    compare_html = write_compare([run, tiny_run], tmp_path / "compare.html").read_text()
+    for html in (report_html, compare_html):
+        assert "<script" not in html
+        assert "&lt;script&gt;alert(1)" in html  # the run name, in the title
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in report_html  # in the recipe text
+    assert "alert(2)" in compare_html  # the differing recipe value, escaped too
+
+
+def test_report_package_imports_no_env_package_and_has_no_cycle():
+    imported: dict[str, set[str]] = {}  # report module -> every module it imports
+    for path in REPORT_PACKAGE.glob("*.py"):
+        names = imported.setdefault(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    everything = set().union(*imported.values())
+    assert not {m for m in everything if m.split(".")[0] == "lejepa_envs"}
+    assert not {m for m in everything if m.startswith("lejepa_core.evaluate")}
+    # no cycle among the report's own modules: peel off modules that import no unpeeled one
+    graph = {
+        module: {m.split(".")[2] for m in names if m.startswith("lejepa_core.report.")} - {module}
+        for module, names in imported.items()
+        if module != "__init__"
+    }
+    while graph:
+        leaves = {module for module, deps in graph.items() if not deps & set(graph)}
+        assert leaves, f"import cycle among {sorted(graph)}"
+        graph = {module: deps for module, deps in graph.items() if module not in leaves}
+
+
+def test_templates_ship_with_the_package():
+    """The wheel holds what the report imports: its package, ``lejepa_core.eval`` and every
+    template (pyproject's ``packages`` and ``package-data``)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    setuptools = tomllib.loads((REPORT_PACKAGE.parents[1] / "pyproject.toml").read_text())["tool"][
+        "setuptools"
+    ]
+    assert {"lejepa_core.report", "lejepa_core.eval"} <= set(setuptools["packages"])
+    patterns = setuptools["package-data"]["lejepa_core.report"]
+    templates = sorted((REPORT_PACKAGE / "templates").iterdir())
+    assert templates and all(any(t.match(p) for p in patterns) for t in templates)
+
+
+def test_cli_help_imports_no_plotting():
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom lejepa_core.cli import main\n"
+        "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        "assert 'lejepa_core.report.commands' in sys.modules\n"
+        "print(sorted(m for m in ('matplotlib', 'jinja2') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", ["report", "compare"])

@@ -1,7 +1,8 @@
 """``lejepa report`` and ``lejepa compare`` (added to the CLI group by ``lejepa_core.cli``).
 
 Domain errors are raised, never printed: the group maps them to exit codes (a directory that
-is not a run directory is a ``CheckpointError``: one line, exit 2).
+is not a run directory is a ``CheckpointError``: one line, exit 2). The report's modules
+(matplotlib, Jinja2, torch) are imported inside the commands, so ``lejepa --help`` stays light.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import click
     "model_pictures",
     default=True,
     show_default=True,
-    help="Load the best checkpoint and the data file for the latent PCA and the rollouts / ARC grids.",
+    help="Load the best checkpoint and the data file for the latent PCA and the rollouts / grids.",
 )
 @click.option(
     "--episodes",
@@ -41,7 +42,7 @@ import click
 def report_command(run_dir, model_pictures, episodes, max_k, device) -> None:
     """Write RUN_DIR/report/report.html (self-contained, pictures embedded) and its PNGs:
     curves, per-k figures, latent PCA, rollouts. See docs/report.md."""
-    from lejepa_core.report import write_report
+    from lejepa_core.report.page import write_report
 
     path = write_report(
         run_dir, model_pictures=model_pictures, device=device, episodes=episodes, max_k=max_k
@@ -61,7 +62,7 @@ def report_command(run_dir, model_pictures, episodes, max_k, device) -> None:
 def compare_command(run_dirs, out) -> None:
     """Draw the curves of several runs on shared axes (legend: run directory names), with their
     summaries and the recipe keys that differ, in one HTML file."""
-    from lejepa_core.report import write_compare
+    from lejepa_core.report.page import write_compare
 
     path = write_compare(list(run_dirs), out)
     click.echo(f"written: {path}")
