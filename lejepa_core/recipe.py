@@ -109,7 +109,7 @@ class TrainConfig:
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
-    betas: tuple[float, ...] = param((0.9, 0.999), "AdamW betas")
+    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas")
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
     grad_clip: float | None = param(
