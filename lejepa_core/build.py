@@ -29,15 +29,6 @@ class Components:
     losses: list[nn.Module]
     quantizer: nn.Module | None = None
 
-    def named(self) -> list[tuple[str, str, nn.Module]]:
-        """(kind, label, module) of every component, for tables and parameter counts."""
-        rows = [("encoder", "encoder", self.encoder), ("predictor", "predictor", self.predictor)]
-        if self.quantizer is not None:
-            rows.append(("quantizer", "quantizer", self.quantizer))
-        rows.append(("masker", "masker", self.masker))
-        rows += [("loss", f"losses[{i}]", m) for i, m in enumerate(self.losses)]
-        return rows
-
 
 def _spec_from_file(path: Path) -> dict[str, Any]:
     import h5py
