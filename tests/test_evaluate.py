@@ -16,7 +16,7 @@ from lejepa_core.evaluate import (
     ridge_fit,
     ridge_predict,
 )
-from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
+from tests.conftest import tiny_recipe
 
 
 def test_ridge_probe_recovers_linear_map():
