@@ -1,26 +1,18 @@
 """lejepa: JEPA-style latent forward-dynamics models.
 
-Importing this package builds no plugin manager and imports no plugin; the registry is
-built lazily on first use (``lejepa_core.registry.get_registry()``).
+Importing this package builds no plugin manager, imports no plugin and does not import torch
+(``lejepa --version`` and ``import lejepa_core.cli`` start fast): the component interfaces
+(``Encoder``, ``ModelSpec``, ...) load from ``lejepa_core.interfaces`` on first use, and the
+registry is built lazily too (``lejepa_core.registry.get_registry()``).
 """
 
+from typing import Any
+
 from lejepa_core.hookspecs import hookimpl, hookspec
-from lejepa_core.interfaces import (
-    Encoder,
-    Loss,
-    LossOutput,
-    Masker,
-    ModelSpec,
-    NoParams,
-    Predictor,
-    Quantizer,
-    QuantizerOutput,
-    StepOutputs,
-)
 
 __version__ = "0.1.0"
 
-__all__ = [
+_INTERFACES = (
     "Encoder",
     "Loss",
     "LossOutput",
@@ -31,7 +23,19 @@ __all__ = [
     "Quantizer",
     "QuantizerOutput",
     "StepOutputs",
-    "__version__",
-    "hookimpl",
-    "hookspec",
-]
+)
+
+__all__ = [*_INTERFACES, "__version__", "hookimpl", "hookspec"]
+
+
+def __getattr__(name: str) -> Any:
+    """``from lejepa_core import Encoder``: the interfaces module (and torch) on first use."""
+    if name in _INTERFACES:
+        from lejepa_core import interfaces
+
+        return getattr(interfaces, name)
+    raise AttributeError(f"module 'lejepa_core' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_INTERFACES})

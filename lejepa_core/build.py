@@ -30,15 +30,6 @@ class Components:
     losses: list[nn.Module]
     quantizer: nn.Module | None = None
 
-    def named(self) -> list[tuple[str, str, nn.Module]]:
-        """(kind, label, module) of every component, for tables and parameter counts."""
-        rows = [("encoder", "encoder", self.encoder), ("predictor", "predictor", self.predictor)]
-        if self.quantizer is not None:
-            rows.append(("quantizer", "quantizer", self.quantizer))
-        rows.append(("masker", "masker", self.masker))
-        rows += [("loss", f"losses[{i}]", m) for i, m in enumerate(self.losses)]
-        return rows
-
 
 def _describe_file(path: Path) -> dict[str, Any]:
     """Observation shape/dtype and decoded root attributes of a dataset file (nothing loaded)."""

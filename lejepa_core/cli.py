@@ -56,13 +56,7 @@ class LejepaGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in BUILTIN_COMMANDS and name not in self.commands:
             module_name, attr = BUILTIN_COMMANDS[name].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as exc:
-                if exc.name != module_name:
-                    raise
-                return None  # command not available in this build
-            self.add_command(getattr(module, attr), name)
+            self.add_command(getattr(importlib.import_module(module_name), attr), name)
         if name not in self.commands:
             self._add_plugin_commands()
         return self.commands.get(name)

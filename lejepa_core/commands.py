@@ -32,17 +32,17 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     )
     for column in ("component", "name", "provided by", "parameters"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
-    configs = {
-        "encoder": loaded.encoder,
-        "predictor": loaded.predictor,
-        "quantizer": loaded.quantizer,
-        "masker": loaded.masker,
-    }
+    rows = [
+        (kind, kind, getattr(loaded, kind), getattr(components, kind))
+        for kind in ("encoder", "predictor", "quantizer", "masker")
+        if getattr(loaded, kind) is not None
+    ]
+    pairs = zip(loaded.losses, components.losses, strict=True)
+    rows += [("loss", f"losses[{i}]", config, module) for i, (config, module) in enumerate(pairs)]
     total = 0
-    for kind, label, module in components.named():
-        config = configs.get(label) or loaded.losses[int(label[7:-1])]
+    for kind, label, config, module in rows:
         reg = registry.tables[kind][config.name]
-        count = sum(p.numel() for p in module.parameters())
+        count = count_parameters(module)
         total += count
         name = config.name + (f" x{config.weight:g}" if kind == "loss" else "")
         table.add_row(label, name, reg.plugin.distribution, f"{count:,}")

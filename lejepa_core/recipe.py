@@ -19,6 +19,7 @@ registered name only, never by import path.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import sys
@@ -109,7 +110,7 @@ class TrainConfig:
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
-    betas: tuple[float, ...] = param((0.9, 0.999), "AdamW betas")
+    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas")
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
     grad_clip: float | None = param(
@@ -229,8 +230,11 @@ _TOP_KEYS = (*_PLAIN_TABLES, *_COMPONENT_TABLES, "losses")
 
 
 def _component(
-    kind: str, table: Any, path: str, errors: list[str], registry: Any, extra: type | None = None
+    kind: str, table: Any, path: str, errors: list[str], registry: Any, *, loss: bool = False
 ) -> Any:
+    """One component table: look ``name`` up, structure the rest into its ``Params`` class.
+
+    A ``[[losses]]`` table (``loss=True``) also takes ``weight`` and ``label``."""
     if not isinstance(table, dict):
         errors.append(f"{path}: expected a table, got {table!r}")
         return None
@@ -245,11 +249,11 @@ def _component(
     except UnknownComponentError as exc:
         errors.append(f"{path}.name: {exc}")
         return None
-    extra_keys = ("name", "weight", "label") if extra is LossConfig else ("name",)
+    extra_keys = ("name", "weight", "label") if loss else ("name",)
     params = structure_attrs(table, cls.Params, path, errors, skip=extra_keys)
     if params is None:
         return None
-    if extra is LossConfig:
+    if loss:
         weight = structure_value(table.get("weight", 1.0), float, f"{path}.weight", errors)
         label = structure_value(table.get("label", ""), str, f"{path}.label", errors)
         if weight is None or label is None:
@@ -265,8 +269,6 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
 
         registry = get_registry()
     errors: list[str] = []
-    import difflib
-
     for key in data:
         if key not in _TOP_KEYS:
             close = difflib.get_close_matches(key, _TOP_KEYS, n=1)
@@ -291,7 +293,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
         errors.append('losses: expected at least one [[losses]] table (e.g. name = "l1")')
     else:
         kwargs["losses"] = tuple(
-            _component("loss", t, f"losses[{i}]", errors, registry, LossConfig)
+            _component("loss", t, f"losses[{i}]", errors, registry, loss=True)
             for i, t in enumerate(losses)
         )
     kwargs.setdefault("model", ModelConfig())

@@ -53,6 +53,11 @@ HOOKS = {
 ALL_KINDS = (*KINDS, "env")
 
 
+def plural(kind: str) -> str:
+    """``"encoder"`` -> ``"encoders"``, ``"loss"`` -> ``"losses"``."""
+    return kind + ("es" if kind.endswith("s") else "s")
+
+
 @attrs.frozen
 class PluginInfo:
     """A plugin known to the manager: pluggy name, distribution and version."""
@@ -131,14 +136,11 @@ class PluginManager(pluggy.PluginManager):
     def load_entry_points(self) -> None:
         """Load every ``lejepa`` entry point on its own; record failures (strict: raise)."""
         disabled = _disabled_names()
-        seen: set[str] = set()
+        # entry_points() already lists each distribution once, however often it is on sys.path
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = ep.dist.name if ep.dist is not None else "(unknown)"
             version = ep.dist.version if ep.dist is not None else ""
             plugin_name = f"{dist}:{ep.name}"
-            if plugin_name in seen:  # the same distribution seen twice on sys.path
-                continue
-            seen.add(plugin_name)
             info = PluginInfo(name=plugin_name, distribution=dist, version=version, module=ep.value)
             if ep.name in disabled or dist in disabled or plugin_name in disabled:
                 self.disabled.append(info)
@@ -304,7 +306,7 @@ class Registry:
         message = f"unknown {kind} {name!r}"
         if close:
             message += f" (did you mean {', '.join(repr(c) for c in close)}?)"
-        message += f"; registered {kind}s: {', '.join(known) or 'none'}"
+        message += f"; registered {plural(kind)}: {', '.join(known) or 'none'}"
         if self.broken:
             broken = ", ".join(f"{b.name} ({b.error})" for b in self.broken)
             message += f"; plugins that failed to load and may provide it: {broken}"

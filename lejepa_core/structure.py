@@ -1,8 +1,8 @@
 """Strict structuring of plain TOML data into attrs classes.
 
 Why not cattrs: we need one ``path: expected ..., got ...`` line per problem, every problem
-collected, no silent coercion (``1.7`` is not an int, ``"false"`` is not a bool), and
-did-you-mean suggestions for unknown keys. That is ~100 lines here.
+collected, no silent coercion (``1.7`` is not an int, ``"false"`` is not a bool, ``[0.9]`` is
+not a ``tuple[float, float]``), and did-you-mean suggestions for unknown keys.
 """
 
 from __future__ import annotations
@@ -14,52 +14,59 @@ from typing import Any, Literal, Union
 
 import attrs
 
+# scalar type -> (as messages name it, plural, accepted TOML types); a bool is never a number
+_SCALARS: dict[Any, tuple[str, str, tuple[type, ...]]] = {
+    int: ("an int", "ints", (int,)),
+    float: ("a number", "numbers", (int, float)),
+    bool: ("true or false", "booleans", (bool,)),
+    str: ("a string", "strings", (str,)),
+}
+
 
 def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
+    return {dict: "a table", list: "an array"}.get(type(value)) or repr(value)
+
+
+def _fixed_items(tp: Any) -> tuple[Any, ...] | None:
+    """Item types of a fixed-length ``tuple[X, Y]``; None for ``tuple[X, ...]`` and ``list[X]``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple and args and args[-1] is not Ellipsis:
+        return args
+    return None
 
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
-    if tp is int:
-        return "an int"
-    if tp is float:
-        return "a number"
-    if tp is bool:
-        return "true or false"
-    if tp is str:
-        return "a string"
+    if tp in _SCALARS:
+        return _SCALARS[tp][0]
     if origin is Literal:
         return "one of " + ", ".join(_describe(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin in (tuple, list):
-        return f"an array of {_type_name(typing.get_args(tp)[0])[3:]}s".replace(
-            "an array of s", "an array"
-        )
-    if origin is dict:
+        fixed = _fixed_items(tp)
+        item_types = set(fixed or typing.get_args(tp)[:1])
+        if len(item_types) != 1:  # untyped, or mixed as in tuple[int, str]
+            return f"an array of {len(fixed)} items" if fixed else "an array"
+        (item,) = item_types
+        plural = _SCALARS[item][1] if item in _SCALARS else f"items ({_type_name(item)})"
+        return f"an array of {len(fixed)} {plural}" if fixed else f"an array of {plural}"
+    if origin is dict or tp is dict:
         return "a table"
     return getattr(tp, "__name__", str(tp))
 
 
 def describe_type(tp: Any) -> str:
     """A type as docs show it: ``int``, ``number``, ``"ema" | "shared"``, ``array of ints``."""
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(_describe(a) for a in typing.get_args(tp))
     text = _type_name(tp)
     for article in ("an ", "a "):
         text = text.replace(" or " + article, " or ")
-        if text.startswith(article):
-            text = text[len(article) :]
-    return (
-        text.replace("one of ", "").replace(", ", " | ")
-        if typing.get_origin(tp) is Literal
-        else text
-    )
+        text = text[len(article) :] if text.startswith(article) else text
+    return text
 
 
 def structure_value(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
@@ -83,27 +90,17 @@ def structure_value(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}:
             return value
-        errors.append(f"{path}: expected {_type_name(tp)}, got {_describe(value)}")
-        return None
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp in _SCALARS:
+        if isinstance(value, _SCALARS[tp][2]) and (tp is bool or not isinstance(value, bool)):
+            return float(value) if tp is float else value
     elif origin in (tuple, list):
         if isinstance(value, (list, tuple)):
-            (item_tp, *_) = typing.get_args(tp) or (Any,)
-            items = [
-                structure_value(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)
-            ]
-            return tuple(items)
+            items = _fixed_items(tp) or (typing.get_args(tp) or (Any,))[:1] * len(value)
+            if len(items) == len(value):
+                pairs = enumerate(zip(value, items, strict=True))
+                return tuple(structure_value(v, t, f"{path}[{i}]", errors) for i, (v, t) in pairs)
+            errors.append(f"{path}: expected {_type_name(tp)}, got an array of {len(value)}")
+            return None
     elif origin is dict or tp is dict:
         if isinstance(value, dict):
             return dict(value)

@@ -22,8 +22,10 @@ ENV_ID = "lejepa/ArcGrid-v0"
 
 @pytest.fixture(scope="module", autouse=True)
 def registered():
-    if ENV_ID not in gym.registry:
-        gym.register(ENV_ID, entry_point="lejepa_envs.arc_grid:ArcGridEnv")
+    """The env id, registered with gymnasium through the plugin registry (as lejepa does)."""
+    from lejepa_core.registry import ensure_envs_registered
+
+    assert ENV_ID in ensure_envs_registered(), "lejepa_envs did not register " + ENV_ID
 
 
 def rollout(env, seed, steps):

@@ -18,13 +18,10 @@ ENV_ID = "lejepa/BouncingBalls-v0"
 
 @pytest.fixture
 def registered():
-    """Register the env id with gymnasium when the plugin manager has not done it."""
-    if ENV_ID not in gym.registry:
-        gym.register(
-            ENV_ID,
-            entry_point="lejepa_envs.bouncing_balls:BouncingBallsEnv",
-            vector_entry_point="lejepa_envs.bouncing_balls_vector:BouncingBallsVectorEnv",
-        )
+    """The env id, registered with gymnasium through the plugin registry (as lejepa does)."""
+    from lejepa_core.registry import ensure_envs_registered
+
+    assert ENV_ID in ensure_envs_registered(), "lejepa_envs did not register " + ENV_ID
     return ENV_ID
 
 

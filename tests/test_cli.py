@@ -1,8 +1,9 @@
+import click
 import pytest
 from click.testing import CliRunner
 
 from lejepa_core import registry as registry_module
-from lejepa_core.cli import main
+from lejepa_core.cli import BUILTIN_COMMANDS, main
 from lejepa_core.registry import get_plugin_manager
 from tests.toy_plugin import TOY_RECIPE, ToyPlugin
 
@@ -28,6 +29,12 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.parametrize("name", sorted(BUILTIN_COMMANDS))
+def test_every_builtin_command_resolves(name):
+    command = main.get_command(click.Context(main), name)
+    assert isinstance(command, click.Command) and command.name == name
+
+
 def test_help_lists_the_commands():
     result = invoke("--help")
     assert result.exit_code == 0
@@ -51,6 +58,15 @@ def test_check_builds_every_component_and_counts_parameters(toy, recipe):
     assert "toy_mse x0.5" in result.output
 
 
+def test_check_lists_each_loss_under_its_index(toy, recipe):
+    result = invoke(
+        "check", recipe, "--set", "losses=[{name='toy_mse'}, {name='toy_mse', weight=2}]"
+    )
+    assert result.exit_code == 0, result.output
+    assert "losses[0]" in result.output and "losses[1]" in result.output
+    assert "toy_mse x1" in result.output and "toy_mse x2" in result.output
+
+
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -63,6 +79,10 @@ def test_check_builds_every_component_and_counts_parameters(toy, recipe):
             "unknown encoder 'tyo' (did you mean 'toy'?)",
         ),
         (["check", "{dir}/absent.toml"], "recipe file not found"),
+        (
+            ["check", "{recipe}", "--set", "train.betas=[0.9]"],
+            "train.betas: expected an array of 2 numbers, got an array of 1",
+        ),
         (
             ["check", "{recipe}", "--set", "data.env_id=NoSuchEnv-v9"],
             "data.env_id: cannot make environment 'NoSuchEnv-v9'",
@@ -79,6 +99,7 @@ def test_bad_input_exits_2_with_one_line_and_no_traceback(toy, recipe, args, exp
     assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     import subprocess
     import sys
@@ -102,6 +123,7 @@ def test_describe_shows_parameters_defaults_and_help(toy):
     assert "toy-dist 1.2" in result.output and "Linear toy encoder" in result.output
     for text in ("hidden_dim", "int", "8", "hidden width", "dropout", "number"):
         assert text in result.output
+    assert "array of strings" in result.output  # tags: tuple[str, ...]
 
 
 def test_describe_unknown_component_exits_2(toy):

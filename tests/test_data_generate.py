@@ -163,10 +163,9 @@ def test_sample_actions_respects_spaces():
     assert md.shape == (50, 2) and md[:, 1].max() <= 4
 
 
-def test_bouncing_balls_if_available(tmp_path):
+def test_bouncing_balls_noop_and_random_policies(tmp_path):
     generate.ensure_envs_registered()
-    if "lejepa/BouncingBalls-v0" not in gym.registry:
-        pytest.skip("BouncingBalls not registered")
+    assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     out = generate.generate_dataset(
         "lejepa/BouncingBalls-v0",
         episodes=6,
@@ -195,8 +194,7 @@ def test_bouncing_balls_if_available(tmp_path):
 
 def test_bouncing_balls_pixels_writes_states(tmp_path):
     generate.ensure_envs_registered()
-    if "lejepa/BouncingBalls-v0" not in gym.registry:
-        pytest.skip("BouncingBalls not registered")
+    assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     out = generate.generate_dataset(
         "lejepa/BouncingBalls-v0",
         episodes=3,
@@ -216,8 +214,7 @@ def test_bouncing_balls_pixels_writes_states(tmp_path):
 
 def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
     generate.ensure_envs_registered()
-    if "lejepa/BouncingBalls-v0" not in gym.registry:
-        pytest.skip("BouncingBalls not registered")
+    assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     kwargs = dict(episodes=6, steps=5, seed=9, block_episodes=2, progress=False)
     a = _arrays(
         generate.generate_dataset(

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from lejepa_core.cli import main
-from tests.test_training_helpers import TINY_RECIPE, tiny_data  # noqa: F401
+from tests.conftest import TINY_RECIPE
 
 SPINNER_ID = "lejepa-test/Spinner-v0"
 SPINNER_DT = 0.05

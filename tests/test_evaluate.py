@@ -1,6 +1,5 @@
 """Evaluation: ridge probe, R^2, baselines from env metadata, ``lejepa eval`` on a tiny
 BouncingBalls run. Other envs (gymnasium's own, a third party's, old files): test_eval_envs.py."""
-# ruff: noqa: F811  (the shared tiny_data fixture is imported, then requested by name)
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from click.testing import CliRunner
 from lejepa_core.envinfo import EnvInfo
 from lejepa_core.eval.probe import r2_score, ridge_fit, ridge_predict
 from lejepa_core.eval.state import constant_velocity, constant_velocity_pairs, state_feature_names
-from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
+from tests.conftest import tiny_recipe
 
 
 def test_ridge_probe_recovers_linear_map():

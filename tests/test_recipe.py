@@ -1,9 +1,20 @@
+from pathlib import Path
+from typing import Any, Literal
+
 import pytest
 
 from lejepa_core import registry as registry_module
+from lejepa_core.commands import params_rows
 from lejepa_core.errors import RecipeError
-from lejepa_core.recipe import apply_overrides, load_recipe, recipe_from_dict, tomllib
+from lejepa_core.recipe import (
+    _PLAIN_TABLES,
+    apply_overrides,
+    load_recipe,
+    recipe_from_dict,
+    tomllib,
+)
 from lejepa_core.registry import get_plugin_manager, get_registry
+from lejepa_core.structure import describe_type
 from tests.toy_plugin import TOY_RECIPE, ToyPlugin
 
 
@@ -58,6 +69,16 @@ def test_round_trip_through_toml_is_identity(registry):
         ({"data.horizons": "[1, 0]"}, "data.horizons: expected a positive value, got 0"),
         ({"losses.0.weight": '"heavy"'}, 'losses[0].weight: expected a number, got "heavy"'),
         ({"encoder.tags": "[1]"}, "encoder.tags[0]: expected a string, got 1"),
+        (
+            {"train.betas": "[0.9]"},
+            "train.betas: expected an array of 2 numbers, got an array of 1",
+        ),
+        (
+            {"train.betas": "[0.9, 0.99, 0.999]"},
+            "train.betas: expected an array of 2 numbers, got an array of 3",
+        ),
+        ({"train.betas": "0.9"}, "train.betas: expected an array of 2 numbers, got 0.9"),
+        ({"train.betas": '[0.9, "x"]'}, 'train.betas[1]: expected a number, got "x"'),
     ],
 )
 def test_each_error_names_its_place_and_expectation(registry, change, expected):
@@ -132,3 +153,45 @@ def test_loss_labels_are_unique(registry):
     data["losses"].append({"name": "toy_mse", "label": "extra"})
     recipe = recipe_from_dict(data, registry=registry)
     assert recipe.loss_labels() == ["toy_mse", "toy_mse2", "extra"]
+
+
+def test_fixed_length_tuple_structures_and_round_trips(registry):
+    recipe = recipe_from_dict(toy_data(**{"train.betas": "[0.8, 1]"}), registry=registry)
+    assert recipe.train.betas == (0.8, 1.0) and isinstance(recipe.train.betas[1], float)
+    assert recipe.to_dict()["train"]["betas"] == [0.8, 1.0]
+
+
+def test_a_wrong_tuple_length_is_collected_with_the_other_errors(registry):
+    errors = errors_of(toy_data(**{"train.betas": "[0.9]", "train.lr": '"fast"'}), registry)
+    assert len(errors) == 2
+
+
+@pytest.mark.parametrize(
+    "tp, text",
+    [
+        (int, "int"),
+        (float, "number"),
+        (bool, "true or false"),
+        (str, "string"),
+        (tuple[int, ...], "array of ints"),
+        (tuple[str, ...], "array of strings"),
+        (list[float], "array of numbers"),
+        (tuple[float, float], "array of 2 numbers"),
+        (tuple[int, str], "array of 2 items"),
+        (tuple[float, ...] | None, "array of numbers"),
+        (int | str, "int or string"),
+        (Literal["ema", "shared"], '"ema" | "shared"'),
+        (dict[str, Any], "table"),
+    ],
+)
+def test_describe_type_names_types_in_full(tp, text):
+    assert describe_type(tp) == text
+
+
+@pytest.mark.parametrize("table", sorted(_PLAIN_TABLES))
+def test_recipes_doc_tables_match_describe(table):
+    """docs/recipes.md shows each key exactly as ``lejepa describe`` would (type, default, help)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
+    for key, type_name, default, meaning in params_rows(_PLAIN_TABLES[table]):
+        row = f"| `{key}` | {type_name.replace('|', chr(92) + '|')} | `{default}` | {meaning} |"
+        assert row in text, f"docs/recipes.md: [{table}] row out of date; expected {row}"

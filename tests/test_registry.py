@@ -33,6 +33,7 @@ def toy(fresh):
     pm.unregister(name=name)
 
 
+@pytest.mark.slow
 def test_importing_lejepa_core_builds_no_plugin_manager():
     import subprocess
     import sys
@@ -68,6 +69,19 @@ def test_unknown_name_suggests_close_matches_and_lists_registered(toy):
     assert "unknown encoder 'tyo'" in message
     assert "did you mean 'toy'" in message
     assert "registered encoders:" in message and "toy" in message
+
+
+@pytest.mark.parametrize(
+    "kind, listed",
+    [
+        ("loss", "registered losses: .*toy_mse"),
+        ("masker", "registered maskers: "),
+        ("env", "registered envs: "),
+    ],
+)
+def test_unknown_name_lists_the_kind_in_plural(toy, kind, listed):
+    with pytest.raises(UnknownComponentError, match=listed):
+        toy.get(kind, "nope")
 
 
 def test_unknown_name_mentions_broken_plugins(fresh):

@@ -28,7 +28,7 @@ from click.testing import CliRunner
 
 from lejepa_core.cli import main
 from lejepa_core.errors import CheckpointError
-from tests.test_training_helpers import tiny_recipe
+from tests.conftest import tiny_recipe
 
 CHROMIUM = (
     shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

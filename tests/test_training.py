@@ -23,7 +23,7 @@ from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training.loop import train
 from lejepa_core.training.optim import parameter_groups, warmup_cosine
 from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
-from tests.test_training_helpers import tiny_data, tiny_recipe, write_tiny_recipe  # noqa: F401, F811
+from tests.conftest import tiny_recipe, write_tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
