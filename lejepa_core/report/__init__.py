@@ -19,11 +19,7 @@ The names below are imported on first use, so that loading the click commands st
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lejepa_core.report.page import write_compare, write_report
-    from lejepa_core.report.run_files import read_run
+from typing import Any
 
 __all__ = ["read_run", "write_compare", "write_report"]
 
