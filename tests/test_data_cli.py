@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lejepa_core.convert import convert_minari
 from lejepa_core.data.commands import convert_command, generate_command, inspect_command
+from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError
 from tests.test_data_helpers import write_file

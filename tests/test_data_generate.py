@@ -7,9 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from lejepa_core import generate
+from lejepa_core.data import blocks, generate, seeding
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import UserInputError
+from lejepa_core.registry import ensure_envs_registered
 from tests.test_data_helpers import register_tiny
 
 
@@ -66,7 +67,7 @@ def test_single_env_with_states_matches_direct_rollout(tmp_path):
         offsets = data.episode_offsets.tolist()
         with h5py.File(out) as f:
             seeds, actions = f["episode_seeds"][...], f["actions"][...]
-        assert seeds.tolist() == generate.episode_seeds(1, 0, 6).tolist()
+        assert seeds.tolist() == seeding.episode_seeds(1, 0, 6).tolist()
         # replay episode 4 by hand from its seed and recorded actions
         env = gym.make(env_id, width=7)
         obs, info = env.reset(seed=int(seeds[4]))
@@ -98,7 +99,7 @@ def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monk
     out = tmp_path / "d.h5"
     generate.generate_dataset("CartPole-v1", episodes=4, steps=5, out=out, progress=False)
     before = out.read_bytes()
-    real = generate._run_vector
+    real = blocks._run_vector
 
     def failing(job, *args):
         if (
@@ -107,7 +108,7 @@ def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monk
             raise RuntimeError("env exploded")
         return real(job, *args)
 
-    monkeypatch.setattr(generate, "_run_vector", failing)
+    monkeypatch.setattr(blocks, "_run_vector", failing)
     with pytest.raises(RuntimeError, match="env exploded"):
         generate.generate_dataset(
             "CartPole-v1",
@@ -149,7 +150,7 @@ def test_bad_arguments(tmp_path):
 def test_sample_actions_respects_spaces():
     rng = np.random.default_rng(0)
     box = gym.spaces.Box(-1, np.array([1, np.inf], np.float32), (2,), np.float32)
-    a = generate.sample_actions(box, rng, (5, 3))
+    a = blocks.sample_actions(box, rng, (5, 3))
     assert (
         a.shape == (5, 3, 2)
         and a.dtype == np.float32
@@ -157,14 +158,14 @@ def test_sample_actions_respects_spaces():
         and (a[..., 0] <= 1).all()
     )
     assert (a[..., 1] >= -1).all()
-    d = generate.sample_actions(gym.spaces.Discrete(3, start=2), rng, (100,))
+    d = blocks.sample_actions(gym.spaces.Discrete(3, start=2), rng, (100,))
     assert set(d.tolist()) == {2, 3, 4}
-    md = generate.sample_actions(gym.spaces.MultiDiscrete([2, 5]), rng, (50,))
+    md = blocks.sample_actions(gym.spaces.MultiDiscrete([2, 5]), rng, (50,))
     assert md.shape == (50, 2) and md[:, 1].max() <= 4
 
 
 def test_bouncing_balls_if_available(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     if "lejepa/BouncingBalls-v0" not in gym.registry:
         pytest.skip("BouncingBalls not registered")
     out = generate.generate_dataset(
@@ -194,7 +195,7 @@ def test_bouncing_balls_if_available(tmp_path):
 
 
 def test_bouncing_balls_pixels_writes_states(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     if "lejepa/BouncingBalls-v0" not in gym.registry:
         pytest.skip("BouncingBalls not registered")
     out = generate.generate_dataset(
@@ -215,7 +216,7 @@ def test_bouncing_balls_pixels_writes_states(tmp_path):
 
 
 def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     if "lejepa/BouncingBalls-v0" not in gym.registry:
         pytest.skip("BouncingBalls not registered")
     kwargs = dict(episodes=6, steps=5, seed=9, block_episodes=2, progress=False)
@@ -231,4 +232,4 @@ def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
     )
     for name in a:
         assert a[name].tobytes() == b[name].tobytes(), name
-    assert a["episode_seeds"].tolist() == generate.episode_seeds(9, 0, 6).tolist()  # per-episode
+    assert a["episode_seeds"].tolist() == seeding.episode_seeds(9, 0, 6).tolist()  # per-episode

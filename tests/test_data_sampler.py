@@ -177,7 +177,7 @@ def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
 
 
 def test_check_source_names_the_mismatch(tmp_path):
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
 
     path = generate_dataset(
         "lejepa/BouncingBalls-v0",

@@ -80,7 +80,7 @@ def write_tiny_recipe(directory: Path, data_path: Path, name: str = "tiny") -> P
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 12-episode, 30-step, 2-ball BouncingBalls file (generated once per session)."""
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("tiny-data") / "balls.h5"
     generate_dataset(

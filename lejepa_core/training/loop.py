@@ -85,7 +85,7 @@ def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, pro
 
     path = Path(recipe.data.path)
     if not path.exists() and is_main:
-        from lejepa_core.generate import generate_dataset
+        from lejepa_core.data.generate import generate_dataset
 
         d = recipe.data
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ import numpy as np
 
 from lejepa_core.data.writer import TrajectoryWriter
 from lejepa_core.errors import DatasetError, UserInputError
+from lejepa_core.progress import progress_bar
 
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
@@ -191,8 +192,6 @@ def _flush(writer: TrajectoryWriter, pending: list) -> None:
 
 def _bar(enabled: bool, total: int):
     """The conversion bar; yields ``update(advance=episodes)``."""
-    from lejepa_core.progress import progress_bar
-
     return progress_bar(enabled, total, label="converting episodes")
 
 
