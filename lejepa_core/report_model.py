@@ -39,10 +39,7 @@ def episode_frames(data: Any, episode: int) -> tuple[Any, Any]:
     import numpy as np
 
     start, end = int(data.episode_offsets[episode]), int(data.episode_offsets[episode + 1])
-    if data.observations is not None:
-        states = None if data.states is None else data.states[start:end]
-        return data.observations[start:end], states
-    return data.read_rows(np.arange(start, end))
+    return data.rows(np.arange(start, end))
 
 
 def predict_latents(model: Any, context_obs: Any, ks: Any) -> Any:

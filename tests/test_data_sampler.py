@@ -147,6 +147,31 @@ def test_integer_observations_have_no_state(tmp_path):
         )
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("states", [False, True])
+def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states):
+    p = tmp_path / "d.h5"
+    arrays = write_file(p, lengths=LENGTHS, states=states)
+    idx = np.array([23, 0, 7, 7, 1, 55, 23, 12])  # any order, repeats
+    got = {}
+    for on_device in ("always", "never"):
+        with TrajectoryData.open(p, on_device=on_device, normalize=normalize) as data:
+            assert data.resident == (on_device == "always") and data.device.type == "cpu"
+            obs, state_rows = data.rows(idx)
+            assert obs.shape == (8, 2, 3) and obs.device == data.device
+            got[on_device] = obs, state_rows
+            if normalize:  # (raw - mean) / std with the file's per-feature statistics
+                raw = arrays["observations"][idx]
+                expected = (raw - np.asarray(data.stats["mean"])) / np.asarray(data.stats["std"])
+                np.testing.assert_allclose(obs.numpy(), expected, rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(obs, torch.from_numpy(arrays["observations"][idx]))
+    expected_states = arrays["states"] if states else arrays["observations"]  # raw either way
+    for obs, state_rows in got.values():
+        assert torch.equal(obs, got["always"][0])
+        assert torch.equal(state_rows, torch.from_numpy(expected_states[idx]))
+
+
 @pytest.mark.parametrize("compression", ["auto", "lzf", "gzip"])
 def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
     from lejepa_core.data.writer import TrajectoryWriter
