@@ -14,7 +14,6 @@ from lejepa_core.data.commands import convert_command, generate_command, inspect
 from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError
-from tests.test_data_helpers import write_file
 
 
 def _cli_group():
@@ -55,9 +54,9 @@ def test_generate_then_inspect(tmp_path):
     assert info["episodes"] == 12 and info["split"]["val_episodes"] == 1
 
 
-def test_inspect_table_lists_feature_names(tmp_path):
+def test_inspect_table_lists_feature_names(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path)
+    write_trajectory_file(path)
     result = CliRunner().invoke(inspect_command, [str(path)], catch_exceptions=False)
     assert result.exit_code == 0
     for name in ("a", "b", "c", "test/Fake-v0", '{"n": 2}'):

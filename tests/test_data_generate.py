@@ -11,7 +11,6 @@ from lejepa_core.data import blocks, generate, seeding
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import UserInputError
 from lejepa_core.registry import ensure_envs_registered
-from tests.test_data_helpers import register_tiny
 
 
 def _arrays(path):
@@ -45,8 +44,8 @@ def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     assert _arrays(different)["observations"].tobytes() != a["observations"].tobytes()
 
 
-def test_single_env_with_states_matches_direct_rollout(tmp_path):
-    env_id = register_tiny()
+def test_single_env_with_states_matches_direct_rollout(tmp_path, tiny_env_id):
+    env_id = tiny_env_id
     out = generate.generate_dataset(
         env_id,
         episodes=6,
@@ -80,8 +79,8 @@ def test_single_env_with_states_matches_direct_rollout(tmp_path):
         assert terminated or len(rows) == 12
 
 
-def test_noop_policy_uses_env_metadata(tmp_path):
-    env_id = register_tiny()
+def test_noop_policy_uses_env_metadata(tmp_path, tiny_env_id):
+    env_id = tiny_env_id
     out = generate.generate_dataset(
         env_id, episodes=2, steps=5, out=tmp_path / "n.h5", policy="noop", progress=False
     )

@@ -9,15 +9,14 @@ import torch
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import DatasetError
-from tests.test_data_helpers import write_file
 
 LENGTHS = (5, 12, 3, 9, 20, 7)
 
 
 @pytest.fixture
-def path(tmp_path):
+def path(tmp_path, write_trajectory_file):
     p = tmp_path / "d.h5"
-    write_file(p, lengths=LENGTHS, states=True)
+    write_trajectory_file(p, lengths=LENGTHS, states=True)
     return p
 
 
@@ -149,9 +148,9 @@ def test_integer_observations_have_no_state(tmp_path):
 
 @pytest.mark.parametrize("normalize", [False, True])
 @pytest.mark.parametrize("states", [False, True])
-def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states):
+def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states, write_trajectory_file):
     p = tmp_path / "d.h5"
-    arrays = write_file(p, lengths=LENGTHS, states=states)
+    arrays = write_trajectory_file(p, lengths=LENGTHS, states=states)
     idx = np.array([23, 0, 7, 7, 1, 55, 23, 12])  # any order, repeats
     got = {}
     for on_device in ("always", "never"):
