@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from lejepa_core.data.commands import convert_command, generate_command, inspect_command
 from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.reader import TrajectoryData
-from lejepa_core.errors import DatasetError
+from lejepa_core.errors import DatasetError, UserInputError
 
 
 def _cli_group():
@@ -52,6 +52,23 @@ def test_generate_then_inspect(tmp_path):
     result = CliRunner().invoke(inspect_command, [str(out), "--json"], catch_exceptions=False)
     info = json.loads(result.output)
     assert info["episodes"] == 12 and info["split"]["val_episodes"] == 1
+
+
+def test_generate_creates_the_out_directory(tmp_path):
+    out = tmp_path / "new" / "dir" / "x.h5"
+    args = ["--episodes", "2", "--steps", "5", "--quiet", "--out"]
+    result = CliRunner().invoke(
+        generate_command, ["CartPole-v1", *args, str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.parent.iterdir()] == ["x.h5"]
+    with pytest.raises(UserInputError, match="unknown environment"):  # fails before writing
+        CliRunner().invoke(
+            generate_command,
+            ["NoSuchEnv-v9", *args, str(tmp_path / "other" / "x.h5")],
+            catch_exceptions=False,
+        )
+    assert not (tmp_path / "other").exists()
 
 
 def test_inspect_table_lists_feature_names(tmp_path, write_trajectory_file):
@@ -129,7 +146,7 @@ def _write_minari(root, lengths=(4, 6, 3)):
 
 def test_convert_hand_written_minari(tmp_path):
     episodes = _write_minari(tmp_path / "ds")
-    out = tmp_path / "out.h5"
+    out = tmp_path / "converted" / "out.h5"  # the directory is created
     result = CliRunner().invoke(
         convert_command,
         [str(tmp_path / "ds"), "--out", str(out), "--quiet"],

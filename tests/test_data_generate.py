@@ -131,9 +131,10 @@ def test_bad_arguments(tmp_path):
         generate.generate_dataset(
             "CartPole-v1", episodes=0, steps=2, out=tmp_path / "a.h5", progress=False
         )
-    with pytest.raises(UserInputError, match="does not exist"):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserInputError, match="cannot create directory"):
         generate.generate_dataset(
-            "CartPole-v1", episodes=1, steps=2, out=tmp_path / "no" / "a.h5", progress=False
+            "CartPole-v1", episodes=1, steps=2, out=tmp_path / "file" / "a.h5", progress=False
         )
     with pytest.raises(UserInputError, match="bad env kwargs"):
         generate.generate_dataset(

@@ -39,7 +39,7 @@ def _parse_kwargs(value: str | None) -> dict:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="HDF5 file to write (atomically).",
+    help="HDF5 file to write (atomically); its directory is created when missing.",
 )
 @click.option(
     "--seed",
@@ -103,7 +103,7 @@ def generate_command(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="HDF5 file to write (atomically).",
+    help="HDF5 file to write (atomically); its directory is created when missing.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def convert_command(minari_dir, out, quiet):

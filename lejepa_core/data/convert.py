@@ -26,7 +26,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lejepa_core.data.writer import TrajectoryWriter
+from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
 from lejepa_core.errors import DatasetError, UserInputError
 from lejepa_core.progress import progress_bar
 
@@ -139,6 +139,7 @@ def convert_minari(
                 {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool))}
             ),
         }
+        make_parent_dir(out)
         writer = TrajectoryWriter(
             out,
             obs_shape=obs0.shape[1:],

@@ -37,7 +37,7 @@ import numpy as np
 from lejepa_core.data import schema
 from lejepa_core.data.blocks import BlockResult, Job, close_envs, run_block
 from lejepa_core.data.env_probe import EnvInfo, json_safe, probe_env
-from lejepa_core.data.writer import TrajectoryWriter
+from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
 from lejepa_core.errors import UserInputError
 from lejepa_core.progress import progress_bar
 
@@ -85,8 +85,6 @@ def generate_dataset(
     if policy not in POLICIES:
         raise UserInputError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     out = Path(out)
-    if not out.parent.is_dir():
-        raise UserInputError(f"{out}: directory {out.parent} does not exist")
     info = probe_env(env_id, env_kwargs)
     if policy == "auto":  # passive dynamics where the env says how to do nothing
         policy = "noop" if info.noop_action is not None else "random"
@@ -111,6 +109,7 @@ def generate_dataset(
         )
         for b, start in enumerate(range(0, episodes, block))
     ]
+    make_parent_dir(out)  # like `lejepa run`; only once the arguments and the env are checked
     writer = TrajectoryWriter(
         out,
         obs_shape=info.obs_shape,

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from lejepa_core.data import schema
+from lejepa_core.errors import UserInputError
 
 # Target uncompressed size of one chunk: small enough that streaming reads of scattered
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
@@ -320,6 +321,17 @@ class TrajectoryWriter:
             self.commit()
         else:
             self.abort()
+
+
+def make_parent_dir(out: str | Path) -> None:
+    """Create the directory ``out`` will be written in (and its parents), like ``mkdir -p``."""
+    parent = Path(out).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(
+            f"{out}: cannot create directory {parent}: {exc.strerror or exc}"
+        ) from None
 
 
 def _fsync_dir(directory: Path) -> None:
