@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args(argv)
 
+    from lejepa_core.data.prepare import open_data
     from lejepa_core.recipe import load_recipe
-    from lejepa_core.training.loop import open_data, resolve_device
+    from lejepa_core.training.loop import resolve_device
 
     device = resolve_device(args.device)
     overrides = [

@@ -114,9 +114,10 @@ def env_dt(data: Any) -> float:
 # ----------------------------------------------------------------------------- the run
 def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | None = None):
     """(recipe, data, model, target_encoder, device) of a run directory, weights loaded."""
+    from lejepa_core.data.prepare import open_data
     from lejepa_core.recipe import load_recipe
     from lejepa_core.training.checkpoint import load_checkpoint
-    from lejepa_core.training.loop import build_model, open_data, resolve_device, spec_for_data
+    from lejepa_core.training.loop import build_model, resolve_device, spec_for_data
     from lejepa_core.training.target import make_ema_copy
 
     run_dir = Path(run_dir)

@@ -28,6 +28,7 @@ import attrs
 import torch
 from torch import nn
 
+from lejepa_core.data.prepare import open_data
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
@@ -77,35 +78,6 @@ def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
             run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return run_dir
-
-
-def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, progress: bool = True):
-    """Open ``data.path`` (generating it first when missing, on rank 0) on ``device``."""
-    from lejepa_core.data.reader import TrajectoryData
-
-    path = Path(recipe.data.path)
-    if not path.exists() and is_main:
-        from lejepa_core.data.generate import generate_dataset
-
-        d = recipe.data
-        path.parent.mkdir(parents=True, exist_ok=True)
-        generate_dataset(
-            d.env_id,
-            episodes=d.episodes,
-            steps=d.steps,
-            out=path,
-            seed=d.seed,
-            workers=d.workers,
-            env_kwargs=dict(d.env_kwargs),
-            progress=progress,
-        )
-    distributed.barrier()
-    data = TrajectoryData.open(
-        path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize
-    )
-    if hasattr(data, "check_source"):  # never train silently on a file of another env/kwargs
-        data.check_source(recipe.data.env_id, dict(recipe.data.env_kwargs))
-    return data
 
 
 def build_model(recipe: Recipe, spec: Any) -> JEPAModel:
