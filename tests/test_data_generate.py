@@ -18,6 +18,7 @@ def _arrays(path):
         return {name: f[name][...] for name in f}
 
 
+@pytest.mark.slow  # a worker pool
 def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     # CartPole has a native vector env (only one int seed: per-block seeding) and ends early
     kwargs = dict(episodes=40, steps=30, seed=3, progress=False, block_episodes=8)
@@ -44,6 +45,7 @@ def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     assert _arrays(different)["observations"].tobytes() != a["observations"].tobytes()
 
 
+@pytest.mark.slow  # a worker pool
 def test_single_env_with_states_matches_direct_rollout(tmp_path, tiny_env_id):
     env_id = tiny_env_id
     out = generate.generate_dataset(
@@ -93,7 +95,7 @@ def test_noop_policy_uses_env_metadata(tmp_path, tiny_env_id):
         )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch, workers):
     out = tmp_path / "d.h5"
     generate.generate_dataset("CartPole-v1", episodes=4, steps=5, out=out, progress=False)
@@ -215,6 +217,7 @@ def test_bouncing_balls_pixels_writes_states(tmp_path):
         assert f["observations"].compression == "lzf" and f["states"].compression is None
 
 
+@pytest.mark.slow  # a worker pool
 def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
     ensure_envs_registered()
     if "lejepa/BouncingBalls-v0" not in gym.registry:
@@ -233,6 +236,27 @@ def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
     for name in a:
         assert a[name].tobytes() == b[name].tobytes(), name
     assert a["episode_seeds"].tolist() == seeding.episode_seeds(9, 0, 6).tolist()  # per-episode
+
+
+@pytest.mark.slow  # a worker pool
+def test_same_seed_same_bytes_single_env_random_actions(tmp_path, tiny_env_id):
+    # the single-env path with random actions: every seed stream matters here
+    kwargs = dict(episodes=9, steps=15, seed=5, policy="random", block_episodes=4, progress=False)
+    paths = [
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "a.h5", workers=1, **kwargs),
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "b.h5", workers=1, **kwargs),
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "c.h5", workers=2, **kwargs),
+    ]
+    a, b, c = (_arrays(p) for p in paths)
+    assert a.keys() == b.keys() == c.keys() and "states" in a
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes() == c[name].tobytes(), name
+    assert len(set(a["actions"].tolist())) == 3  # random, not the no-op
+    other = _arrays(
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "d.h5", **{**kwargs, "seed": 6})
+    )
+    assert other["actions"].tobytes() != a["actions"].tobytes()
+    assert other["episode_seeds"].tobytes() != a["episode_seeds"].tobytes()
 
 
 def test_episode_seeds_are_pinned():
