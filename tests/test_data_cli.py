@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from lejepa_core.cli import main as cli
 from lejepa_core.data.commands import convert_command, generate_command, inspect_command
 from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError, UserInputError
-
-
-def _cli_group():
-    try:
-        from lejepa_core.cli import main
-    except ImportError:
-        return None
-    return main
 
 
 def test_generate_then_inspect(tmp_path):
@@ -85,9 +78,6 @@ def test_bad_file_is_dataset_error_and_exit_2(tmp_path):
     bad.write_text("not hdf5")
     with pytest.raises(DatasetError, match="bad.h5"):
         CliRunner().invoke(inspect_command, [str(bad)], catch_exceptions=False)
-    cli = _cli_group()
-    if cli is None:
-        pytest.skip("lejepa_core.cli not available")
     result = CliRunner().invoke(cli, ["inspect", str(bad)])
     assert result.exit_code == 2
     assert "bad.h5: not a readable HDF5 file" in result.output

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from lejepa_core.data.generate import generate_dataset
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.data.writer import TrajectoryWriter
 from lejepa_core.errors import DatasetError
 
 LENGTHS = (5, 12, 3, 9, 20, 7)
@@ -127,8 +129,6 @@ def test_no_window_fits_names_the_numbers(path):
 
 
 def test_integer_observations_have_no_state(tmp_path):
-    from lejepa_core.data.writer import TrajectoryWriter
-
     p = tmp_path / "g.h5"
     grid = np.arange(40 * 3 * 3, dtype=np.int64).reshape(40, 3, 3).astype(np.int8)
     with TrajectoryWriter(
@@ -173,8 +173,6 @@ def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states, wri
 
 @pytest.mark.parametrize("compression", ["auto", "lzf", "gzip"])
 def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
-    from lejepa_core.data.writer import TrajectoryWriter
-
     p = tmp_path / f"{compression}.h5"
     obs = np.random.default_rng(0).normal(size=(3000, 5, 4)).astype(np.float32)
     with TrajectoryWriter(
@@ -201,8 +199,6 @@ def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
 
 
 def test_check_source_names_the_mismatch(tmp_path):
-    from lejepa_core.data.generate import generate_dataset
-
     path = generate_dataset(
         "lejepa/BouncingBalls-v0",
         episodes=2,

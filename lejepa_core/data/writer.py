@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lejepa_core import __version__
 from lejepa_core.data import schema
 from lejepa_core.errors import UserInputError
 
@@ -31,12 +32,6 @@ CHUNK_BYTES = 64 * 2**10
 STATS_BLOCK_VALUES = 2**20  # values per statistics pass
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
 RAW_FLOAT_ROW = 256  # "auto": float rows up to this many values are stored raw
-
-
-def _lejepa_version() -> str:
-    from lejepa_core import __version__
-
-    return __version__
 
 
 class RunningStats:
@@ -272,7 +267,7 @@ class TrajectoryWriter:
             attrs = {
                 "schema": schema.SCHEMA_NAME,
                 "schema_version": schema.SCHEMA_VERSION,
-                "lejepa_version": _lejepa_version(),
+                "lejepa_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"
                 ),
