@@ -29,7 +29,8 @@ import h5py
 import numpy as np
 from machine import machine_line
 
-from lejepa_core.generate import ensure_envs_registered, generate_dataset
+from lejepa_core.data.generate import generate_dataset
+from lejepa_core.registry import ensure_envs_registered
 
 ENV_ID = "lejepa/BouncingBalls-v0"
 

@@ -36,7 +36,8 @@ B, W, HORIZONS = 256, 4, (1, 2, 4, 8)
 def make_file(tmp: Path, episodes: int, steps: int) -> Path:
     path = tmp / "balls.h5"
     try:
-        from lejepa_core.generate import ensure_envs_registered, generate_dataset
+        from lejepa_core.data.generate import generate_dataset
+        from lejepa_core.registry import ensure_envs_registered
 
         ensure_envs_registered()
         return generate_dataset(

@@ -10,19 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lejepa_core.convert import convert_minari
+from lejepa_core.cli import main as cli
 from lejepa_core.data.commands import convert_command, generate_command, inspect_command
+from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.reader import TrajectoryData
-from lejepa_core.errors import DatasetError
-from tests.test_data_helpers import write_file
-
-
-def _cli_group():
-    try:
-        from lejepa_core.cli import main
-    except ImportError:
-        return None
-    return main
+from lejepa_core.errors import DatasetError, UserInputError
 
 
 def test_generate_then_inspect(tmp_path):
@@ -55,9 +47,26 @@ def test_generate_then_inspect(tmp_path):
     assert info["episodes"] == 12 and info["split"]["val_episodes"] == 1
 
 
-def test_inspect_table_lists_feature_names(tmp_path):
+def test_generate_creates_the_out_directory(tmp_path):
+    out = tmp_path / "new" / "dir" / "x.h5"
+    args = ["--episodes", "2", "--steps", "5", "--quiet", "--out"]
+    result = CliRunner().invoke(
+        generate_command, ["CartPole-v1", *args, str(out)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in out.parent.iterdir()] == ["x.h5"]
+    with pytest.raises(UserInputError, match="unknown environment"):  # fails before writing
+        CliRunner().invoke(
+            generate_command,
+            ["NoSuchEnv-v9", *args, str(tmp_path / "other" / "x.h5")],
+            catch_exceptions=False,
+        )
+    assert not (tmp_path / "other").exists()
+
+
+def test_inspect_table_lists_feature_names(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path)
+    write_trajectory_file(path)
     result = CliRunner().invoke(inspect_command, [str(path)], catch_exceptions=False)
     assert result.exit_code == 0
     for name in ("a", "b", "c", "test/Fake-v0", '{"n": 2}'):
@@ -69,9 +78,6 @@ def test_bad_file_is_dataset_error_and_exit_2(tmp_path):
     bad.write_text("not hdf5")
     with pytest.raises(DatasetError, match="bad.h5"):
         CliRunner().invoke(inspect_command, [str(bad)], catch_exceptions=False)
-    cli = _cli_group()
-    if cli is None:
-        pytest.skip("lejepa_core.cli not available")
     result = CliRunner().invoke(cli, ["inspect", str(bad)])
     assert result.exit_code == 2
     assert "bad.h5: not a readable HDF5 file" in result.output
@@ -130,7 +136,7 @@ def _write_minari(root, lengths=(4, 6, 3)):
 
 def test_convert_hand_written_minari(tmp_path):
     episodes = _write_minari(tmp_path / "ds")
-    out = tmp_path / "out.h5"
+    out = tmp_path / "converted" / "out.h5"  # the directory is created
     result = CliRunner().invoke(
         convert_command,
         [str(tmp_path / "ds"), "--out", str(out), "--quiet"],

@@ -7,10 +7,10 @@ import h5py
 import numpy as np
 import pytest
 
-from lejepa_core import generate
+from lejepa_core.data import blocks, generate, seeding
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import UserInputError
-from tests.test_data_helpers import register_tiny
+from lejepa_core.registry import ensure_envs_registered
 
 
 def _arrays(path):
@@ -18,6 +18,7 @@ def _arrays(path):
         return {name: f[name][...] for name in f}
 
 
+@pytest.mark.slow  # a worker pool
 def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     # CartPole has a native vector env (only one int seed: per-block seeding) and ends early
     kwargs = dict(episodes=40, steps=30, seed=3, progress=False, block_episodes=8)
@@ -44,8 +45,9 @@ def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     assert _arrays(different)["observations"].tobytes() != a["observations"].tobytes()
 
 
-def test_single_env_with_states_matches_direct_rollout(tmp_path):
-    env_id = register_tiny()
+@pytest.mark.slow  # a worker pool
+def test_single_env_with_states_matches_direct_rollout(tmp_path, tiny_env_id):
+    env_id = tiny_env_id
     out = generate.generate_dataset(
         env_id,
         episodes=6,
@@ -66,7 +68,7 @@ def test_single_env_with_states_matches_direct_rollout(tmp_path):
         offsets = data.episode_offsets.tolist()
         with h5py.File(out) as f:
             seeds, actions = f["episode_seeds"][...], f["actions"][...]
-        assert seeds.tolist() == generate.episode_seeds(1, 0, 6).tolist()
+        assert seeds.tolist() == seeding.episode_seeds(1, 0, 6).tolist()
         # replay episode 4 by hand from its seed and recorded actions
         env = gym.make(env_id, width=7)
         obs, info = env.reset(seed=int(seeds[4]))
@@ -79,8 +81,8 @@ def test_single_env_with_states_matches_direct_rollout(tmp_path):
         assert terminated or len(rows) == 12
 
 
-def test_noop_policy_uses_env_metadata(tmp_path):
-    env_id = register_tiny()
+def test_noop_policy_uses_env_metadata(tmp_path, tiny_env_id):
+    env_id = tiny_env_id
     out = generate.generate_dataset(
         env_id, episodes=2, steps=5, out=tmp_path / "n.h5", policy="noop", progress=False
     )
@@ -93,12 +95,12 @@ def test_noop_policy_uses_env_metadata(tmp_path):
         )
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch, workers):
     out = tmp_path / "d.h5"
     generate.generate_dataset("CartPole-v1", episodes=4, steps=5, out=out, progress=False)
     before = out.read_bytes()
-    real = generate._run_vector
+    real = blocks._run_vector
 
     def failing(job, *args):
         if (
@@ -107,7 +109,7 @@ def test_failure_mid_generation_keeps_old_file_and_leaves_no_temp(tmp_path, monk
             raise RuntimeError("env exploded")
         return real(job, *args)
 
-    monkeypatch.setattr(generate, "_run_vector", failing)
+    monkeypatch.setattr(blocks, "_run_vector", failing)
     with pytest.raises(RuntimeError, match="env exploded"):
         generate.generate_dataset(
             "CartPole-v1",
@@ -131,9 +133,10 @@ def test_bad_arguments(tmp_path):
         generate.generate_dataset(
             "CartPole-v1", episodes=0, steps=2, out=tmp_path / "a.h5", progress=False
         )
-    with pytest.raises(UserInputError, match="does not exist"):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserInputError, match="cannot create directory"):
         generate.generate_dataset(
-            "CartPole-v1", episodes=1, steps=2, out=tmp_path / "no" / "a.h5", progress=False
+            "CartPole-v1", episodes=1, steps=2, out=tmp_path / "file" / "a.h5", progress=False
         )
     with pytest.raises(UserInputError, match="bad env kwargs"):
         generate.generate_dataset(
@@ -149,7 +152,7 @@ def test_bad_arguments(tmp_path):
 def test_sample_actions_respects_spaces():
     rng = np.random.default_rng(0)
     box = gym.spaces.Box(-1, np.array([1, np.inf], np.float32), (2,), np.float32)
-    a = generate.sample_actions(box, rng, (5, 3))
+    a = blocks.sample_actions(box, rng, (5, 3))
     assert (
         a.shape == (5, 3, 2)
         and a.dtype == np.float32
@@ -157,14 +160,14 @@ def test_sample_actions_respects_spaces():
         and (a[..., 0] <= 1).all()
     )
     assert (a[..., 1] >= -1).all()
-    d = generate.sample_actions(gym.spaces.Discrete(3, start=2), rng, (100,))
+    d = blocks.sample_actions(gym.spaces.Discrete(3, start=2), rng, (100,))
     assert set(d.tolist()) == {2, 3, 4}
-    md = generate.sample_actions(gym.spaces.MultiDiscrete([2, 5]), rng, (50,))
+    md = blocks.sample_actions(gym.spaces.MultiDiscrete([2, 5]), rng, (50,))
     assert md.shape == (50, 2) and md[:, 1].max() <= 4
 
 
 def test_bouncing_balls_noop_and_random_policies(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     out = generate.generate_dataset(
         "lejepa/BouncingBalls-v0",
@@ -193,7 +196,7 @@ def test_bouncing_balls_noop_and_random_policies(tmp_path):
 
 
 def test_bouncing_balls_pixels_writes_states(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     out = generate.generate_dataset(
         "lejepa/BouncingBalls-v0",
@@ -212,8 +215,9 @@ def test_bouncing_balls_pixels_writes_states(tmp_path):
         assert f["observations"].compression == "lzf" and f["states"].compression is None
 
 
+@pytest.mark.slow  # a worker pool
 def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
-    generate.ensure_envs_registered()
+    ensure_envs_registered()
     assert "lejepa/BouncingBalls-v0" in gym.registry, "lejepa_envs did not register BouncingBalls"
     kwargs = dict(episodes=6, steps=5, seed=9, block_episodes=2, progress=False)
     a = _arrays(
@@ -228,4 +232,51 @@ def test_bouncing_balls_same_bytes_whatever_the_workers(tmp_path):
     )
     for name in a:
         assert a[name].tobytes() == b[name].tobytes(), name
-    assert a["episode_seeds"].tolist() == generate.episode_seeds(9, 0, 6).tolist()  # per-episode
+    assert a["episode_seeds"].tolist() == seeding.episode_seeds(9, 0, 6).tolist()  # per-episode
+
+
+@pytest.mark.slow  # a worker pool
+def test_same_seed_same_bytes_single_env_random_actions(tmp_path, tiny_env_id):
+    # the single-env path with random actions: every seed stream matters here
+    kwargs = dict(episodes=9, steps=15, seed=5, policy="random", block_episodes=4, progress=False)
+    paths = [
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "a.h5", workers=1, **kwargs),
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "b.h5", workers=1, **kwargs),
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "c.h5", workers=2, **kwargs),
+    ]
+    a, b, c = (_arrays(p) for p in paths)
+    assert a.keys() == b.keys() == c.keys() and "states" in a
+    for name in a:
+        assert a[name].tobytes() == b[name].tobytes() == c[name].tobytes(), name
+    assert len(set(a["actions"].tolist())) == 3  # random, not the no-op
+    other = _arrays(
+        generate.generate_dataset(tiny_env_id, out=tmp_path / "d.h5", **{**kwargs, "seed": 6})
+    )
+    assert other["actions"].tobytes() != a["actions"].tobytes()
+    assert other["episode_seeds"].tobytes() != a["episode_seeds"].tobytes()
+
+
+def test_episode_seeds_are_pinned():
+    # The reset seeds of the shipped recipes' data (BouncingBalls, ArcGrid): changing them
+    # changes every generated file and the multi_k_physics figures.
+    assert seeding.episode_seeds(0, 0, 3).tolist() == [
+        6017775124710473527,
+        1534736266818221247,
+        4702803707325424070,
+    ]
+    assert seeding.episode_seeds(7, 5, 7).tolist() == [7733373307099033815, 4085016263570201016]
+
+
+def test_seed_streams_are_distinct_and_63_bit():
+    episodes = seeding.episode_seeds(0, 0, 1000)
+    blocks = seeding.stream_seeds(0, seeding.BLOCK_RESETS, 0, 1000)
+    actions = seeding.stream_seeds(0, seeding.BLOCK_ACTIONS, 0, 1000)
+    together = np.concatenate([episodes, blocks, actions])
+    assert len(np.unique(together)) == 3000 and together.min() >= 0
+    assert seeding.block_seed(0, 7) == blocks[7]
+    assert (
+        seeding.action_rng(0, 7).integers(0, 2**62, 4).tolist()
+        == np.random.default_rng(int(actions[7])).integers(0, 2**62, 4).tolist()
+    )
+    with pytest.raises(ValueError, match="2\\*\\*48"):
+        seeding.episode_seeds(0, 0, 2**48 + 1)

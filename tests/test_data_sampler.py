@@ -6,18 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from lejepa_core.data.generate import generate_dataset
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.data.writer import TrajectoryWriter
 from lejepa_core.errors import DatasetError
-from tests.test_data_helpers import write_file
 
 LENGTHS = (5, 12, 3, 9, 20, 7)
 
 
 @pytest.fixture
-def path(tmp_path):
+def path(tmp_path, write_trajectory_file):
     p = tmp_path / "d.h5"
-    write_file(p, lengths=LENGTHS, states=True)
+    write_trajectory_file(p, lengths=LENGTHS, states=True)
     return p
 
 
@@ -128,8 +129,6 @@ def test_no_window_fits_names_the_numbers(path):
 
 
 def test_integer_observations_have_no_state(tmp_path):
-    from lejepa_core.data.writer import TrajectoryWriter
-
     p = tmp_path / "g.h5"
     grid = np.arange(40 * 3 * 3, dtype=np.int64).reshape(40, 3, 3).astype(np.int8)
     with TrajectoryWriter(
@@ -147,10 +146,33 @@ def test_integer_observations_have_no_state(tmp_path):
         )
 
 
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("states", [False, True])
+def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states, write_trajectory_file):
+    p = tmp_path / "d.h5"
+    arrays = write_trajectory_file(p, lengths=LENGTHS, states=states)
+    idx = np.array([23, 0, 7, 7, 1, 55, 23, 12])  # any order, repeats
+    got = {}
+    for on_device in ("always", "never"):
+        with TrajectoryData.open(p, on_device=on_device, normalize=normalize) as data:
+            assert data.resident == (on_device == "always") and data.device.type == "cpu"
+            obs, state_rows = data.rows(idx)
+            assert obs.shape == (8, 2, 3) and obs.device == data.device
+            got[on_device] = obs, state_rows
+            if normalize:  # (raw - mean) / std with the file's per-feature statistics
+                raw = arrays["observations"][idx]
+                expected = (raw - np.asarray(data.stats["mean"])) / np.asarray(data.stats["std"])
+                np.testing.assert_allclose(obs.numpy(), expected, rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(obs, torch.from_numpy(arrays["observations"][idx]))
+    expected_states = arrays["states"] if states else arrays["observations"]  # raw either way
+    for obs, state_rows in got.values():
+        assert torch.equal(obs, got["always"][0])
+        assert torch.equal(state_rows, torch.from_numpy(expected_states[idx]))
+
+
 @pytest.mark.parametrize("compression", ["auto", "lzf", "gzip"])
 def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
-    from lejepa_core.data.writer import TrajectoryWriter
-
     p = tmp_path / f"{compression}.h5"
     obs = np.random.default_rng(0).normal(size=(3000, 5, 4)).astype(np.float32)
     with TrajectoryWriter(
@@ -177,8 +199,6 @@ def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
 
 
 def test_check_source_names_the_mismatch(tmp_path):
-    from lejepa_core.generate import generate_dataset
-
     path = generate_dataset(
         "lejepa/BouncingBalls-v0",
         episodes=2,

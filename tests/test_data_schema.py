@@ -13,12 +13,11 @@ from lejepa_core.data import schema
 from lejepa_core.data.reader import TrajectoryData, episode_split, inspect_dataset
 from lejepa_core.data.writer import RunningStats, TrajectoryWriter
 from lejepa_core.errors import DatasetError
-from tests.test_data_helpers import write_file
 
 
-def test_round_trip_plain_h5py_and_reader(tmp_path):
+def test_round_trip_plain_h5py_and_reader(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    arrays = write_file(path, states=True)
+    arrays = write_trajectory_file(path, states=True)
     with h5py.File(path, "r") as f:  # readable with plain h5py, nothing pickled
         assert f.attrs["schema"] == "lejepa-trajectories"
         assert f.attrs["schema_version"] == 1
@@ -73,9 +72,9 @@ def test_compression_choices_round_trip(tmp_path, compression):
         assert torch.equal(data.observations, torch.from_numpy(obs))
 
 
-def test_normalize_standardises_observations_but_not_states(tmp_path):
+def test_normalize_standardises_observations_but_not_states(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    arrays = write_file(path)
+    arrays = write_trajectory_file(path)
     with TrajectoryData.open(path, on_device="always", normalize=True) as data:
         obs = data.observations.reshape(-1, 3).double()
         torch.testing.assert_close(
@@ -100,9 +99,9 @@ def test_running_stats_merge_equals_numpy():
     assert scalar.as_attrs()["max"] == pytest.approx(float(x[:10].max()))
 
 
-def test_failed_write_leaves_old_file_intact_and_no_temp_files(tmp_path):
+def test_failed_write_leaves_old_file_intact_and_no_temp_files(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path, lengths=(4, 4))
+    write_trajectory_file(path, lengths=(4, 4))
     before = path.read_bytes()
     with pytest.raises(RuntimeError, match="boom"):
         with TrajectoryWriter(
@@ -141,9 +140,9 @@ def test_missing_file(tmp_path):
     _expect(tmp_path / "nope.h5", "no such file")
 
 
-def test_truncated_file(tmp_path):
+def test_truncated_file(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path, lengths=(50, 50))
+    write_trajectory_file(path, lengths=(50, 50))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     _expect(path, "truncated or corrupt")
@@ -162,18 +161,18 @@ def test_foreign_hdf5(tmp_path):
     _expect(path, "not a lejepa trajectory file")
 
 
-def test_wrong_schema_version(tmp_path):
+def test_wrong_schema_version(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path)
+    write_trajectory_file(path)
     with h5py.File(path, "a") as f:
         f.attrs["schema_version"] = 2
     _expect(path, "schema_version 2 is not supported")
 
 
 @pytest.mark.parametrize("on_device", ["always", "never"])
-def test_nan_in_observations(tmp_path, on_device):
+def test_nan_in_observations(tmp_path, on_device, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path)
+    write_trajectory_file(path)
     with h5py.File(path, "a") as f:
         f["observations"][6, 1, 2] = np.nan
     with pytest.raises(
@@ -198,9 +197,9 @@ def test_nan_in_observations(tmp_path, on_device):
         (lambda f: f.attrs.__setitem__("mean", "[1, 2]"), "statistic 'mean' has shape"),
     ],
 )
-def test_inconsistent_files(tmp_path, edit, match):
+def test_inconsistent_files(tmp_path, edit, match, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path)
+    write_trajectory_file(path)
     with h5py.File(path, "a") as f:
         edit(f)
     _expect(path, match)
@@ -224,9 +223,9 @@ def test_episode_split_reproducible_disjoint_and_covering():
     assert len(episode_split(10, 0.0, seed=0)[1]) == 0
 
 
-def test_inspect_dataset(tmp_path):
+def test_inspect_dataset(tmp_path, write_trajectory_file):
     path = tmp_path / "d.h5"
-    write_file(path, lengths=[5] * 20)
+    write_trajectory_file(path, lengths=[5] * 20)
     info = inspect_dataset(path)
     assert info["episodes"] == 20 and info["total_steps"] == 100
     assert info["split"]["val_episodes"] == 2 and info["split"]["train_episodes"] == 18

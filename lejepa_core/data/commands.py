@@ -39,7 +39,7 @@ def _parse_kwargs(value: str | None) -> dict:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="HDF5 file to write (atomically).",
+    help="HDF5 file to write (atomically); its directory is created when missing.",
 )
 @click.option(
     "--seed",
@@ -80,7 +80,7 @@ def generate_command(
     env_id, episodes, steps, out, seed, workers, env_kwargs, policy, compression, quiet
 ):
     """Roll out ENV_ID (any registered gymnasium id) and write a trajectory file."""
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
 
     path = generate_dataset(
         env_id,
@@ -103,12 +103,12 @@ def generate_command(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="HDF5 file to write (atomically).",
+    help="HDF5 file to write (atomically); its directory is created when missing.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def convert_command(minari_dir, out, quiet):
     """Import a Minari dataset directory (HDF5 storage) into lejepa's format."""
-    from lejepa_core.convert import convert_minari
+    from lejepa_core.data.convert import convert_minari
 
     path = convert_minari(minari_dir, out=out, progress=not quiet)
     click.echo(f"wrote {path}")

@@ -1,4 +1,9 @@
-"""The data of a recipe's run: ``data.path``, generated first when it is missing."""
+"""The data of a recipe, ready to sample: ``open_data(recipe, device)``.
+
+Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (on rank 0,
+the other ranks wait), opens it with ``TrajectoryData`` and checks that it was generated
+from the recipe's env id and kwargs.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,52 @@ from pathlib import Path
 
 import torch
 
+from lejepa_core.data.generate import generate_dataset
 from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.errors import DatasetError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 
 
-def open_data(recipe: Recipe, device: torch.device, *, is_main: bool = True, progress: bool = True):
-    """Open ``data.path`` (generating it first when missing, on rank 0) on ``device``."""
-    path = Path(recipe.data.path)
-    if not path.exists() and is_main:
-        from lejepa_core.generate import generate_dataset
+def open_data(
+    recipe: Recipe,
+    device: torch.device,
+    *,
+    is_main: bool = True,
+    progress: bool = True,
+    generate: bool = True,
+) -> TrajectoryData:
+    """Open ``data.path`` on ``device``, generating it first when missing and ``generate``.
 
-        d = recipe.data
-        path.parent.mkdir(parents=True, exist_ok=True)
-        generate_dataset(
-            d.env_id,
-            episodes=d.episodes,
-            steps=d.steps,
-            out=path,
-            seed=d.seed,
-            workers=d.workers,
-            env_kwargs=dict(d.env_kwargs),
-            progress=progress,
-        )
+    Raises ``DatasetError`` when the file is missing and ``generate`` is false, or when it was
+    generated from another env id or other env kwargs than the recipe's.
+    """
+    d = recipe.data
+    path = Path(d.path)
+    if not path.exists():
+        if not generate:
+            raise DatasetError(
+                f"{path}: no such file (data.path), and it is not generated here; "
+                "`lejepa run` generates it from the recipe, or use `lejepa generate`"
+            )
+        if is_main:
+            generate_dataset(
+                d.env_id,
+                episodes=d.episodes,
+                steps=d.steps,
+                out=path,
+                seed=d.seed,
+                workers=d.workers,
+                env_kwargs=dict(d.env_kwargs),
+                progress=progress,
+            )
     distributed.barrier()
     data = TrajectoryData.open(
-        path, device=str(device), on_device=recipe.data.on_device, normalize=recipe.data.normalize
+        path, device=str(device), on_device=d.on_device, normalize=d.normalize
     )
-    # never train silently on a file of another env or env_kwargs
-    data.check_source(recipe.data.env_id, dict(recipe.data.env_kwargs))
+    try:  # never train silently on a file of another env/kwargs
+        data.check_source(d.env_id, dict(d.env_kwargs))
+    except BaseException:
+        data.close()
+        raise
     return data

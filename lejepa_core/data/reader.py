@@ -2,8 +2,8 @@
 
 ``TrajectoryData.open(path)`` validates the file (schema, datasets, offsets, finite values)
 and either loads it into memory on the training device (``observations``/``states`` are
-tensors) or keeps it open for streaming reads (``read_rows``). ``WindowSampler`` (in
-``sampler.py``) draws training windows from it.
+tensors) or keeps it open for streaming reads. Either way ``data.rows(idx)`` returns rows on
+``data.device``. ``WindowSampler`` (in ``sampler.py``) draws training windows from it.
 
 Shape legend: ``T`` total steps of the file (episodes concatenated), ``E`` episodes.
 """
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lejepa_core.data import schema
+from lejepa_core.data.row_reader import RowReader
 from lejepa_core.errors import DatasetError
 
 ON_DEVICE = ("auto", "always", "never")
@@ -54,6 +55,9 @@ class TrajectoryData:
     states: [T, *state_shape] raw physical state when resident: ``/states`` when the file has
         it, else the raw float observations; None when neither exists.
     episode_offsets: [E + 1] int64 on CPU; episode e is rows ``offsets[e]:offsets[e + 1]``.
+
+    Callers read rows through ``rows(idx)`` and place their indices and generators on
+    ``device``, whether the data is resident or streamed.
     """
 
     path: Path
@@ -119,7 +123,6 @@ class TrajectoryData:
         attrs = schema.validate(path, f, scan_values=False)
         obs_ds = f[schema.OBSERVATIONS]
         self.path = path
-        self.device = device
         self.attrs = attrs
         self.env_id = str(attrs.get("env_id", ""))
         self.env_kwargs = dict(attrs.get("env_kwargs") or {})
@@ -143,10 +146,6 @@ class TrajectoryData:
         else:
             self.state_shape = None
             self.state_feature_names = ()
-        mean = np.asarray(self.stats["mean"], np.float32)
-        std = np.asarray(self.stats["std"], np.float32)
-        self._mean = torch.from_numpy(np.array(mean)).to(device)
-        self._std = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)).to(device)
 
         need = obs_ds.nbytes + (f[schema.STATES].nbytes if self._has_states else 0)
         if self.normalize and not self._has_states:
@@ -157,6 +156,11 @@ class TrajectoryData:
         self.resident = resident
         self.observations = None
         self.states = None
+        rows_device = device if resident else torch.device("cpu")  # where `rows` normalises
+        mean = np.asarray(self.stats["mean"], np.float32)
+        std = np.asarray(self.stats["std"], np.float32)
+        self._mean = torch.from_numpy(np.array(mean)).to(rows_device)
+        self._std = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)).to(rows_device)
         if resident:
             raw = schema.read_all(path, obs_ds)
             if float_obs:
@@ -182,9 +186,31 @@ class TrajectoryData:
         """Standardise with the file's statistics (lists: per last axis; scalars: all)."""
         return (obs.to(torch.float32) - self._mean.to(obs.device)) / self._std.to(obs.device)
 
-    # -- streaming ------------------------------------------------------------------------
+    # -- rows -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where ``rows`` returns its tensors: the loading device when resident, else CPU."""
+        return self.observations.device if self.observations is not None else torch.device("cpu")
+
+    def rows(self, idx: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rows ``idx`` ([n] int, any order, repeats allowed) on ``device``, resident or streamed.
+
+        Returns (observations [n, *obs_shape] normalised like ``observations``, raw states
+        [n, *state_shape] or None). Streamed data is read once per sorted unique row.
+        """
+        if self.observations is not None:
+            idx = torch.as_tensor(idx, dtype=torch.int64, device=self.device).reshape(-1)
+            states = None if self.states is None else self.states[idx]
+            return self.observations[idx], states
+        idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1).cpu().numpy()
+        unique, inverse = np.unique(idx, return_inverse=True)
+        obs, states = self.read_rows(unique)
+        inverse = torch.from_numpy(inverse.reshape(-1))
+        return obs[inverse], None if states is None else states[inverse]
+
     def read_rows(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Read ``rows`` ([R] int, sorted, unique) from disk (see ``RowReader``).
+        """Read ``rows`` ([R] int, sorted, unique) from disk (see ``RowReader``); ``rows(idx)``
+        is the mode-independent way in.
 
         Returns (observations [R, *obs_shape] normalised like ``observations``, raw states
         [R, *state_shape] or None), on CPU.
@@ -269,91 +295,6 @@ def episode_split(
     val = order[:n_val].sort().values
     train = order[n_val:].sort().values
     return train, val
-
-
-class RowReader:
-    """Reads sets of rows of one dataset for the streaming sampler.
-
-    Uncompressed datasets (the default for float observations) are memory-mapped: each
-    chunk's byte offset in the file is looked up once, then rows are plain memory reads
-    served by the OS page cache. Compressed datasets are read with one h5py slice per run of
-    consecutive rows (HDF5 decompresses whole chunks; the 64 MiB chunk cache keeps recent ones).
-    """
-
-    def __init__(self, path: Path, ds: h5py.Dataset):
-        self.path, self.ds = path, ds
-        self.row_shape = tuple(ds.shape[1:])
-        self.dtype = ds.dtype
-        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * ds.dtype.itemsize
-        self.memmap = None
-        try:
-            self._map()
-        except Exception:  # noqa: BLE001 - any surprise: fall back to h5py reads
-            self.memmap = None
-
-    def _map(self) -> None:
-        ds = self.ds
-        if ds._filters or ds.external or ds.shape[0] == 0 or self.row_bytes == 0:
-            return
-        if ds.chunks is None:
-            offset = ds.id.get_offset()
-            if offset is None:
-                return
-            self.chunk_rows = ds.shape[0]
-            self.chunk_bytes = np.array([offset], dtype=np.int64)
-        else:
-            if ds.chunks[1:] != self.row_shape:
-                return  # chunks split rows: not a layout we write
-            self.chunk_rows = ds.chunks[0]
-            num_chunks = -(-ds.shape[0] // self.chunk_rows)
-            chunk_bytes = np.full(num_chunks, -1, dtype=np.int64)
-
-            def visit(info) -> None:
-                chunk_bytes[info.chunk_offset[0] // self.chunk_rows] = info.byte_offset
-
-            ds.id.chunk_iter(visit)
-            if (chunk_bytes < 0).any():
-                return  # unallocated chunks: let HDF5 fill them
-            self.chunk_bytes = chunk_bytes
-        self.memmap = np.memmap(ds.file.filename, dtype=np.uint8, mode="r")
-
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """[R, *row_shape] for ``rows`` ([R] int64, sorted, unique)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        try:
-            if self.memmap is not None:
-                return self._read_mapped(rows)
-            return self._read_runs(rows)
-        except (OSError, RuntimeError, ValueError, IndexError) as exc:
-            raise schema.fail(
-                self.path, f"cannot read {self.ds.name} (truncated or corrupt file?): {exc}"
-            ) from None
-
-    def _read_mapped(self, rows: np.ndarray) -> np.ndarray:
-        starts = (
-            self.chunk_bytes[rows // self.chunk_rows] + (rows % self.chunk_rows) * self.row_bytes
-        )
-        if self.row_bytes <= 512:  # small rows: one vectorised gather
-            raw = self.memmap[starts[:, None] + np.arange(self.row_bytes)]
-        else:
-            raw = np.empty((len(rows), self.row_bytes), np.uint8)
-            for i, start in enumerate(starts.tolist()):
-                raw[i] = self.memmap[start : start + self.row_bytes]
-        return raw.view(self.dtype).reshape(len(rows), *self.row_shape)
-
-    def _read_runs(self, rows: np.ndarray) -> np.ndarray:
-        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
-        if len(rows) == 0:
-            return out
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        run_starts = np.concatenate(([0], breaks))
-        run_stops = np.concatenate((breaks, [len(rows)]))
-        for i, j in zip(run_starts.tolist(), run_stops.tolist(), strict=True):
-            out[i:j] = self.ds[int(rows[i]) : int(rows[i]) + (j - i)]
-        return out
-
-    def close(self) -> None:
-        self.memmap = None
 
 
 def inspect_dataset(

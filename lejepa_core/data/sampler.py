@@ -11,7 +11,6 @@ Shape legend: ``B`` batch, ``W`` context frames, ``*obs`` one observation.
 from __future__ import annotations
 
 import attrs
-import numpy as np
 import torch
 
 from lejepa_core.data.reader import TrajectoryData
@@ -40,8 +39,8 @@ class Batch:
 class WindowSampler:
     """Uniform windows over ``episodes`` (a [E'] int tensor of episode indices of ``data``).
 
-    Resident data is gathered on its device; streamed data is read from disk with one
-    selection per batch (sorted unique rows) and moved to ``device``.
+    Rows come from ``data.rows`` (a gather on the data's device when resident, one read of
+    the sorted unique rows when streamed) and are moved to ``device``.
     """
 
     def __init__(
@@ -86,9 +85,7 @@ class WindowSampler:
         per_k = counts.sum(1)  # [H]
         base = torch.cat([torch.zeros(1, dtype=torch.int64), per_k.cumsum(0)[:-1]])  # [H]
         self.num_windows = {k: int(n) for k, n in zip(horizons, per_k.tolist(), strict=True)}
-        index_device = (
-            data.observations.device if data.observations is not None else torch.device("cpu")
-        )
+        index_device = data.device  # where the data's rows live
         self._index_device = index_device
         self._k = k_tensor.to(index_device)
         self._per_k = per_k.to(index_device)
@@ -153,35 +150,26 @@ class WindowSampler:
 
     def _sample(self, batch_size: int, generator: torch.Generator, k: int | None) -> Batch:
         k_b, episode, t, context_rows, target_rows = self._draw(batch_size, generator, k)
-        data, w = self.data, self.context_frames
-        if data.observations is not None:
-            obs = data.observations
-            context_obs, target_obs = obs[context_rows], obs[target_rows]
-            states = data.states
-            context_state = None if states is None else states[context_rows]
-            target_state = None if states is None else states[target_rows]
-        else:
-            rows = torch.cat([context_rows.reshape(-1), target_rows]).cpu().numpy()
-            unique, inverse = np.unique(rows, return_inverse=True)
-            obs_rows, state_rows = data.read_rows(unique)
-            inverse = torch.from_numpy(inverse.reshape(-1))
-            gathered = obs_rows[inverse]
-            context_obs = gathered[: batch_size * w].reshape(batch_size, w, *data.obs_shape)
-            target_obs = gathered[batch_size * w :]
-            if state_rows is None:
-                context_state = target_state = None
-            else:
-                gathered = state_rows[inverse]
-                context_state = gathered[: batch_size * w].reshape(batch_size, w, *data.state_shape)
-                target_state = gathered[batch_size * w :]
-        dev = self.device
-        move = lambda x: None if x is None else x.to(dev, non_blocking=True)  # noqa: E731
+        n_context = batch_size * self.context_frames
+        obs, states = self.data.rows(torch.cat([context_rows.reshape(-1), target_rows]))
+
+        def split(rows: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            """[B*W + B, *row] -> context [B, W, *row] and target [B, *row] on ``self.device``."""
+            if rows is None:
+                return None, None
+            rows = rows.to(self.device, non_blocking=True)
+            context = rows[:n_context].reshape(batch_size, self.context_frames, *rows.shape[1:])
+            return context, rows[n_context:]
+
+        context_obs, target_obs = split(obs)
+        context_state, target_state = split(states)
+        move = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
         return Batch(
-            context_obs=move(context_obs),
-            target_obs=move(target_obs),
+            context_obs=context_obs,
+            target_obs=target_obs,
             k=move(k_b),
-            context_state=move(context_state),
-            target_state=move(target_state),
+            context_state=context_state,
+            target_state=target_state,
             episode=move(episode),
             t=move(t),
         )

@@ -22,7 +22,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lejepa_core import __version__
 from lejepa_core.data import schema
+from lejepa_core.errors import UserInputError
 
 # Target uncompressed size of one chunk: small enough that streaming reads of scattered
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
@@ -30,12 +32,6 @@ CHUNK_BYTES = 64 * 2**10
 STATS_BLOCK_VALUES = 2**20  # values per statistics pass
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
 RAW_FLOAT_ROW = 256  # "auto": float rows up to this many values are stored raw
-
-
-def _lejepa_version() -> str:
-    from lejepa_core import __version__
-
-    return __version__
 
 
 class RunningStats:
@@ -271,7 +267,7 @@ class TrajectoryWriter:
             attrs = {
                 "schema": schema.SCHEMA_NAME,
                 "schema_version": schema.SCHEMA_VERSION,
-                "lejepa_version": _lejepa_version(),
+                "lejepa_version": __version__,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"
                 ),
@@ -320,6 +316,17 @@ class TrajectoryWriter:
             self.commit()
         else:
             self.abort()
+
+
+def make_parent_dir(out: str | Path) -> None:
+    """Create the directory ``out`` will be written in (and its parents), like ``mkdir -p``."""
+    parent = Path(out).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(
+            f"{out}: cannot create directory {parent}: {exc.strerror or exc}"
+        ) from None
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -274,9 +274,7 @@ def train(
         total_steps=total_steps,
         min_lr_ratio=t.min_lr_ratio,
     )
-    sample_device = (
-        data.observations.device if data.observations is not None else torch.device("cpu")
-    )
+    sample_device = data.device
     generators = {
         "sampler": torch.Generator(device=sample_device).manual_seed(
             derive_seed(t.seed, "sampler", dist_info.rank)

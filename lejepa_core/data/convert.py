@@ -26,8 +26,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lejepa_core.data.writer import TrajectoryWriter
+from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
 from lejepa_core.errors import DatasetError, UserInputError
+from lejepa_core.progress import progress_bar
 
 MAIN_FILE = "main_data.hdf5"
 METADATA_FILE = "metadata.json"
@@ -138,6 +139,7 @@ def convert_minari(
                 {k: v for k, v in metadata.items() if isinstance(v, (str, int, float, bool))}
             ),
         }
+        make_parent_dir(out)
         writer = TrajectoryWriter(
             out,
             obs_shape=obs0.shape[1:],
@@ -191,8 +193,6 @@ def _flush(writer: TrajectoryWriter, pending: list) -> None:
 
 def _bar(enabled: bool, total: int):
     """The conversion bar; yields ``update(advance=episodes)``."""
-    from lejepa_core.progress import progress_bar
-
     return progress_bar(enabled, total, label="converting episodes")
 
 
