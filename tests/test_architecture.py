@@ -31,8 +31,6 @@ BEING_FIXED = "being fixed in the architecture branch"
 KNOWN_FORBIDDEN_IMPORTS: set[str] = set()
 KNOWN_CYCLES: set[str] = set()
 KNOWN_LONG_MODULES = {
-    "lejepa_core.data.reader",
-    "lejepa_core.generate",
     "lejepa_core.training.loop",
 }
 

@@ -170,7 +170,7 @@ def test_old_data_file_without_dt_still_evaluates(tmp_path, tiny_data):
 
 @pytest.fixture(scope="module")
 def arc_data(tmp_path_factory) -> Path:
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
 
     out = tmp_path_factory.mktemp("arc") / "arc.h5"
     kwargs = {"grid_size": 6, "num_objects": 2, "max_shape_size": 2, "max_steps": 40}

@@ -110,7 +110,7 @@ def balls_data(tmp_path_factory) -> Path:
     """12 episodes of 30 steps of 2 balls, with ``positions`` and ``box`` in its metadata."""
     import gymnasium
 
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
     from lejepa_core.registry import ensure_envs_registered
 
     out = tmp_path_factory.mktemp("balls") / "balls.h5"
@@ -191,7 +191,7 @@ tensorboard = false
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
     """A tiny ARC-grid run with an fsq quantizer (codebook size 12)."""
-    from lejepa_core.generate import generate_dataset
+    from lejepa_core.data.generate import generate_dataset
     from lejepa_core.recipe import load_recipe
     from lejepa_core.training.loop import train
 
