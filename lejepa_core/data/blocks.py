@@ -17,7 +17,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
 from lejepa_core.data import seeding
-from lejepa_core.data.env_probe import EnvInfo
+from lejepa_core.data.env_probe import ProbedEnv
 from lejepa_core.data.writer import RunningStats
 from lejepa_core.errors import UserInputError
 from lejepa_core.registry import ensure_envs_registered
@@ -27,7 +27,7 @@ from lejepa_core.registry import ensure_envs_registered
 class Job:
     """Episodes ``start..stop-1`` (block number ``block``) of a run with ``seed``."""
 
-    info: EnvInfo
+    info: ProbedEnv
     seed: int
     policy: str  # "random" or "noop"
     steps: int
@@ -135,7 +135,7 @@ def run_block(job: Job) -> BlockResult:
     )
 
 
-def _vector_env(info: EnvInfo, num_envs: int):
+def _vector_env(info: ProbedEnv, num_envs: int):
     key = (info.env_id, json.dumps(info.env_kwargs, sort_keys=True), num_envs)
     if key not in _ENV_CACHE:
         ensure_envs_registered()

@@ -18,7 +18,7 @@ ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.Multi
 
 
 @attrs.frozen(kw_only=True)
-class EnvInfo:
+class ProbedEnv:
     """The spaces and metadata of one env id with its kwargs.
 
     obs_shape/obs_dtype: one observation; action_shape/action_dtype: one action as stored
@@ -41,7 +41,7 @@ class EnvInfo:
     noop_action: np.ndarray | None = attrs.field(eq=False)
 
 
-def probe_env(env_id: str, env_kwargs: dict) -> EnvInfo:
+def probe_env(env_id: str, env_kwargs: dict) -> ProbedEnv:
     """Make one single env, reset it, and read its spaces, metadata and ``info["state"]``."""
     ensure_envs_registered()
     try:
@@ -76,7 +76,7 @@ def probe_env(env_id: str, env_kwargs: dict) -> EnvInfo:
     elif isinstance(act_space, spaces.Box):
         zeros = np.zeros(act_space.shape, action_dtype)
         noop = zeros if act_space.contains(zeros) else None
-    return EnvInfo(
+    return ProbedEnv(
         env_id=env_id,
         env_kwargs=env_kwargs,
         obs_shape=tuple(obs_space.shape),

@@ -36,7 +36,7 @@ import numpy as np
 
 from lejepa_core.data import schema
 from lejepa_core.data.blocks import BlockResult, Job, close_envs, run_block
-from lejepa_core.data.env_probe import EnvInfo, json_safe, probe_env
+from lejepa_core.data.env_probe import ProbedEnv, json_safe, probe_env
 from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
 from lejepa_core.errors import UserInputError
 from lejepa_core.progress import progress_bar
@@ -46,7 +46,7 @@ BLOCK_BYTES = 128 * 2**20  # observations (+ states) held per block
 MAX_BLOCK_EPISODES = 2048
 
 
-def default_block_episodes(steps: int, info: EnvInfo) -> int:
+def default_block_episodes(steps: int, info: ProbedEnv) -> int:
     """Episodes per block: about ``BLOCK_BYTES`` of observations, at most 2048."""
     row = int(np.prod(info.obs_shape, dtype=np.int64)) * np.dtype(info.obs_dtype).itemsize
     if info.state_shape is not None:
@@ -128,7 +128,7 @@ def generate_dataset(
 
 
 def _file_attrs(
-    info: EnvInfo, metadata: dict, *, policy: str, seed: int, steps: int, block: int
+    info: ProbedEnv, metadata: dict, *, policy: str, seed: int, steps: int, block: int
 ) -> dict:
     """The root attributes that say how the file was made (docs/data.md)."""
     feature_names = list(metadata.get("feature_names") or [])
