@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 from torch import nn
 
 from lejepa_core.envinfo import EnvInfo
@@ -99,9 +100,14 @@ def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
     metadata["state_feature_names"] = attrs_.get("state_feature_names") or metadata.get(
         "state_feature_names"
     )
+    dtype = str(found["obs_dtype"]).replace("torch.", "")
+    if "cell_values" not in metadata and "pad_value" in metadata and "max" in attrs_:
+        # a padded grid from an env that did not publish cell_values yet (ArcGrid files
+        # written before it did): values 0 .. the largest value in the file
+        metadata["cell_values"] = int(np.max(np.asarray(attrs_["max"]))) + 1
     return ModelSpec(
         obs_shape=tuple(int(s) for s in found["obs_shape"]),
-        obs_dtype=str(found["obs_dtype"]).replace("torch.", ""),
+        obs_dtype=dtype,
         feature_names=tuple(attrs_.get("feature_names") or ()),
         latent_dim=recipe.model.latent_dim,
         context_frames=recipe.data.context_frames,

@@ -31,11 +31,10 @@ from lejepa_core.params import non_negative, one_of, param, positive
 from lejepa_plugins.layers import (
     ACTIVATIONS,
     MLP,
-    NUM_CELL_VALUES,
-    PAD_VALUE,
     TransformerEncoder,
     TransformerParams,
     activation_module,
+    grid_values,
     is_integer_dtype,
     masked_mean,
     one_hot_colours,
@@ -59,13 +58,14 @@ class MLPEncoder(Encoder):
         )
         layer_norm: bool = param(True, "LayerNorm after each hidden Linear")
         one_hot: bool = param(
-            True, "int observations: one-hot the 11 cell values (else cast to float)"
+            True, "int observations: one-hot the env's cell values (else cast to float)"
         )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.one_hot = params.one_hot and is_integer_dtype(spec.obs_dtype)
-        in_dim = math.prod(spec.obs_shape) * (NUM_CELL_VALUES if self.one_hot else 1)
+        self.cell_values = grid_values(spec, "mlp encoder (one_hot)")[0] if self.one_hot else 1
+        in_dim = math.prod(spec.obs_shape) * self.cell_values
         self.mlp = MLP(
             in_dim,
             params.hidden_dim,
@@ -76,7 +76,9 @@ class MLPEncoder(Encoder):
         )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        x = one_hot_colours(obs) if self.one_hot else obs.float()  # [B, *obs(, 11)]
+        x = (
+            one_hot_colours(obs, self.cell_values) if self.one_hot else obs.float()
+        )  # [B, *obs(, V)]
         return self.mlp(x.flatten(1))  # [B, D]
 
 
@@ -189,7 +191,10 @@ class TransformerTokenEncoder(Encoder):
             # patches along H, along W
             self.token_grid = (math.ceil(height / p), math.ceil(width / p))
             num_tokens = self.token_grid[0] * self.token_grid[1]
-            token_features = p * p * (NUM_CELL_VALUES if self.integer_obs else 1)
+            self.cell_values, self.pad_value = (
+                grid_values(spec, "transformer encoder") if self.integer_obs else (1, 0)
+            )
+            token_features = p * p * self.cell_values
         self.embed = nn.Linear(token_features, params.dim)
         if params.positional == "learned":
             # [1, T, dim]
@@ -216,10 +221,10 @@ class TransformerTokenEncoder(Encoder):
         pad_h, pad_w = rows * p - obs.shape[1], cols * p - obs.shape[2]
         if self.integer_obs:
             # [B, rows*P, cols*P], padded with the pad value
-            grid = nn.functional.pad(obs.long(), (0, pad_w, 0, pad_h), value=PAD_VALUE)
+            grid = nn.functional.pad(obs.long(), (0, pad_w, 0, pad_h), value=self.pad_value)
             # [B, rows, cols]: True where the whole patch is pad
-            outside = (grid == PAD_VALUE).reshape(-1, rows, p, cols, p).all(dim=4).all(dim=2)
-            x = one_hot_colours(grid)  # [B, rows*P, cols*P, C=11]
+            outside = (grid == self.pad_value).reshape(-1, rows, p, cols, p).all(dim=4).all(dim=2)
+            x = one_hot_colours(grid, self.cell_values)  # [B, rows*P, cols*P, C=V]
         else:
             grid = nn.functional.pad(obs.float(), (0, pad_w, 0, pad_h))
             outside = None
@@ -287,7 +292,10 @@ class GridCNNEncoder(Encoder):
             raise ValueError(f"kernel_size: expected an odd value, got {params.kernel_size}")
         self.integer_obs = is_integer_dtype(spec.obs_dtype)
         layers: list[nn.Module] = []
-        in_channels = NUM_CELL_VALUES if self.integer_obs else 1
+        self.cell_values, self.pad_value = (
+            grid_values(spec, "grid_cnn encoder") if self.integer_obs else (1, 0)
+        )
+        in_channels = self.cell_values
         for _ in range(params.depth):
             layers.append(
                 nn.Conv2d(
@@ -308,8 +316,8 @@ class GridCNNEncoder(Encoder):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.integer_obs:
-            x = one_hot_colours(obs).permute(0, 3, 1, 2)  # [B, 11, H, W]
-            inside = obs != PAD_VALUE  # [B, H, W]
+            x = one_hot_colours(obs, self.cell_values).permute(0, 3, 1, 2)  # [B, V, H, W]
+            inside = obs != self.pad_value  # [B, H, W]
             empty = ~inside.flatten(1).any(dim=1)  # [B] all-pad grids: pool every cell
             inside = inside | empty[:, None, None]
         else:

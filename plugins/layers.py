@@ -22,12 +22,6 @@ from torch.nn import functional as F
 
 from lejepa_core.params import in_range, param, positive
 
-# Legacy ARC values, still read by the grid paths of encoders.py (mlp one_hot, vit, conv)
-# until they read ``grid_values(spec, ...)`` like the object encoder; nothing else uses them.
-NUM_COLOURS = 10
-PAD_VALUE = 10
-NUM_CELL_VALUES = NUM_COLOURS + 1
-
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
 
@@ -166,7 +160,7 @@ def grid_values(spec, component: str) -> tuple[int, int]:
     )
 
 
-def one_hot_colours(grid: torch.Tensor, cell_values: int = NUM_CELL_VALUES) -> torch.Tensor:
+def one_hot_colours(grid: torch.Tensor, cell_values: int) -> torch.Tensor:
     """Int grid ``[B, H, W]`` with values ``0..cell_values-1`` -> float one-hot
     ``[B, H, W, cell_values]``."""
     return F.one_hot(grid.long(), cell_values).float()

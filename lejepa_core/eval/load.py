@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 import torch
 from torch import nn
 
@@ -76,21 +75,11 @@ class LoadedRun:
         return Probe.fit(torch.cat(z), torch.cat(y), cell_values=self.cell_values(), alpha=alpha)
 
     def cell_values(self) -> int | None:
-        """Cell values of grid observations (env metadata ``cell_values``, else the file's
-        largest value + 1: ``with_grid_fallback``); None for states."""
-        if self.data.states is not None or self.data.obs_dtype.startswith("float"):
+        """Cell values of grid observations (``spec.env.cell_values``: the env's metadata, else
+        the file's largest value + 1); None when the probe decodes a float state."""
+        if self.data.state_shape is not None:  # /states, or float observations
             return None
         return self.spec.env.cell_values
-
-
-def with_grid_fallback(spec: ModelSpec, data: Any) -> ModelSpec:
-    """``spec`` with ``env.cell_values`` filled in for integer observations of an env that does
-    not publish it (files written before it did): values ``0 .. largest value in the file``,
-    so grid components and the grid probe still build."""
-    if spec.env.cell_values is not None or data.obs_dtype.startswith("float"):
-        return spec
-    observed = int(np.max(np.asarray(data.stats["max"]))) + 1
-    return attrs.evolve(spec, env=attrs.evolve(spec.env, cell_values=observed))
 
 
 def load_run(
@@ -109,7 +98,7 @@ def load_run(
     torch_device = resolve_device(device or "auto")
     state = load_checkpoint(path, map_location=torch_device)
     data = open_data(recipe, torch_device, progress=False)
-    spec = with_grid_fallback(model_spec(recipe, data), data)
+    spec = model_spec(recipe, data)
     model = build_model(recipe, spec).to(torch_device)
     try:
         model.load_state_dict(state["model"])
