@@ -20,6 +20,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 EVAL = "eval.json"
 CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.pt"  # in CHECKPOINTS: the latest state (resume from it)
+BEST_CHECKPOINT = "best.pt"  # in CHECKPOINTS: the best monitored validation figure
 REPORT = "report.html"
 
 # ----------------------------------------------------------------------------- metric keys

@@ -16,7 +16,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,54 +23,16 @@ import attrs
 import torch
 from torch import nn
 
-from lejepa_core.build import build_model, model_spec
 from lejepa_core.data.prepare import open_data
-from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
+from lejepa_core.data.sampler import WindowSampler
+from lejepa_core.errors import TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
-from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
-from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float, validation_report
-from lejepa_core.training.optim import WarmupCosine, build_optimizer
+from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
+from lejepa_core.training.run import Run, build_run, prepare_run_dir, resume_run
 from lejepa_core.training.runtime import StopFlag, autocast, derive_seed, resolve_device
-from lejepa_core.training.step import JEPAModel
-from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
-
-
-# ----------------------------------------------------------------------------- set-up helpers
-def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
-    """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
-    if out is not None:
-        run_dir = Path(out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-@attrs.define
-class TrainState:
-    """Counters that travel with the checkpoint."""
-
-    step: int = 0
-    best_val: float = math.inf
-    best_epoch: int = -1
-    epochs_without_improvement: int = 0
-    nonfinite_consecutive: int = 0
-    nonfinite_total: int = 0
-    clipped_total: int = 0
-    samples_seen: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+from lejepa_core.training.target import ema_momentum, ema_update
+from lejepa_core.training.validate import validate
 
 
 @attrs.define
@@ -81,117 +42,6 @@ class TrainResult:
     step: int
     epoch: int
     summary: dict[str, Any]
-
-
-# ----------------------------------------------------------------------------- the run
-@attrs.define
-class Run:
-    """Everything ``train`` builds; kept together so checkpoints read and write one object."""
-
-    recipe: Recipe
-    device: torch.device
-    dist: distributed.DistInfo
-    model: JEPAModel
-    target_encoder: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: WarmupCosine
-    generators: dict[str, torch.Generator]
-    state: TrainState
-    total_steps: int
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {
-            "format_version": ckpt.FORMAT_VERSION,
-            "recipe_hash": self.recipe.hash(),
-            "model": self.model.state_dict(),
-            "target_encoder": None
-            if self.target_encoder is None
-            else self.target_encoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.capture_rng_state(self.generators),
-            "train_state": self.state.to_dict(),
-            "world_size": self.dist.world_size,
-        }
-
-    def load(self, state: dict[str, Any], *, path: Path) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-            if self.target_encoder is not None:
-                if state.get("target_encoder") is None:
-                    raise CheckpointError(
-                        f"{path}: the checkpoint has no EMA target encoder (target.mode differs)"
-                    )
-                self.target_encoder.load_state_dict(state["target_encoder"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(
-                f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
-            ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("world_size", 1) == self.dist.world_size:
-            ckpt.restore_rng_state(state["rng"], self.generators)
-        self.state = TrainState(**state["train_state"])
-
-    def save(self, path: Path) -> None:
-        if not self.dist.is_main:
-            return
-        if not ckpt.all_finite({"model": self.model, "target": self.target_encoder}):
-            raise TrainingError(f"refusing to overwrite {path} with non-finite weights")
-        ckpt.save_atomic(self.checkpoint_state(), path)
-
-
-@torch.no_grad()
-def validate(run: Run, batches: list[Any]) -> dict[str, float]:
-    """Validation loss (unmasked context, fixed loss seeds) and the diagnostics of
-    ``validation_report`` on the fixed held-out batches; quantizer metrics averaged."""
-    model, recipe = run.model, run.recipe
-    target_encoder = run.target_encoder if run.target_encoder is not None else model.context_encoder
-    was_training = model.training
-    model.eval()
-    losses = RunningMeans()
-    quant = RunningMeans()
-    collected: dict[str, list[torch.Tensor]] = {
-        "prediction": [],
-        "target": [],
-        "last_context": [],
-        "k": [],
-    }
-    loss_generator = torch.Generator(device=run.device)
-    with (
-        torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
-        autocast(run.device, recipe.train.precision),
-    ):
-        for i, batch in enumerate(batches):
-            loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
-            step_loss, out = model(
-                batch.context_obs,
-                batch.target_obs,
-                batch.k,
-                target_encoder=target_encoder,
-                mask_generator=None,
-                loss_generator=loss_generator,
-                step=run.state.step,
-                apply_mask=False,
-            )
-            losses.add(
-                {
-                    "loss/total": step_loss.total,
-                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
-                }
-            )
-            if out.quantizer_output is not None:
-                quant.add({f"quantizer/{k}": v for k, v in out.quantizer_output.metrics.items()})
-            collected["last_context"].append(out.context[:, -1])
-            collected["prediction"].append(out.prediction)
-            collected["target"].append(out.target)
-            collected["k"].append(batch.k)
-    model.train(was_training)
-    cat = {key: torch.cat(values) for key, values in collected.items()}
-    report = losses.pop()
-    report.update(quant.pop())
-    report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
-    return report
 
 
 def train(
@@ -223,22 +73,11 @@ def train(
     t = recipe.train
     show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
 
-    # run directory (rank 0 writes; other ranks never touch it)
-    run_dir: Path | None = None
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
-    elif dist_info.is_main:
-        run_dir = new_run_dir(recipe, out)
-    if dist_info.is_main and resume is None:
-        (run_dir / "resolved_recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
+    run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
 
     # data
     if data is None:
         data = open_data(recipe, torch_device, is_main=dist_info.is_main, progress=show_progress)
-    from lejepa_core.data.sampler import WindowSampler
-
     train_episodes, val_episodes = data.episode_split(
         recipe.data.val_fraction, recipe.data.split_seed
     )
@@ -258,54 +97,10 @@ def train(
     )
 
     # model, target encoder, optimizer
-    torch.manual_seed(t.seed)
-    model = build_model(recipe, model_spec(recipe, data)).to(torch_device)
-    target_encoder = None
-    if recipe.target.mode == "ema":
-        target_encoder = make_ema_copy(model.context_encoder).eval()
-    total_steps = t.epochs * t.steps_per_epoch
-    optimizer = build_optimizer(
-        [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=torch_device
-    )
-    scheduler = WarmupCosine(
-        optimizer,
-        base_lr=t.lr,
-        warmup_steps=t.warmup_steps,
-        total_steps=total_steps,
-        min_lr_ratio=t.min_lr_ratio,
-    )
-    sample_device = (
-        data.observations.device if data.observations is not None else torch.device("cpu")
-    )
-    generators = {
-        "sampler": torch.Generator(device=sample_device).manual_seed(
-            derive_seed(t.seed, "sampler", dist_info.rank)
-        ),
-        "masker": torch.Generator(device=torch_device).manual_seed(
-            derive_seed(t.seed, "masker", dist_info.rank)
-        ),
-    }
-    run = Run(
-        recipe=recipe,
-        device=torch_device,
-        dist=dist_info,
-        model=model,
-        target_encoder=target_encoder,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        generators=generators,
-        state=TrainState(),
-        total_steps=total_steps,
-    )
+    run = build_run(recipe, data, torch_device, dist_info, run_dir)
+    model, target_encoder, total_steps = run.model, run.target_encoder, run.total_steps
     if resume is not None:
-        path = run_dir / "checkpoints" / "last.pt"
-        saved = ckpt.load_checkpoint(path, map_location=torch_device)
-        if saved["recipe_hash"] != recipe.hash():
-            print(
-                f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
-                file=sys.stderr,
-            )
-        run.load(saved, path=path)
+        resume_run(run, run_dir)
 
     # wrappers: compile, DDP
     if compile if compile is not None else t.compile:

@@ -1,0 +1,212 @@
+"""A training run: its directory, what ``train`` builds (``Run``), and its checkpoints.
+
+``build_run`` creates the model, the EMA target encoder, AdamW, the learning-rate schedule and
+the run's random generators, in that order (the order fixes the initial weights).
+``Run.checkpoint_state`` is everything a bit-exact resume needs; ``Run.load`` restores it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from lejepa_core import artifacts
+from lejepa_core.build import build_model, model_spec
+from lejepa_core.errors import CheckpointError, TrainingError
+from lejepa_core.recipe import Recipe
+from lejepa_core.training import checkpoint as ckpt
+from lejepa_core.training import distributed
+from lejepa_core.training.optim import WarmupCosine, build_optimizer
+from lejepa_core.training.runtime import derive_seed
+from lejepa_core.training.step import JEPAModel
+from lejepa_core.training.target import make_ema_copy
+
+
+def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
+    """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
+    if out is not None:
+        run_dir = Path(out)
+        if (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).exists():
+            raise CheckpointError(
+                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
+            )
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
+    (run_dir / artifacts.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+@attrs.define
+class TrainState:
+    """Counters that travel with the checkpoint."""
+
+    step: int = 0
+    best_val: float = math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    nonfinite_consecutive: int = 0
+    nonfinite_total: int = 0
+    clipped_total: int = 0
+    samples_seen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+@attrs.define
+class Run:
+    """Everything ``train`` builds; kept together so checkpoints read and write one object.
+
+    run_dir: where rank 0 writes (the other ranks never do; None on them in a new run).
+    """
+
+    recipe: Recipe
+    device: torch.device
+    dist: distributed.DistInfo
+    model: JEPAModel
+    target_encoder: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: WarmupCosine
+    generators: dict[str, torch.Generator]
+    state: TrainState
+    total_steps: int
+    run_dir: Path | None = None
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """``<run_dir>/checkpoints``, None when this rank writes nothing."""
+        return None if self.run_dir is None else self.run_dir / artifacts.CHECKPOINTS
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format_version": ckpt.FORMAT_VERSION,
+            "recipe_hash": self.recipe.hash(),
+            "model": self.model.state_dict(),
+            "target_encoder": None
+            if self.target_encoder is None
+            else self.target_encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.capture_rng_state(self.generators),
+            "train_state": self.state.to_dict(),
+            "world_size": self.dist.world_size,
+        }
+
+    def load(self, state: dict[str, Any], *, path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.target_encoder is not None:
+                if state.get("target_encoder") is None:
+                    raise CheckpointError(
+                        f"{path}: the checkpoint has no EMA target encoder (target.mode differs)"
+                    )
+                self.target_encoder.load_state_dict(state["target_encoder"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
+            ) from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("world_size", 1) == self.dist.world_size:
+            ckpt.restore_rng_state(state["rng"], self.generators)
+        self.state = TrainState(**state["train_state"])
+
+    def save(self, path: Path) -> None:
+        if not self.dist.is_main:
+            return
+        if not ckpt.all_finite({"model": self.model, "target": self.target_encoder}):
+            raise TrainingError(f"refusing to overwrite {path} with non-finite weights")
+        ckpt.save_atomic(self.checkpoint_state(), path)
+
+
+def build_run(
+    recipe: Recipe,
+    data: Any,
+    device: torch.device,
+    dist_info: distributed.DistInfo,
+    run_dir: Path | None = None,
+) -> Run:
+    """The model (seeded by ``train.seed``), EMA target encoder, optimizer, schedule and the
+    ``sampler`` / ``masker`` generators (seeded per rank) of a fresh run on ``data``."""
+    t = recipe.train
+    torch.manual_seed(t.seed)
+    model = build_model(recipe, model_spec(recipe, data)).to(device)
+    target_encoder = None
+    if recipe.target.mode == "ema":
+        target_encoder = make_ema_copy(model.context_encoder).eval()
+    total_steps = t.epochs * t.steps_per_epoch
+    optimizer = build_optimizer(
+        [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=device
+    )
+    scheduler = WarmupCosine(
+        optimizer,
+        base_lr=t.lr,
+        warmup_steps=t.warmup_steps,
+        total_steps=total_steps,
+        min_lr_ratio=t.min_lr_ratio,
+    )
+    sample_device = (
+        data.observations.device if data.observations is not None else torch.device("cpu")
+    )
+    generators = {
+        "sampler": torch.Generator(device=sample_device).manual_seed(
+            derive_seed(t.seed, "sampler", dist_info.rank)
+        ),
+        "masker": torch.Generator(device=device).manual_seed(
+            derive_seed(t.seed, "masker", dist_info.rank)
+        ),
+    }
+    return Run(
+        recipe=recipe,
+        device=device,
+        dist=dist_info,
+        model=model,
+        target_encoder=target_encoder,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generators=generators,
+        state=TrainState(),
+        total_steps=total_steps,
+        run_dir=run_dir,
+    )
+
+
+def resume_run(run: Run, run_dir: Path) -> None:
+    """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning when the recipe differs)."""
+    path = run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT
+    saved = ckpt.load_checkpoint(path, map_location=run.device)
+    if saved["recipe_hash"] != run.recipe.hash():
+        print(
+            f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
+            file=sys.stderr,
+        )
+    run.load(saved, path=path)
+
+
+def prepare_run_dir(
+    recipe: Recipe, *, out: str | Path | None, resume: str | Path | None, is_main: bool
+) -> Path | None:
+    """The directory of the run to resume (it must hold ``checkpoints/last.pt``), or, on rank 0,
+    a new one (``new_run_dir``) holding ``resolved_recipe.toml``; None on the other ranks."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
+        return run_dir
+    if not is_main:
+        return None
+    run_dir = new_run_dir(recipe, out)
+    (run_dir / artifacts.RESOLVED_RECIPE).write_text(recipe.to_toml(), encoding="utf-8")
+    return run_dir
