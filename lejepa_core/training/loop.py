@@ -1,17 +1,20 @@
-"""The training loop: one readable function, ``train(recipe)``.
+"""The training loop: ``train(recipe)`` builds the run, then every step calls, in order,
 
-    data (generated if missing) -> train/val episode split -> WindowSampler batches
-    -> JEPAModel step (masked context, EMA or shared target, k-conditioned predictor, losses)
-    -> skip non-finite steps -> pre-clip gradient norm -> clip -> AdamW -> EMA update
-    -> every log.every steps: metrics.jsonl + tensorboardX (rank 0)
-    -> every epoch: validation on fixed held-out batches, last/best checkpoints, early stopping
+    train_step:   WindowSampler batch -> JEPAModel forward (masked context, EMA or shared target,
+                  k-conditioned predictor, losses) -> backward -> pre-clip gradient norm -> clip
+                  -> non-finite guard (skip the step) -> AdamW -> EMA update -> lr schedule
+    log_window:   every log.every steps: the ``train`` record of metrics.jsonl + tensorboardX
+                  (rank 0) and the progress bar
+    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out batches, last/best
+                  checkpoints, early stopping (rank 0's figure decides on every rank)
 
-Everything a bit-exact resume needs is in the checkpoint (see ``checkpoint_state``).
+and ends with ``summary.json``. Where the rest lives: ``run.py`` (Run, TrainState, checkpoint
+contents, run directory), ``validate.py``, ``step.py`` (the differentiable step), ``optim.py``
+(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, metrics.jsonl).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -23,14 +26,26 @@ import attrs
 import torch
 from torch import nn
 
+from lejepa_core import artifacts
+from lejepa_core.artifacts import Summary
 from lejepa_core.data.prepare import open_data
-from lejepa_core.data.sampler import WindowSampler
-from lejepa_core.errors import TrainingError, UserInputError
+from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.errors import TrainingError
+from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
-from lejepa_core.training.run import Run, build_run, prepare_run_dir, resume_run
-from lejepa_core.training.runtime import StopFlag, autocast, derive_seed, resolve_device
+from lejepa_core.training.run import (
+    Run,
+    TrainState,
+    build_run,
+    build_samplers,
+    prepare_run_dir,
+    rank_device,
+    resume_run,
+    wrap_model,
+)
+from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
 from lejepa_core.training.target import ema_momentum, ema_update
 from lejepa_core.training.validate import validate
 
@@ -41,9 +56,36 @@ class TrainResult:
     status: str  # finished | early_stopped | interrupted | stopped
     step: int
     epoch: int
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # summary.json (``Summary.to_dict()``)
 
 
+@attrs.define
+class StepResult:
+    """What ``train_step`` reports: the learning rate and EMA momentum it used, whether a stop
+    was requested (on any rank), and its figures for the log window (0-d tensors: no host
+    sync), None when the step was skipped as non-finite."""
+
+    lr: float
+    momentum: float
+    stop_requested: bool
+    metrics: dict[str, Any] | None
+
+
+@attrs.define
+class LogWindow:
+    """The steps since the last ``train`` record: means of their figures, count, start time."""
+
+    means: RunningMeans = attrs.field(factory=RunningMeans)
+    steps: int = 0
+    started: float = attrs.field(factory=time.perf_counter)
+
+    def add(self, result: StepResult) -> None:
+        self.steps += 1
+        if result.metrics is not None:
+            self.means.add(result.metrics)
+
+
+# ----------------------------------------------------------------------------- train
 def train(
     recipe: Recipe,
     *,
@@ -60,281 +102,292 @@ def train(
     stop_at_step: stop (saving ``last.pt``) once this global step is reached, as if
     interrupted; on_step: called after every optimisation step (tests, tools);
     data: an opened ``TrajectoryData`` to use instead of ``recipe.data.path``.
+    Under torchrun the process group is created here and destroyed on the way out.
     """
-    torch_device = resolve_device(device or recipe.train.device)
-    dist_info = distributed.env_info()
-    if dist_info.enabled and torch_device.type == "cuda":
-        torch_device = torch.device("cuda", dist_info.local_rank)
-    elif torch_device.type == "cuda" and torch_device.index is None:
-        torch_device = torch.device("cuda", torch.cuda.current_device())
-    dist_info = distributed.setup(torch_device)
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
-    t = recipe.train
-    show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
-
-    run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
-
-    # data
-    if data is None:
-        data = open_data(recipe, torch_device, is_main=dist_info.is_main, progress=show_progress)
-    train_episodes, val_episodes = data.episode_split(
-        recipe.data.val_fraction, recipe.data.split_seed
-    )
-    if len(val_episodes) == 0:
-        raise UserInputError(
-            "data.val_fraction: no validation episodes (too few episodes in the file)"
-        )
-    sampler_kwargs = dict(
-        context_frames=recipe.data.context_frames,
-        horizons=tuple(recipe.data.horizons),
-        device=torch_device,
-    )
-    train_sampler = WindowSampler(data, train_episodes, **sampler_kwargs)
-    val_sampler = WindowSampler(data, val_episodes, **sampler_kwargs)
-    val_batches = val_sampler.fixed_batches(
-        t.batch_size, t.val_batches, derive_seed(recipe.data.split_seed, "validation") % (2**31)
-    )
-
-    # model, target encoder, optimizer
-    run = build_run(recipe, data, torch_device, dist_info, run_dir)
-    model, target_encoder, total_steps = run.model, run.target_encoder, run.total_steps
-    if resume is not None:
-        resume_run(run, run_dir)
-
-    # wrappers: compile, DDP
-    if compile if compile is not None else t.compile:
-        model.context_encoder.compile()
-        model.predictor.compile()
-        if target_encoder is not None:
-            target_encoder.compile()
-    step_module: nn.Module = model
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_module = DistributedDataParallel(
-            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
-        )
-
-    log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
-    result = None
-    try:
-        with StopFlag() as stop, _progress(show_progress, total_steps, run.state.step) as bar:
-            result = _loop(
-                run,
-                step_module,
-                train_sampler,
-                val_batches,
-                log,
-                stop,
-                bar,
-                run_dir,
-                stop_at_step,
-                on_step,
+    torch_device = rank_device(device or recipe.train.device)
+    with distributed.process_group(torch_device) as dist_info:
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
+        run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
+        if data is None:
+            data = open_data(
+                recipe, torch_device, is_main=dist_info.is_main, progress=show_progress
             )
-    finally:
-        log.close()
-    distributed.barrier()
-    return result
+        sampler, val_batches = build_samplers(recipe, data, torch_device)
+        run = build_run(recipe, data, torch_device, dist_info, run_dir)
+        if resume is not None:
+            resume_run(run, run_dir)
+        step_module = wrap_model(
+            run, compile=compile if compile is not None else recipe.train.compile
+        )
+
+        log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
+        try:
+            with (
+                StopFlag() as stop,
+                _progress(show_progress, run.total_steps, run.state.step) as bar,
+            ):
+                result = _loop(
+                    run, step_module, sampler, val_batches, log, stop, bar, stop_at_step, on_step
+                )
+        finally:
+            log.close()
+        distributed.barrier()
+        return result
 
 
 def _loop(
     run: Run,
     step_module: nn.Module,
-    sampler: Any,
-    val_batches: list[Any],
+    sampler: WindowSampler,
+    val_batches: list[Batch],
     log: MetricsLog,
     stop: StopFlag,
-    bar: Any,
-    run_dir: Path | None,
+    bar: Callable[..., None],
     stop_at_step: int | None,
     on_step: Callable[[Run], None] | None,
 ) -> TrainResult:
-    recipe, t, state, model = run.recipe, run.recipe.train, run.state, run.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+    t, state = run.recipe.train, run.state
+    params = [p for p in run.model.parameters() if p.requires_grad]
     loss_generator = torch.Generator(device=run.device)
-    window = RunningMeans()
-    world_batch = t.batch_size * run.dist.world_size
+    window = LogWindow()
     last_val: dict[str, float] = {}
     status = "finished"
-    checkpoints = None if run_dir is None else run_dir / "checkpoints"
-    window_start, window_steps = time.perf_counter(), 0
-    started = time.perf_counter()
-    start_step = state.step
-    model.train()
+    started, start_step = time.perf_counter(), state.step
+    run.model.train()
 
     while state.step < run.total_steps:
-        step = state.step
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
-        loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
-        with autocast(run.device, t.precision):
-            step_loss, outputs = step_module(
-                batch.context_obs,
-                batch.target_obs,
-                batch.k,
-                target_encoder=run.target_encoder,
-                mask_generator=run.generators["masker"],
-                loss_generator=loss_generator,
-                step=step,
-            )
-        run.optimizer.zero_grad(set_to_none=True)
-        step_loss.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            params, max_norm
-        )  # returns the norm before clipping
-        bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
-        flags = distributed.any_flag(
-            torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
-        )
-        nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
-
-        momentum = ema_momentum(
-            step,
-            base=recipe.target.momentum,
-            final=recipe.target.momentum_final,
-            total_steps=run.total_steps,
-        )
-        if nonfinite:  # never reaches the weights
-            run.optimizer.zero_grad(set_to_none=True)
-            state.nonfinite_consecutive += 1
-            state.nonfinite_total += 1
-            if state.nonfinite_consecutive >= t.max_nonfinite_steps:
-                raise TrainingError(
-                    f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {step} "
-                    f"(loss {to_float(step_loss.total)}, gradient norm {to_float(grad_norm)}); the last good "
-                    f"checkpoint is {checkpoints / 'last.pt' if checkpoints else 'not saved'}. Lower train.lr or check the data."
-                )
-        else:
-            run.optimizer.step()
-            if run.target_encoder is not None:
-                ema_update(run.target_encoder, model.context_encoder, momentum)
-            state.nonfinite_consecutive = 0
-            clipped = grad_norm > max_norm
-            state.clipped_total += int(
-                clipped
-            )  # grad_norm is already on the host side after the sync above
-            window.add(
-                {
-                    "loss/total": step_loss.total,
-                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
-                    **{f"loss/{k}": v for k, v in step_loss.metrics.items()},
-                    "grad_norm": grad_norm,
-                    "clip_fraction": clipped.float(),
-                }
-            )
-            if outputs.quantizer_output is not None:
-                window.add(
-                    {f"quantizer/{k}": v for k, v in outputs.quantizer_output.metrics.items()}
-                )
-        lr = run.scheduler.lr
-        run.scheduler.step()
-        state.step += 1
-        state.samples_seen += world_batch
-        window_steps += 1
+        result = train_step(run, step_module, batch, params, loss_generator, stop)
+        window.add(result)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
-        if state.step % recipe.log.every == 0 or state.step == run.total_steps:
-            record = window.pop()
-            elapsed = max(1e-9, time.perf_counter() - window_start)
-            record.update(
-                {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "train",
-                    "lr": lr,
-                    "ema_momentum": momentum if run.target_encoder is not None else None,
-                    "samples_per_s": window_steps * world_batch / elapsed,
-                    "nonfinite_steps": state.nonfinite_total,
-                }
-            )
-            log.write({k: v for k, v in record.items() if v is not None})
-            window_start, window_steps = time.perf_counter(), 0
-            bar(
-                completed=state.step,
-                epoch=epoch,
-                loss=record.get("loss/total", float("nan")),
-                rate=record["samples_per_s"],
-            )
-
+        if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
+            log_window(run, window, result, epoch, log, bar)
         if state.step % t.steps_per_epoch == 0:
-            last_val = validate(run, val_batches)
-            monitored = last_val["err_signal" if t.monitor == "err_signal" else "loss/total"]
-            improved = monitored < state.best_val - t.min_delta
-            if improved:
-                state.best_val, state.best_epoch, state.epochs_without_improvement = (
-                    monitored,
-                    epoch,
-                    0,
-                )
-            else:
-                state.epochs_without_improvement += 1
-            log.write(
-                {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "val",
-                    **last_val,
-                    "best": improved,
-                    "best_val": state.best_val,
-                    "epochs_without_improvement": state.epochs_without_improvement,
-                }
-            )
-            if checkpoints is not None:
-                run.save(checkpoints / "last.pt")
-                if improved:
-                    run.save(checkpoints / "best.pt")
-            if (
-                t.patience
-                and state.epochs_without_improvement >= t.patience
-                and state.step < run.total_steps
-            ):
+            last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
+            if stop_early:
                 status = "early_stopped"
                 break
         if on_step is not None:
             on_step(run)
-        if stop_now or (stop_at_step is not None and state.step >= stop_at_step):
-            status = "interrupted" if stop_now else "stopped"
-            if checkpoints is not None and state.step % t.steps_per_epoch != 0:
-                run.save(checkpoints / "last.pt")
+        if result.stop_requested or (stop_at_step is not None and state.step >= stop_at_step):
+            status = "interrupted" if result.stop_requested else "stopped"
+            if run.checkpoints is not None and state.step % t.steps_per_epoch != 0:
+                run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
             break
 
-    wall = time.perf_counter() - started
-    summary = {
-        "status": status,
-        "step": state.step,
-        "epochs_completed": state.step // t.steps_per_epoch,
-        "total_steps": run.total_steps,
-        "monitor": t.monitor,
-        "best_val": state.best_val if math.isfinite(state.best_val) else None,
-        "best_epoch": state.best_epoch,
-        "nonfinite_steps": state.nonfinite_total,
-        "clip_fraction": state.clipped_total / max(1, state.step - state.nonfinite_total),
-        "wall_seconds": wall,
-        "samples_per_s": (state.step - start_step) * world_batch / max(1e-9, wall),
-        "device": str(run.device),
-        "world_size": run.dist.world_size,
-        "recipe_hash": run.recipe.hash(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "final_validation": last_val,
-    }
-    if run_dir is not None and run.dist.is_main:
-        (run_dir / "summary.json").write_text(
-            json.dumps(summary, indent=2, default=str), encoding="utf-8"
-        )
+    summary = _summary(run, status, last_val, time.perf_counter() - started, start_step)
+    if run.run_dir is not None and run.dist.is_main:
+        summary.write(run.run_dir)
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=run.run_dir,
         status=status,
         step=state.step,
-        epoch=summary["epochs_completed"],
-        summary=summary,
+        epoch=summary.epochs_completed,
+        summary=summary.to_dict(),
+    )
+
+
+# ----------------------------------------------------------------------------- the steps
+def train_step(
+    run: Run,
+    step_module: nn.Module,
+    batch: Batch,
+    params: list[nn.Parameter],
+    loss_generator: torch.Generator,
+    stop: StopFlag,
+) -> StepResult:
+    """One optimisation step on ``batch`` (context_obs [B, W, *obs], target_obs [B, *obs],
+    k [B]); advances ``run.state.step`` and the learning-rate schedule.
+
+    forward -> backward -> global gradient norm before clipping -> clip to ``train.grad_clip``
+    -> when the loss or the norm is NaN/inf on any rank: skip (no optimizer step, no EMA
+    update) and count it, ``train.max_nonfinite_steps`` in a row raise ``TrainingError``;
+    otherwise AdamW -> EMA update. ``step_module``: ``run.model`` or its DDP wrapper; params:
+    the model's trainable parameters. One host sync: the all-reduced flags.
+    """
+    recipe, t, state = run.recipe, run.recipe.train, run.state
+    step = state.step
+    max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+    loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
+    with autocast(run.device, t.precision):
+        step_loss, outputs = step_module(
+            batch.context_obs,
+            batch.target_obs,
+            batch.k,
+            target_encoder=run.target_encoder,
+            mask_generator=run.generators["masker"],
+            loss_generator=loss_generator,
+            step=step,
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss.total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
+    bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
+    flags = distributed.any_flag(
+        torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
+    )
+    nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
+
+    momentum = ema_momentum(
+        step,
+        base=recipe.target.momentum,
+        final=recipe.target.momentum_final,
+        total_steps=run.total_steps,
+    )
+    metrics = None
+    if nonfinite:  # never reaches the weights
+        run.optimizer.zero_grad(set_to_none=True)
+        state.nonfinite_consecutive += 1
+        state.nonfinite_total += 1
+        if state.nonfinite_consecutive >= t.max_nonfinite_steps:
+            last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
+            raise TrainingError(
+                f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {step} "
+                f"(loss {to_float(step_loss.total)}, gradient norm {to_float(grad_norm)}); the last good "
+                f"checkpoint is {last or 'not saved'}. Lower train.lr or check the data."
+            )
+    else:
+        run.optimizer.step()
+        if run.target_encoder is not None:
+            ema_update(run.target_encoder, run.model.context_encoder, momentum)
+        state.nonfinite_consecutive = 0
+        clipped = grad_norm > max_norm
+        state.clipped_total += int(clipped)  # the flags' sync above already waited for it
+        metrics = {
+            artifacts.LOSS_TOTAL: step_loss.total,
+            **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
+            **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.metrics.items()},
+            artifacts.GRAD_NORM: grad_norm,
+            artifacts.CLIP_FRACTION: clipped.float(),
+        }
+        if outputs.quantizer_output is not None:
+            metrics.update(
+                {
+                    f"{artifacts.QUANTIZER_PREFIX}{k}": v
+                    for k, v in outputs.quantizer_output.metrics.items()
+                }
+            )
+    lr = run.scheduler.lr
+    run.scheduler.step()
+    state.step += 1
+    state.samples_seen += run.world_batch
+    return StepResult(lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics)
+
+
+def log_window(
+    run: Run,
+    window: LogWindow,
+    last: StepResult,
+    epoch: int,
+    log: MetricsLog,
+    bar: Callable[..., None],
+) -> None:
+    """The ``train`` record of the steps in ``window`` (means, skipped steps excluded; ``lr``
+    and ``ema_momentum`` of ``last``, the latest step) to metrics.jsonl / tensorboardX, and the
+    progress bar; then ``window`` starts again."""
+    state = run.state
+    record = window.means.pop()
+    elapsed = max(1e-9, time.perf_counter() - window.started)
+    record.update(
+        {
+            artifacts.STEP: state.step,
+            artifacts.EPOCH: epoch,
+            artifacts.SPLIT: "train",
+            artifacts.LR: last.lr,
+            artifacts.EMA_MOMENTUM: last.momentum if run.target_encoder is not None else None,
+            artifacts.SAMPLES_PER_S: window.steps * run.world_batch / elapsed,
+            artifacts.NONFINITE_STEPS: state.nonfinite_total,
+        }
+    )
+    log.write({k: v for k, v in record.items() if v is not None})
+    window.steps, window.started = 0, time.perf_counter()
+    bar(
+        completed=state.step,
+        epoch=epoch,
+        loss=record.get(artifacts.LOSS_TOTAL, float("nan")),
+        rate=record[artifacts.SAMPLES_PER_S],
+    )
+
+
+def end_of_epoch(
+    run: Run, val_batches: list[Batch], epoch: int, log: MetricsLog
+) -> tuple[dict[str, float], bool]:
+    """Validate, write the ``val`` record, ``last.pt`` and, when the monitored figure improved,
+    ``best.pt``. Returns the validation figures and whether to stop early (``train.patience``
+    epochs without improvement, before the last step).
+
+    Rank 0's monitored figure is broadcast, so every rank takes the same decision (ranks that
+    stopped at different steps would hang in the next collective).
+    """
+    t, state = run.recipe.train, run.state
+    report = validate(run, val_batches)
+    monitored = distributed.broadcast_object(report[artifacts.monitored_key(t.monitor)])
+    improved = update_best(state, monitored, epoch, min_delta=t.min_delta)
+    log.write(
+        {
+            artifacts.STEP: state.step,
+            artifacts.EPOCH: epoch,
+            artifacts.SPLIT: "val",
+            **report,
+            artifacts.BEST: improved,
+            artifacts.BEST_VAL: state.best_val,
+            artifacts.EPOCHS_WITHOUT_IMPROVEMENT: state.epochs_without_improvement,
+        }
+    )
+    if run.checkpoints is not None:
+        run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
+        if improved:
+            run.save(run.checkpoints / artifacts.BEST_CHECKPOINT)
+    stop = (
+        t.patience > 0
+        and state.epochs_without_improvement >= t.patience
+        and state.step < run.total_steps
+    )
+    return report, stop
+
+
+def update_best(state: TrainState, monitored: float, epoch: int, *, min_delta: float) -> bool:
+    """True when ``monitored`` is below ``state.best_val - min_delta`` (then it becomes the
+    best, at ``epoch``); else one more epoch without improvement."""
+    improved = monitored < state.best_val - min_delta
+    if improved:
+        state.best_val, state.best_epoch, state.epochs_without_improvement = monitored, epoch, 0
+    else:
+        state.epochs_without_improvement += 1
+    return improved
+
+
+# ----------------------------------------------------------------------------- summary
+def _summary(
+    run: Run, status: str, last_val: dict[str, float], wall: float, start_step: int
+) -> Summary:
+    """summary.json; ``samples_per_s`` over the steps of this session (``start_step`` on)."""
+    t, state = run.recipe.train, run.state
+    return Summary(
+        status=status,
+        step=state.step,
+        epochs_completed=state.step // t.steps_per_epoch,
+        total_steps=run.total_steps,
+        monitor=t.monitor,
+        best_val=state.best_val,  # Summary turns a never-finite best into None
+        best_epoch=state.best_epoch,
+        nonfinite_steps=state.nonfinite_total,
+        clip_fraction=state.clipped_total / max(1, state.step - state.nonfinite_total),
+        wall_seconds=wall,
+        samples_per_s=(state.step - start_step) * run.world_batch / max(1e-9, wall),
+        device=str(run.device),
+        world_size=run.dist.world_size,
+        recipe_hash=run.recipe.hash(),
+        parameters=sum(p.numel() for p in run.model.parameters()),
+        final_validation=last_val,
     )
 
 
 def _progress(enabled: bool, total: int, start: int):
     """The training bar: epoch, step, loss of the last log window, samples/s."""
-    from lejepa_core.progress import progress_bar
-
     return progress_bar(
         enabled,
         total,

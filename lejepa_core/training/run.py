@@ -1,7 +1,9 @@
 """A training run: its directory, what ``train`` builds (``Run``), and its checkpoints.
 
-``build_run`` creates the model, the EMA target encoder, AdamW, the learning-rate schedule and
-the run's random generators, in that order (the order fixes the initial weights).
+    prepare_run_dir -> rank_device -> build_samplers (train sampler, fixed validation batches)
+    -> build_run (model, EMA target encoder, AdamW, lr schedule, generators; in that order:
+       the order fixes the initial weights) -> resume_run -> wrap_model (compile, DDP)
+
 ``Run.checkpoint_state`` is everything a bit-exact resume needs; ``Run.load`` restores it.
 """
 
@@ -16,15 +18,17 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from lejepa_core import artifacts
 from lejepa_core.build import build_model, model_spec
-from lejepa_core.errors import CheckpointError, TrainingError
+from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
 from lejepa_core.training.optim import WarmupCosine, build_optimizer
-from lejepa_core.training.runtime import derive_seed
+from lejepa_core.training.runtime import derive_seed, resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import make_ema_copy
 
@@ -46,6 +50,53 @@ def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
             run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
     (run_dir / artifacts.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def prepare_run_dir(
+    recipe: Recipe, *, out: str | Path | None, resume: str | Path | None, is_main: bool
+) -> Path | None:
+    """The directory of the run to resume (it must hold ``checkpoints/last.pt``), or, on rank 0,
+    a new one (``new_run_dir``) holding ``resolved_recipe.toml``; None on the other ranks."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
+        return run_dir
+    if not is_main:
+        return None
+    run_dir = new_run_dir(recipe, out)
+    (run_dir / artifacts.RESOLVED_RECIPE).write_text(recipe.to_toml(), encoding="utf-8")
+    return run_dir
+
+
+def rank_device(name: str) -> torch.device:
+    """The device of this process: under torchrun ``cuda:<LOCAL_RANK>``; a bare ``cuda`` is
+    pinned to the current CUDA device."""
+    device, info = resolve_device(name), distributed.env_info()
+    if info.enabled and device.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def build_samplers(
+    recipe: Recipe, data: Any, device: torch.device
+) -> tuple[WindowSampler, list[Batch]]:
+    """The sampler of the training episodes and the fixed validation batches (held-out
+    episodes, ``data.val_fraction`` split by ``data.split_seed``)."""
+    d, t = recipe.data, recipe.train
+    train_episodes, val_episodes = data.episode_split(d.val_fraction, d.split_seed)
+    if len(val_episodes) == 0:
+        raise UserInputError(
+            "data.val_fraction: no validation episodes (too few episodes in the file)"
+        )
+    kwargs = dict(context_frames=d.context_frames, horizons=tuple(d.horizons), device=device)
+    train_sampler = WindowSampler(data, train_episodes, **kwargs)
+    val_batches = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
+        t.batch_size, t.val_batches, derive_seed(d.split_seed, "validation") % (2**31)
+    )
+    return train_sampler, val_batches
 
 
 @attrs.define
@@ -83,6 +134,11 @@ class Run:
     state: TrainState
     total_steps: int
     run_dir: Path | None = None
+
+    @property
+    def world_batch(self) -> int:
+        """Samples per optimisation step over all ranks (``train.batch_size`` is per rank)."""
+        return self.recipe.train.batch_size * self.dist.world_size
 
     @property
     def checkpoints(self) -> Path | None:
@@ -195,18 +251,17 @@ def resume_run(run: Run, run_dir: Path) -> None:
     run.load(saved, path=path)
 
 
-def prepare_run_dir(
-    recipe: Recipe, *, out: str | Path | None, resume: str | Path | None, is_main: bool
-) -> Path | None:
-    """The directory of the run to resume (it must hold ``checkpoints/last.pt``), or, on rank 0,
-    a new one (``new_run_dir``) holding ``resolved_recipe.toml``; None on the other ranks."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).is_file():
-            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
-        return run_dir
-    if not is_main:
-        return None
-    run_dir = new_run_dir(recipe, out)
-    (run_dir / artifacts.RESOLVED_RECIPE).write_text(recipe.to_toml(), encoding="utf-8")
-    return run_dir
+def wrap_model(run: Run, *, compile: bool) -> nn.Module:
+    """``torch.compile`` the encoders and predictor (state-dict keys unchanged) when asked;
+    the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
+    model = run.model
+    if compile:
+        model.context_encoder.compile()
+        model.predictor.compile()
+        if run.target_encoder is not None:
+            run.target_encoder.compile()
+    if not run.dist.enabled:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+    )
