@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,19 +26,19 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from lejepa_core import artifacts
-from lejepa_core.artifacts import Summary
 from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import TrainingError
+from lejepa_core.interfaces import StepOutputs
 from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
 from lejepa_core.training.run import (
     Run,
-    TrainState,
     build_run,
     build_samplers,
     prepare_run_dir,
@@ -46,6 +47,7 @@ from lejepa_core.training.run import (
     wrap_model,
 )
 from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
+from lejepa_core.training.step import StepLoss
 from lejepa_core.training.target import ema_momentum, ema_update
 from lejepa_core.training.validate import validate
 
@@ -178,7 +180,9 @@ def _loop(
                 run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
             break
 
-    summary = _summary(run, status, last_val, time.perf_counter() - started, start_step)
+    summary = run.summary(
+        status, last_val, wall_seconds=time.perf_counter() - started, start_step=start_step
+    )
     if run.run_dir is not None and run.dist.is_main:
         summary.write(run.run_dir)
     return TrainResult(
@@ -237,18 +241,10 @@ def train_step(
         final=recipe.target.momentum_final,
         total_steps=run.total_steps,
     )
+    lr = run.scheduler.get_last_lr()[0]  # the lr of this step
     metrics = None
     if nonfinite:  # never reaches the weights
-        run.optimizer.zero_grad(set_to_none=True)
-        state.nonfinite_consecutive += 1
-        state.nonfinite_total += 1
-        if state.nonfinite_consecutive >= t.max_nonfinite_steps:
-            last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
-            raise TrainingError(
-                f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {step} "
-                f"(loss {to_float(step_loss.total)}, gradient norm {to_float(grad_norm)}); the last good "
-                f"checkpoint is {last or 'not saved'}. Lower train.lr or check the data."
-            )
+        _skip_step(run, step_loss.total, grad_norm)
     else:
         run.optimizer.step()
         if run.target_encoder is not None:
@@ -256,25 +252,55 @@ def train_step(
         state.nonfinite_consecutive = 0
         clipped = grad_norm > max_norm
         state.clipped_total += int(clipped)  # the flags' sync above already waited for it
-        metrics = {
-            artifacts.LOSS_TOTAL: step_loss.total,
-            **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
-            **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.metrics.items()},
-            artifacts.GRAD_NORM: grad_norm,
-            artifacts.CLIP_FRACTION: clipped.float(),
-        }
-        if outputs.quantizer_output is not None:
-            metrics.update(
-                {
-                    f"{artifacts.QUANTIZER_PREFIX}{k}": v
-                    for k, v in outputs.quantizer_output.metrics.items()
-                }
-            )
-    lr = run.scheduler.lr
-    run.scheduler.step()
+        metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+    _advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1
     state.samples_seen += run.world_batch
     return StepResult(lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics)
+
+
+def _skip_step(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Drop a non-finite step's gradients and count it; ``TrainingError`` after
+    ``train.max_nonfinite_steps`` in a row."""
+    state = run.state
+    run.optimizer.zero_grad(set_to_none=True)
+    state.nonfinite_consecutive += 1
+    state.nonfinite_total += 1
+    if state.nonfinite_consecutive >= run.recipe.train.max_nonfinite_steps:
+        last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
+        raise TrainingError(
+            f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {state.step} "
+            f"(loss {to_float(loss)}, gradient norm {to_float(grad_norm)}); the last good "
+            f"checkpoint is {last or 'not saved'}. Lower train.lr or check the data."
+        )
+
+
+def _step_metrics(
+    step_loss: StepLoss, outputs: StepOutputs, grad_norm: torch.Tensor, clipped: torch.Tensor
+) -> dict[str, Any]:
+    """The figures of a step for the log window (0-d tensors or floats, no host sync)."""
+    metrics = {
+        artifacts.LOSS_TOTAL: step_loss.total,
+        **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
+        **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.metrics.items()},
+        artifacts.GRAD_NORM: grad_norm,
+        artifacts.CLIP_FRACTION: clipped.float(),
+    }
+    if outputs.quantizer_output is not None:
+        quantizer = outputs.quantizer_output.metrics
+        metrics.update({f"{artifacts.QUANTIZER_PREFIX}{k}": v for k, v in quantizer.items()})
+    return metrics
+
+
+def _advance_schedule(scheduler: LambdaLR, *, skipped: bool) -> None:
+    """``scheduler.step()``. The schedule advances over a skipped step too, on purpose: LambdaLR
+    would warn on a skipped first step that the optimizer has not stepped yet."""
+    if not skipped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
 
 
 def log_window(
@@ -325,7 +351,7 @@ def end_of_epoch(
     t, state = run.recipe.train, run.state
     report = validate(run, val_batches)
     monitored = distributed.broadcast_object(report[artifacts.monitored_key(t.monitor)])
-    improved = update_best(state, monitored, epoch, min_delta=t.min_delta)
+    improved = state.update_best(monitored, epoch, min_delta=t.min_delta)
     log.write(
         {
             artifacts.STEP: state.step,
@@ -347,43 +373,6 @@ def end_of_epoch(
         and state.step < run.total_steps
     )
     return report, stop
-
-
-def update_best(state: TrainState, monitored: float, epoch: int, *, min_delta: float) -> bool:
-    """True when ``monitored`` is below ``state.best_val - min_delta`` (then it becomes the
-    best, at ``epoch``); else one more epoch without improvement."""
-    improved = monitored < state.best_val - min_delta
-    if improved:
-        state.best_val, state.best_epoch, state.epochs_without_improvement = monitored, epoch, 0
-    else:
-        state.epochs_without_improvement += 1
-    return improved
-
-
-# ----------------------------------------------------------------------------- summary
-def _summary(
-    run: Run, status: str, last_val: dict[str, float], wall: float, start_step: int
-) -> Summary:
-    """summary.json; ``samples_per_s`` over the steps of this session (``start_step`` on)."""
-    t, state = run.recipe.train, run.state
-    return Summary(
-        status=status,
-        step=state.step,
-        epochs_completed=state.step // t.steps_per_epoch,
-        total_steps=run.total_steps,
-        monitor=t.monitor,
-        best_val=state.best_val,  # Summary turns a never-finite best into None
-        best_epoch=state.best_epoch,
-        nonfinite_steps=state.nonfinite_total,
-        clip_fraction=state.clipped_total / max(1, state.step - state.nonfinite_total),
-        wall_seconds=wall,
-        samples_per_s=(state.step - start_step) * run.world_batch / max(1e-9, wall),
-        device=str(run.device),
-        world_size=run.dist.world_size,
-        recipe_hash=run.recipe.hash(),
-        parameters=sum(p.numel() for p in run.model.parameters()),
-        final_validation=last_val,
-    )
 
 
 def _progress(enabled: bool, total: int, start: int):

@@ -19,15 +19,17 @@ import attrs
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 
 from lejepa_core import artifacts
+from lejepa_core.artifacts import Summary
 from lejepa_core.build import build_model, model_spec
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
-from lejepa_core.training.optim import WarmupCosine, build_optimizer
+from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
 from lejepa_core.training.runtime import derive_seed, resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import make_ema_copy
@@ -115,6 +117,16 @@ class TrainState:
     def to_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
 
+    def update_best(self, monitored: float, epoch: int, *, min_delta: float) -> bool:
+        """True when ``monitored`` is below ``best_val - min_delta`` (it becomes the best, at
+        ``epoch``); else one more epoch without improvement."""
+        improved = monitored < self.best_val - min_delta
+        if improved:
+            self.best_val, self.best_epoch, self.epochs_without_improvement = monitored, epoch, 0
+        else:
+            self.epochs_without_improvement += 1
+        return improved
+
 
 @attrs.define
 class Run:
@@ -129,7 +141,7 @@ class Run:
     model: JEPAModel
     target_encoder: nn.Module | None
     optimizer: torch.optim.Optimizer
-    scheduler: WarmupCosine
+    scheduler: LambdaLR  # optim.warmup_cosine_lr
     generators: dict[str, torch.Generator]
     state: TrainState
     total_steps: int
@@ -174,10 +186,40 @@ class Run:
             raise CheckpointError(
                 f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
             ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
+        load_scheduler_state(self.scheduler, state["scheduler"])
         if state.get("world_size", 1) == self.dist.world_size:
             ckpt.restore_rng_state(state["rng"], self.generators)
         self.state = TrainState(**state["train_state"])
+
+    def summary(
+        self,
+        status: str,
+        final_validation: dict[str, float],
+        *,
+        wall_seconds: float,
+        start_step: int,
+    ) -> Summary:
+        """summary.json of the run as it stands; ``samples_per_s`` over the steps since
+        ``start_step`` (this session), ``clip_fraction`` over the steps not skipped."""
+        t, state = self.recipe.train, self.state
+        return Summary(
+            status=status,
+            step=state.step,
+            epochs_completed=state.step // t.steps_per_epoch,
+            total_steps=self.total_steps,
+            monitor=t.monitor,
+            best_val=state.best_val,  # Summary turns a never-finite best into None
+            best_epoch=state.best_epoch,
+            nonfinite_steps=state.nonfinite_total,
+            clip_fraction=state.clipped_total / max(1, state.step - state.nonfinite_total),
+            wall_seconds=wall_seconds,
+            samples_per_s=(state.step - start_step) * self.world_batch / max(1e-9, wall_seconds),
+            device=str(self.device),
+            world_size=self.dist.world_size,
+            recipe_hash=self.recipe.hash(),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            final_validation=final_validation,
+        )
 
     def save(self, path: Path) -> None:
         if not self.dist.is_main:
@@ -206,9 +248,8 @@ def build_run(
     optimizer = build_optimizer(
         [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=device
     )
-    scheduler = WarmupCosine(
+    scheduler = warmup_cosine_lr(
         optimizer,
-        base_lr=t.lr,
         warmup_steps=t.warmup_steps,
         total_steps=total_steps,
         min_lr_ratio=t.min_lr_ratio,
