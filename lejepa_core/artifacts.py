@@ -43,6 +43,7 @@ BEST = "best"
 BEST_VAL = "best_val"
 EPOCHS_WITHOUT_IMPROVEMENT = "epochs_without_improvement"
 QUANTIZER_PREFIX = "quantizer/"
+RANK_PREFIX = "rank/"  # effective rank of a latent set: rank/context, rank/target
 
 
 def per_k(key: str, k: int) -> str:
