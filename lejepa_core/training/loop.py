@@ -54,6 +54,8 @@ from lejepa_core.training.validate import validate
 
 @attrs.define
 class TrainResult:
+    """How ``train`` ended (on every rank; only rank 0 wrote ``run_dir``)."""
+
     run_dir: Path | None
     status: str  # finished | early_stopped | interrupted | stopped
     step: int
