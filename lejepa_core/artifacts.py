@@ -20,6 +20,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 EVAL = "eval.json"
 CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.pt"  # in CHECKPOINTS: the latest state (resume from it)
+BEST_CHECKPOINT = "best.pt"  # in CHECKPOINTS: the best monitored validation figure
 REPORT = "report.html"
 
 # ----------------------------------------------------------------------------- metric keys
@@ -41,6 +43,7 @@ BEST = "best"
 BEST_VAL = "best_val"
 EPOCHS_WITHOUT_IMPROVEMENT = "epochs_without_improvement"
 QUANTIZER_PREFIX = "quantizer/"
+RANK_PREFIX = "rank/"  # effective rank of a latent set: rank/context, rank/target
 
 
 def per_k(key: str, k: int) -> str:

@@ -9,8 +9,7 @@ starts fast).
 
 Every import counts, wherever it is: module level, inside a function, under
 ``if TYPE_CHECKING:`` (a type-only cycle still ties two modules together), and
-``importlib.import_module("...")`` with a literal name. Known offenders are listed below as
-strict xfails: fixing one makes its case XPASS, and the mark must then go.
+``importlib.import_module("...")`` with a literal name.
 """
 
 from __future__ import annotations
@@ -26,13 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "lejepa_core"
 MAX_LINES = 400
 FORBIDDEN = ("lejepa_envs", "lejepa_plugins")
-
-BEING_FIXED = "being fixed in the architecture branch"
-KNOWN_FORBIDDEN_IMPORTS: set[str] = set()
-KNOWN_CYCLES: set[str] = set()
-KNOWN_LONG_MODULES = {
-    "lejepa_core.training.loop",
-}
 
 
 def module_name(path: Path) -> str:
@@ -120,15 +112,7 @@ def describe_cycle(path: list[str], graph: dict[str, dict[str, int]]) -> str:
     return " -> ".join(steps)
 
 
-def cases(known: set[str]) -> list:
-    """Every lejepa_core module, the known offenders marked as strict xfails."""
-    missing = known - set(MODULES)
-    assert not missing, f"known offenders that no longer exist (drop them): {sorted(missing)}"
-    mark = pytest.mark.xfail(strict=True, reason=BEING_FIXED)
-    return [pytest.param(m, marks=mark) if m in known else m for m in MODULES]
-
-
-@pytest.mark.parametrize("module", cases(KNOWN_FORBIDDEN_IMPORTS))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_core_does_not_import_envs_or_plugins(module):
     bad = [
         f"line {line}: {dotted}"
@@ -138,13 +122,13 @@ def test_core_does_not_import_envs_or_plugins(module):
     assert not bad, f"{MODULES[module].relative_to(ROOT)} imports built-ins: " + "; ".join(bad)
 
 
-@pytest.mark.parametrize("module", cases(KNOWN_CYCLES))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_import_cycle_through(module):
     cycle = cycle_through(module, GRAPH)
     assert cycle is None, "import cycle: " + describe_cycle(cycle, GRAPH)
 
 
-@pytest.mark.parametrize("module", cases(KNOWN_LONG_MODULES))
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_module_is_at_most_400_lines(module):
     lines = len(MODULES[module].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{MODULES[module].relative_to(ROOT)}: {lines} lines > {MAX_LINES}"

@@ -21,7 +21,6 @@ from lejepa_core.errors import TrainingError
 from lejepa_core.params import param
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training.loop import train
-from lejepa_core.training.optim import parameter_groups, warmup_cosine
 from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
 from tests.conftest import tiny_recipe, write_tiny_recipe
 
@@ -50,27 +49,6 @@ def test_ema_momentum_schedule():
     assert ema_momentum(0, base=0.99, final=0.999, total_steps=100) == pytest.approx(0.99)
     assert ema_momentum(50, base=0.99, final=0.999, total_steps=100) == pytest.approx(0.9945)
     assert ema_momentum(100, base=0.99, final=0.999, total_steps=100) == pytest.approx(0.999)
-
-
-def test_warmup_cosine_values():
-    kw = dict(warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
-    assert warmup_cosine(0, **kw) == pytest.approx(0.1)
-    assert warmup_cosine(4, **kw) == pytest.approx(0.5)
-    assert warmup_cosine(9, **kw) == pytest.approx(1.0)
-    assert warmup_cosine(10, **kw) == pytest.approx(1.0)
-    assert warmup_cosine(60, **kw) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: cos = 0
-    assert warmup_cosine(110, **kw) == pytest.approx(0.1)
-    assert warmup_cosine(500, **kw) == pytest.approx(0.1)
-    assert warmup_cosine(0, warmup_steps=0, total_steps=10, min_lr_ratio=0.0) == pytest.approx(1.0)
-
-
-def test_no_weight_decay_on_biases_norms_embeddings():
-    model = torch.nn.Sequential(
-        torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Embedding(5, 4)
-    )
-    decay, no_decay = parameter_groups([model], 0.1)
-    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3])]
-    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 4
 
 
 def test_atomic_checkpoint_failure_leaves_old_file(tmp_path, monkeypatch):

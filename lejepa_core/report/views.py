@@ -75,10 +75,7 @@ class ModelViews:
 def _episode_frames(data: Any, episode: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(observations [T, *obs] as the model sees them, raw states [T, *state] or None)."""
     start, end = int(data.episode_offsets[episode]), int(data.episode_offsets[episode + 1])
-    if data.observations is not None:
-        states = None if data.states is None else data.states[start:end]
-        return data.observations[start:end], states
-    return data.read_rows(np.arange(start, end))
+    return data.rows(np.arange(start, end))
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ import torch
 
 from lejepa_core.errors import CheckpointError
 
-FORMAT_VERSION = 1
+# 2: ``scheduler`` holds torch's LambdaLR state dict (format 1: ``{"step_count", ...}``).
+FORMAT_VERSION = 2
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
@@ -53,7 +54,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})"
         ) from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    version = state.get("format_version") if isinstance(state, dict) else None
+    if isinstance(version, int) and version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version}, this lejepa reads format {FORMAT_VERSION} "
+            f"only ({'an older' if version < FORMAT_VERSION else 'a newer'} lejepa wrote it); "
+            "start a new run, or use the lejepa version that wrote it"
+        )
+    if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a lejepa checkpoint (format {FORMAT_VERSION} expected)")
     return state
 

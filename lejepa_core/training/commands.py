@@ -122,7 +122,7 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
 
     if nproc > 1:
         from lejepa_core.training import distributed
-        from lejepa_core.training.loop import new_run_dir
+        from lejepa_core.training.run import new_run_dir
 
         if resume is None and out is None:
             out = str(new_run_dir(loaded, None))

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tensorboardX import SummaryWriter
 
+from lejepa_core import artifacts
 from lejepa_core import metrics as M
 
 
@@ -41,15 +43,13 @@ def prediction_report(
     sigma = target.std().clamp_min(1e-12) if sigma is None else sigma
     abs_err = (prediction - target).abs().mean(dim=1)  # [N]
     cos = torch.nn.functional.cosine_similarity(prediction, target, dim=-1, eps=1e-8)  # [N]
-    out = {
-        f"{prefix}err_signal": to_float(abs_err.mean() / sigma),
-        f"{prefix}cosine": to_float(cos.mean()),
-    }
+    err_signal, cosine = prefix + artifacts.ERR_SIGNAL, prefix + artifacts.COSINE
+    out = {err_signal: to_float(abs_err.mean() / sigma), cosine: to_float(cos.mean())}
     for h in horizons:
         sel = k == h
         if bool(sel.any()):
-            out[f"{prefix}err_signal/k{h}"] = to_float(abs_err[sel].mean() / sigma)
-            out[f"{prefix}cosine/k{h}"] = to_float(cos[sel].mean())
+            out[artifacts.per_k(err_signal, h)] = to_float(abs_err[sel].mean() / sigma)
+            out[artifacts.per_k(cosine, h)] = to_float(cos[sel].mean())
     return out
 
 
@@ -58,7 +58,7 @@ def latent_report(z: torch.Tensor, name: str) -> dict[str, float]:
     ``variance/{name}/min`` and ``/mean`` (per-dimension variance), ``isotropy/{name}``."""
     variance = M.per_dimension_variance(z)
     return {
-        f"rank/{name}": to_float(M.effective_rank(z)),
+        f"{artifacts.RANK_PREFIX}{name}": to_float(M.effective_rank(z)),
         f"variance/{name}/min": to_float(variance.min()),
         f"variance/{name}/mean": to_float(variance.mean()),
         f"isotropy/{name}": to_float(M.isotropy(z)),
@@ -82,11 +82,13 @@ def validation_report(
     sigma = target.float().std().clamp_min(1e-12)
     out = prediction_report(prediction, target, k, horizons, sigma=sigma)
     out.update(
-        prediction_report(last_context, target, k, horizons, "baseline/copy_last/", sigma=sigma)
+        prediction_report(
+            last_context, target, k, horizons, artifacts.COPY_LAST_PREFIX, sigma=sigma
+        )
     )
     mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
-    out.update(prediction_report(mean, target, k, horizons, "baseline/mean/", sigma=sigma))
-    out["target_std"] = to_float(sigma)
+    out.update(prediction_report(mean, target, k, horizons, artifacts.MEAN_PREFIX, sigma=sigma))
+    out[artifacts.TARGET_STD] = to_float(sigma)
     out.update(latent_report(last_context, "context"))
     out.update(latent_report(target, "target"))
     return out
@@ -126,10 +128,8 @@ class MetricsLog:
         self.writer = None
         if not self.enabled:
             return
-        self.file = open(Path(run_dir) / "metrics.jsonl", "a", encoding="utf-8")
+        self.file = open(Path(run_dir) / artifacts.METRICS, "a", encoding="utf-8")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
             self.writer = SummaryWriter(logdir=str(run_dir))
 
     def write(self, record: dict[str, Any]) -> None:
@@ -140,10 +140,10 @@ class MetricsLog:
         self.file.write(json.dumps(clean) + "\n")
         self.file.flush()
         if self.writer is not None:
-            split, step = record["split"], int(record["step"])
+            split, step = record[artifacts.SPLIT], int(record[artifacts.STEP])
             for key, value in clean.items():
                 if (
-                    key not in ("step", "epoch", "split")
+                    key not in (artifacts.STEP, artifacts.EPOCH, artifacts.SPLIT)
                     and isinstance(value, (int, float))
                     and not isinstance(value, bool)
                 ):

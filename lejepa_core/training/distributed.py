@@ -6,9 +6,11 @@ process group with NCCL on CUDA and gloo on CPU. Only rank 0 writes logs and che
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -52,8 +54,22 @@ def setup(device: torch.device) -> DistInfo:
 
 
 def teardown() -> None:
+    """Destroy the default process group (if any)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[DistInfo]:
+    """``setup`` for the duration of the block, then ``teardown``, also on errors, when this
+    call created the group (a group that existed before is left to its owner)."""
+    created = env_info().enabled and not (dist.is_available() and dist.is_initialized())
+    info = setup(device)
+    try:
+        yield info
+    finally:
+        if created:
+            teardown()
 
 
 def barrier() -> None:

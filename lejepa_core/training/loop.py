@@ -1,199 +1,95 @@
-"""The training loop: one readable function, ``train(recipe)``.
+"""The training loop: ``train(recipe)`` builds the run, then every step calls, in order,
 
-    data (generated if missing) -> train/val episode split -> WindowSampler batches
-    -> JEPAModel step (masked context, EMA or shared target, k-conditioned predictor, losses)
-    -> skip non-finite steps -> pre-clip gradient norm -> clip -> AdamW -> EMA update
-    -> every log.every steps: metrics.jsonl + tensorboardX (rank 0)
-    -> every epoch: validation on fixed held-out batches, last/best checkpoints, early stopping
+    train_step:   WindowSampler batch -> JEPAModel forward (masked context, EMA or shared target,
+                  k-conditioned predictor, losses) -> backward -> pre-clip gradient norm -> clip
+                  -> non-finite guard (skip the step) -> AdamW -> EMA update -> lr schedule
+    log_window:   every log.every steps: the ``train`` record of metrics.jsonl + tensorboardX
+                  (rank 0) and the progress bar
+    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out batches, last/best
+                  checkpoints, early stopping (rank 0's figure decides on every rank)
 
-Everything a bit-exact resume needs is in the checkpoint (see ``checkpoint_state``).
+and ends with ``summary.json``. Where the rest lives: ``run.py`` (Run, TrainState, checkpoint
+contents, run directory), ``validate.py``, ``step.py`` (the differentiable step), ``optim.py``
+(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, metrics.jsonl).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
-from lejepa_core.build import build_model, model_spec
+from lejepa_core import artifacts
 from lejepa_core.data.prepare import open_data
-from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
+from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.errors import TrainingError
+from lejepa_core.interfaces import StepOutputs
+from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
-from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
-from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float, validation_report
-from lejepa_core.training.optim import WarmupCosine, build_optimizer
-from lejepa_core.training.runtime import StopFlag, autocast, derive_seed, resolve_device
-from lejepa_core.training.step import JEPAModel
-from lejepa_core.training.target import ema_momentum, ema_update, make_ema_copy
-
-
-# ----------------------------------------------------------------------------- set-up helpers
-def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
-    """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
-    if out is not None:
-        run_dir = Path(out)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-@attrs.define
-class TrainState:
-    """Counters that travel with the checkpoint."""
-
-    step: int = 0
-    best_val: float = math.inf
-    best_epoch: int = -1
-    epochs_without_improvement: int = 0
-    nonfinite_consecutive: int = 0
-    nonfinite_total: int = 0
-    clipped_total: int = 0
-    samples_seen: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
+from lejepa_core.training.run import (
+    Run,
+    build_run,
+    build_samplers,
+    prepare_run_dir,
+    rank_device,
+    resume_run,
+    wrap_model,
+)
+from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
+from lejepa_core.training.step import StepLoss
+from lejepa_core.training.target import ema_momentum, ema_update
+from lejepa_core.training.validate import validate
 
 
 @attrs.define
 class TrainResult:
+    """How ``train`` ended (on every rank; only rank 0 wrote ``run_dir``)."""
+
     run_dir: Path | None
     status: str  # finished | early_stopped | interrupted | stopped
     step: int
     epoch: int
-    summary: dict[str, Any]
+    summary: dict[str, Any]  # summary.json (``Summary.to_dict()``)
 
 
-# ----------------------------------------------------------------------------- the run
 @attrs.define
-class Run:
-    """Everything ``train`` builds; kept together so checkpoints read and write one object."""
+class StepResult:
+    """What ``train_step`` reports: the learning rate and EMA momentum it used, whether a stop
+    was requested (on any rank), and its figures for the log window (0-d tensors: no host
+    sync), None when the step was skipped as non-finite."""
 
-    recipe: Recipe
-    device: torch.device
-    dist: distributed.DistInfo
-    model: JEPAModel
-    target_encoder: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: WarmupCosine
-    generators: dict[str, torch.Generator]
-    state: TrainState
-    total_steps: int
-
-    def checkpoint_state(self) -> dict[str, Any]:
-        return {
-            "format_version": ckpt.FORMAT_VERSION,
-            "recipe_hash": self.recipe.hash(),
-            "model": self.model.state_dict(),
-            "target_encoder": None
-            if self.target_encoder is None
-            else self.target_encoder.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": ckpt.capture_rng_state(self.generators),
-            "train_state": self.state.to_dict(),
-            "world_size": self.dist.world_size,
-        }
-
-    def load(self, state: dict[str, Any], *, path: Path) -> None:
-        try:
-            self.model.load_state_dict(state["model"])
-            if self.target_encoder is not None:
-                if state.get("target_encoder") is None:
-                    raise CheckpointError(
-                        f"{path}: the checkpoint has no EMA target encoder (target.mode differs)"
-                    )
-                self.target_encoder.load_state_dict(state["target_encoder"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(
-                f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
-            ) from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("world_size", 1) == self.dist.world_size:
-            ckpt.restore_rng_state(state["rng"], self.generators)
-        self.state = TrainState(**state["train_state"])
-
-    def save(self, path: Path) -> None:
-        if not self.dist.is_main:
-            return
-        if not ckpt.all_finite({"model": self.model, "target": self.target_encoder}):
-            raise TrainingError(f"refusing to overwrite {path} with non-finite weights")
-        ckpt.save_atomic(self.checkpoint_state(), path)
+    lr: float
+    momentum: float
+    stop_requested: bool
+    metrics: dict[str, Any] | None
 
 
-@torch.no_grad()
-def validate(run: Run, batches: list[Any]) -> dict[str, float]:
-    """Validation loss (unmasked context, fixed loss seeds) and the diagnostics of
-    ``validation_report`` on the fixed held-out batches; quantizer metrics averaged."""
-    model, recipe = run.model, run.recipe
-    target_encoder = run.target_encoder if run.target_encoder is not None else model.context_encoder
-    was_training = model.training
-    model.eval()
-    losses = RunningMeans()
-    quant = RunningMeans()
-    collected: dict[str, list[torch.Tensor]] = {
-        "prediction": [],
-        "target": [],
-        "last_context": [],
-        "k": [],
-    }
-    loss_generator = torch.Generator(device=run.device)
-    with (
-        torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
-        autocast(run.device, recipe.train.precision),
-    ):
-        for i, batch in enumerate(batches):
-            loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
-            step_loss, out = model(
-                batch.context_obs,
-                batch.target_obs,
-                batch.k,
-                target_encoder=target_encoder,
-                mask_generator=None,
-                loss_generator=loss_generator,
-                step=run.state.step,
-                apply_mask=False,
-            )
-            losses.add(
-                {
-                    "loss/total": step_loss.total,
-                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
-                }
-            )
-            if out.quantizer_output is not None:
-                quant.add({f"quantizer/{k}": v for k, v in out.quantizer_output.metrics.items()})
-            collected["last_context"].append(out.context[:, -1])
-            collected["prediction"].append(out.prediction)
-            collected["target"].append(out.target)
-            collected["k"].append(batch.k)
-    model.train(was_training)
-    cat = {key: torch.cat(values) for key, values in collected.items()}
-    report = losses.pop()
-    report.update(quant.pop())
-    report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
-    return report
+@attrs.define
+class LogWindow:
+    """The steps since the last ``train`` record: means of their figures, count, start time."""
+
+    means: RunningMeans = attrs.field(factory=RunningMeans)
+    steps: int = 0
+    started: float = attrs.field(factory=time.perf_counter)
+
+    def add(self, result: StepResult) -> None:
+        self.steps += 1
+        if result.metrics is not None:
+            self.means.add(result.metrics)
 
 
+# ----------------------------------------------------------------------------- train
 def train(
     recipe: Recipe,
     *,
@@ -210,334 +106,279 @@ def train(
     stop_at_step: stop (saving ``last.pt``) once this global step is reached, as if
     interrupted; on_step: called after every optimisation step (tests, tools);
     data: an opened ``TrajectoryData`` to use instead of ``recipe.data.path``.
+    Under torchrun the process group is created here and destroyed on the way out.
     """
-    torch_device = resolve_device(device or recipe.train.device)
-    dist_info = distributed.env_info()
-    if dist_info.enabled and torch_device.type == "cuda":
-        torch_device = torch.device("cuda", dist_info.local_rank)
-    elif torch_device.type == "cuda" and torch_device.index is None:
-        torch_device = torch.device("cuda", torch.cuda.current_device())
-    dist_info = distributed.setup(torch_device)
-    if recipe.train.threads:
-        torch.set_num_threads(recipe.train.threads)
-    t = recipe.train
-    show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
-
-    # run directory (rank 0 writes; other ranks never touch it)
-    run_dir: Path | None = None
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / "checkpoints" / "last.pt").is_file():
-            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
-    elif dist_info.is_main:
-        run_dir = new_run_dir(recipe, out)
-    if dist_info.is_main and resume is None:
-        (run_dir / "resolved_recipe.toml").write_text(recipe.to_toml(), encoding="utf-8")
-
-    # data
-    if data is None:
-        data = open_data(recipe, torch_device, is_main=dist_info.is_main, progress=show_progress)
-    from lejepa_core.data.sampler import WindowSampler
-
-    train_episodes, val_episodes = data.episode_split(
-        recipe.data.val_fraction, recipe.data.split_seed
-    )
-    if len(val_episodes) == 0:
-        raise UserInputError(
-            "data.val_fraction: no validation episodes (too few episodes in the file)"
-        )
-    sampler_kwargs = dict(
-        context_frames=recipe.data.context_frames,
-        horizons=tuple(recipe.data.horizons),
-        device=torch_device,
-    )
-    train_sampler = WindowSampler(data, train_episodes, **sampler_kwargs)
-    val_sampler = WindowSampler(data, val_episodes, **sampler_kwargs)
-    val_batches = val_sampler.fixed_batches(
-        t.batch_size, t.val_batches, derive_seed(recipe.data.split_seed, "validation") % (2**31)
-    )
-
-    # model, target encoder, optimizer
-    torch.manual_seed(t.seed)
-    model = build_model(recipe, model_spec(recipe, data)).to(torch_device)
-    target_encoder = None
-    if recipe.target.mode == "ema":
-        target_encoder = make_ema_copy(model.context_encoder).eval()
-    total_steps = t.epochs * t.steps_per_epoch
-    optimizer = build_optimizer(
-        [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=torch_device
-    )
-    scheduler = WarmupCosine(
-        optimizer,
-        base_lr=t.lr,
-        warmup_steps=t.warmup_steps,
-        total_steps=total_steps,
-        min_lr_ratio=t.min_lr_ratio,
-    )
-    sample_device = data.device
-    generators = {
-        "sampler": torch.Generator(device=sample_device).manual_seed(
-            derive_seed(t.seed, "sampler", dist_info.rank)
-        ),
-        "masker": torch.Generator(device=torch_device).manual_seed(
-            derive_seed(t.seed, "masker", dist_info.rank)
-        ),
-    }
-    run = Run(
-        recipe=recipe,
-        device=torch_device,
-        dist=dist_info,
-        model=model,
-        target_encoder=target_encoder,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        generators=generators,
-        state=TrainState(),
-        total_steps=total_steps,
-    )
-    if resume is not None:
-        path = run_dir / "checkpoints" / "last.pt"
-        saved = ckpt.load_checkpoint(path, map_location=torch_device)
-        if saved["recipe_hash"] != recipe.hash():
-            print(
-                f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
-                file=sys.stderr,
+    torch_device = rank_device(device or recipe.train.device)
+    with distributed.process_group(torch_device) as dist_info:
+        if recipe.train.threads:
+            torch.set_num_threads(recipe.train.threads)
+        show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
+        run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
+        if data is None:
+            data = open_data(
+                recipe, torch_device, is_main=dist_info.is_main, progress=show_progress
             )
-        run.load(saved, path=path)
-
-    # wrappers: compile, DDP
-    if compile if compile is not None else t.compile:
-        model.context_encoder.compile()
-        model.predictor.compile()
-        if target_encoder is not None:
-            target_encoder.compile()
-    step_module: nn.Module = model
-    if dist_info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step_module = DistributedDataParallel(
-            model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None
+        sampler, val_batches = build_samplers(recipe, data, torch_device)
+        run = build_run(recipe, data, torch_device, dist_info, run_dir)
+        if resume is not None:
+            resume_run(run, run_dir)
+        step_module = wrap_model(
+            run, compile=compile if compile is not None else recipe.train.compile
         )
 
-    log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
-    result = None
-    try:
-        with StopFlag() as stop, _progress(show_progress, total_steps, run.state.step) as bar:
-            result = _loop(
-                run,
-                step_module,
-                train_sampler,
-                val_batches,
-                log,
-                stop,
-                bar,
-                run_dir,
-                stop_at_step,
-                on_step,
-            )
-    finally:
-        log.close()
-    distributed.barrier()
-    return result
+        log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
+        try:
+            with (
+                StopFlag() as stop,
+                _progress(show_progress, run.total_steps, run.state.step) as bar,
+            ):
+                result = _loop(
+                    run, step_module, sampler, val_batches, log, stop, bar, stop_at_step, on_step
+                )
+        finally:
+            log.close()
+        distributed.barrier()
+        return result
 
 
 def _loop(
     run: Run,
     step_module: nn.Module,
-    sampler: Any,
-    val_batches: list[Any],
+    sampler: WindowSampler,
+    val_batches: list[Batch],
     log: MetricsLog,
     stop: StopFlag,
-    bar: Any,
-    run_dir: Path | None,
+    bar: Callable[..., None],
     stop_at_step: int | None,
     on_step: Callable[[Run], None] | None,
 ) -> TrainResult:
-    recipe, t, state, model = run.recipe, run.recipe.train, run.state, run.model
-    params = [p for p in model.parameters() if p.requires_grad]
-    max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+    t, state = run.recipe.train, run.state
+    params = [p for p in run.model.parameters() if p.requires_grad]
     loss_generator = torch.Generator(device=run.device)
-    window = RunningMeans()
-    world_batch = t.batch_size * run.dist.world_size
+    window = LogWindow()
     last_val: dict[str, float] = {}
     status = "finished"
-    checkpoints = None if run_dir is None else run_dir / "checkpoints"
-    window_start, window_steps = time.perf_counter(), 0
-    started = time.perf_counter()
-    start_step = state.step
-    model.train()
+    started, start_step = time.perf_counter(), state.step
+    run.model.train()
 
     while state.step < run.total_steps:
-        step = state.step
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
-        loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
-        with autocast(run.device, t.precision):
-            step_loss, outputs = step_module(
-                batch.context_obs,
-                batch.target_obs,
-                batch.k,
-                target_encoder=run.target_encoder,
-                mask_generator=run.generators["masker"],
-                loss_generator=loss_generator,
-                step=step,
-            )
-        run.optimizer.zero_grad(set_to_none=True)
-        step_loss.total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            params, max_norm
-        )  # returns the norm before clipping
-        bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
-        flags = distributed.any_flag(
-            torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
-        )
-        nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
-
-        momentum = ema_momentum(
-            step,
-            base=recipe.target.momentum,
-            final=recipe.target.momentum_final,
-            total_steps=run.total_steps,
-        )
-        if nonfinite:  # never reaches the weights
-            run.optimizer.zero_grad(set_to_none=True)
-            state.nonfinite_consecutive += 1
-            state.nonfinite_total += 1
-            if state.nonfinite_consecutive >= t.max_nonfinite_steps:
-                raise TrainingError(
-                    f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {step} "
-                    f"(loss {to_float(step_loss.total)}, gradient norm {to_float(grad_norm)}); the last good "
-                    f"checkpoint is {checkpoints / 'last.pt' if checkpoints else 'not saved'}. Lower train.lr or check the data."
-                )
-        else:
-            run.optimizer.step()
-            if run.target_encoder is not None:
-                ema_update(run.target_encoder, model.context_encoder, momentum)
-            state.nonfinite_consecutive = 0
-            clipped = grad_norm > max_norm
-            state.clipped_total += int(
-                clipped
-            )  # grad_norm is already on the host side after the sync above
-            window.add(
-                {
-                    "loss/total": step_loss.total,
-                    **{f"loss/{k}": v for k, v in step_loss.parts.items()},
-                    **{f"loss/{k}": v for k, v in step_loss.metrics.items()},
-                    "grad_norm": grad_norm,
-                    "clip_fraction": clipped.float(),
-                }
-            )
-            if outputs.quantizer_output is not None:
-                window.add(
-                    {f"quantizer/{k}": v for k, v in outputs.quantizer_output.metrics.items()}
-                )
-        lr = run.scheduler.lr
-        run.scheduler.step()
-        state.step += 1
-        state.samples_seen += world_batch
-        window_steps += 1
+        result = train_step(run, step_module, batch, params, loss_generator, stop)
+        window.add(result)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
-        if state.step % recipe.log.every == 0 or state.step == run.total_steps:
-            record = window.pop()
-            elapsed = max(1e-9, time.perf_counter() - window_start)
-            record.update(
-                {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "train",
-                    "lr": lr,
-                    "ema_momentum": momentum if run.target_encoder is not None else None,
-                    "samples_per_s": window_steps * world_batch / elapsed,
-                    "nonfinite_steps": state.nonfinite_total,
-                }
-            )
-            log.write({k: v for k, v in record.items() if v is not None})
-            window_start, window_steps = time.perf_counter(), 0
-            bar(
-                completed=state.step,
-                epoch=epoch,
-                loss=record.get("loss/total", float("nan")),
-                rate=record["samples_per_s"],
-            )
-
+        if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
+            log_window(run, window, result, epoch, log, bar)
         if state.step % t.steps_per_epoch == 0:
-            last_val = validate(run, val_batches)
-            monitored = last_val["err_signal" if t.monitor == "err_signal" else "loss/total"]
-            improved = monitored < state.best_val - t.min_delta
-            if improved:
-                state.best_val, state.best_epoch, state.epochs_without_improvement = (
-                    monitored,
-                    epoch,
-                    0,
-                )
-            else:
-                state.epochs_without_improvement += 1
-            log.write(
-                {
-                    "step": state.step,
-                    "epoch": epoch,
-                    "split": "val",
-                    **last_val,
-                    "best": improved,
-                    "best_val": state.best_val,
-                    "epochs_without_improvement": state.epochs_without_improvement,
-                }
-            )
-            if checkpoints is not None:
-                run.save(checkpoints / "last.pt")
-                if improved:
-                    run.save(checkpoints / "best.pt")
-            if (
-                t.patience
-                and state.epochs_without_improvement >= t.patience
-                and state.step < run.total_steps
-            ):
+            last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
+            if stop_early:
                 status = "early_stopped"
                 break
         if on_step is not None:
             on_step(run)
-        if stop_now or (stop_at_step is not None and state.step >= stop_at_step):
-            status = "interrupted" if stop_now else "stopped"
-            if checkpoints is not None and state.step % t.steps_per_epoch != 0:
-                run.save(checkpoints / "last.pt")
+        if result.stop_requested or (stop_at_step is not None and state.step >= stop_at_step):
+            status = "interrupted" if result.stop_requested else "stopped"
+            if run.checkpoints is not None and state.step % t.steps_per_epoch != 0:
+                run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
             break
 
-    wall = time.perf_counter() - started
-    summary = {
-        "status": status,
-        "step": state.step,
-        "epochs_completed": state.step // t.steps_per_epoch,
-        "total_steps": run.total_steps,
-        "monitor": t.monitor,
-        "best_val": state.best_val if math.isfinite(state.best_val) else None,
-        "best_epoch": state.best_epoch,
-        "nonfinite_steps": state.nonfinite_total,
-        "clip_fraction": state.clipped_total / max(1, state.step - state.nonfinite_total),
-        "wall_seconds": wall,
-        "samples_per_s": (state.step - start_step) * world_batch / max(1e-9, wall),
-        "device": str(run.device),
-        "world_size": run.dist.world_size,
-        "recipe_hash": run.recipe.hash(),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "final_validation": last_val,
-    }
-    if run_dir is not None and run.dist.is_main:
-        (run_dir / "summary.json").write_text(
-            json.dumps(summary, indent=2, default=str), encoding="utf-8"
-        )
+    summary = run.summary(
+        status, last_val, wall_seconds=time.perf_counter() - started, start_step=start_step
+    )
+    if run.run_dir is not None and run.dist.is_main:
+        summary.write(run.run_dir)
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=run.run_dir,
         status=status,
         step=state.step,
-        epoch=summary["epochs_completed"],
-        summary=summary,
+        epoch=summary.epochs_completed,
+        summary=summary.to_dict(),
     )
+
+
+# ----------------------------------------------------------------------------- the steps
+def train_step(
+    run: Run,
+    step_module: nn.Module,
+    batch: Batch,
+    params: list[nn.Parameter],
+    loss_generator: torch.Generator,
+    stop: StopFlag,
+) -> StepResult:
+    """One optimisation step on ``batch`` (context_obs [B, W, *obs], target_obs [B, *obs],
+    k [B]); advances ``run.state.step`` and the learning-rate schedule.
+
+    forward -> backward -> global gradient norm before clipping -> clip to ``train.grad_clip``
+    -> when the loss or the norm is NaN/inf on any rank: skip (no optimizer step, no EMA
+    update) and count it, ``train.max_nonfinite_steps`` in a row raise ``TrainingError``;
+    otherwise AdamW -> EMA update. ``step_module``: ``run.model`` or its DDP wrapper; params:
+    the model's trainable parameters. One host sync: the all-reduced flags.
+    """
+    recipe, t, state = run.recipe, run.recipe.train, run.state
+    step = state.step
+    max_norm = t.grad_clip if t.grad_clip is not None else math.inf
+    loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
+    with autocast(run.device, t.precision):
+        step_loss, outputs = step_module(
+            batch.context_obs,
+            batch.target_obs,
+            batch.k,
+            target_encoder=run.target_encoder,
+            mask_generator=run.generators["masker"],
+            loss_generator=loss_generator,
+            step=step,
+        )
+    run.optimizer.zero_grad(set_to_none=True)
+    step_loss.total.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
+    bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
+    flags = distributed.any_flag(
+        torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
+    )
+    nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
+
+    momentum = ema_momentum(
+        step,
+        base=recipe.target.momentum,
+        final=recipe.target.momentum_final,
+        total_steps=run.total_steps,
+    )
+    lr = run.scheduler.get_last_lr()[0]  # the lr of this step
+    metrics = None
+    if nonfinite:  # never reaches the weights
+        _skip_step(run, step_loss.total, grad_norm)
+    else:
+        run.optimizer.step()
+        if run.target_encoder is not None:
+            ema_update(run.target_encoder, run.model.context_encoder, momentum)
+        state.nonfinite_consecutive = 0
+        clipped = grad_norm > max_norm
+        state.clipped_total += int(clipped)  # the flags' sync above already waited for it
+        metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+    _advance_schedule(run.scheduler, skipped=nonfinite)
+    state.step += 1
+    state.samples_seen += run.world_batch
+    return StepResult(lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics)
+
+
+def _skip_step(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
+    """Drop a non-finite step's gradients and count it; ``TrainingError`` after
+    ``train.max_nonfinite_steps`` in a row."""
+    state = run.state
+    run.optimizer.zero_grad(set_to_none=True)
+    state.nonfinite_consecutive += 1
+    state.nonfinite_total += 1
+    if state.nonfinite_consecutive >= run.recipe.train.max_nonfinite_steps:
+        last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
+        raise TrainingError(
+            f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {state.step} "
+            f"(loss {to_float(loss)}, gradient norm {to_float(grad_norm)}); the last good "
+            f"checkpoint is {last or 'not saved'}. Lower train.lr or check the data."
+        )
+
+
+def _step_metrics(
+    step_loss: StepLoss, outputs: StepOutputs, grad_norm: torch.Tensor, clipped: torch.Tensor
+) -> dict[str, Any]:
+    """The figures of a step for the log window (0-d tensors or floats, no host sync)."""
+    metrics = {
+        artifacts.LOSS_TOTAL: step_loss.total,
+        **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
+        **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.metrics.items()},
+        artifacts.GRAD_NORM: grad_norm,
+        artifacts.CLIP_FRACTION: clipped.float(),
+    }
+    if outputs.quantizer_output is not None:
+        quantizer = outputs.quantizer_output.metrics
+        metrics.update({f"{artifacts.QUANTIZER_PREFIX}{k}": v for k, v in quantizer.items()})
+    return metrics
+
+
+def _advance_schedule(scheduler: LambdaLR, *, skipped: bool) -> None:
+    """``scheduler.step()``. The schedule advances over a skipped step too, on purpose: LambdaLR
+    would warn on a skipped first step that the optimizer has not stepped yet."""
+    if not skipped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+
+
+def log_window(
+    run: Run,
+    window: LogWindow,
+    last: StepResult,
+    epoch: int,
+    log: MetricsLog,
+    bar: Callable[..., None],
+) -> None:
+    """The ``train`` record of the steps in ``window`` (means, skipped steps excluded; ``lr``
+    and ``ema_momentum`` of ``last``, the latest step) to metrics.jsonl / tensorboardX, and the
+    progress bar; then ``window`` starts again."""
+    state = run.state
+    record = window.means.pop()
+    elapsed = max(1e-9, time.perf_counter() - window.started)
+    record.update(
+        {
+            artifacts.STEP: state.step,
+            artifacts.EPOCH: epoch,
+            artifacts.SPLIT: "train",
+            artifacts.LR: last.lr,
+            artifacts.EMA_MOMENTUM: last.momentum if run.target_encoder is not None else None,
+            artifacts.SAMPLES_PER_S: window.steps * run.world_batch / elapsed,
+            artifacts.NONFINITE_STEPS: state.nonfinite_total,
+        }
+    )
+    log.write({k: v for k, v in record.items() if v is not None})
+    window.steps, window.started = 0, time.perf_counter()
+    bar(
+        completed=state.step,
+        epoch=epoch,
+        loss=record.get(artifacts.LOSS_TOTAL, float("nan")),
+        rate=record[artifacts.SAMPLES_PER_S],
+    )
+
+
+def end_of_epoch(
+    run: Run, val_batches: list[Batch], epoch: int, log: MetricsLog
+) -> tuple[dict[str, float], bool]:
+    """Validate, write the ``val`` record, ``last.pt`` and, when the monitored figure improved,
+    ``best.pt``. Returns the validation figures and whether to stop early (``train.patience``
+    epochs without improvement, before the last step).
+
+    Rank 0's monitored figure is broadcast, so every rank takes the same decision (ranks that
+    stopped at different steps would hang in the next collective).
+    """
+    t, state = run.recipe.train, run.state
+    report = validate(run, val_batches)
+    monitored = distributed.broadcast_object(report[artifacts.monitored_key(t.monitor)])
+    improved = state.update_best(monitored, epoch, min_delta=t.min_delta)
+    log.write(
+        {
+            artifacts.STEP: state.step,
+            artifacts.EPOCH: epoch,
+            artifacts.SPLIT: "val",
+            **report,
+            artifacts.BEST: improved,
+            artifacts.BEST_VAL: state.best_val,
+            artifacts.EPOCHS_WITHOUT_IMPROVEMENT: state.epochs_without_improvement,
+        }
+    )
+    if run.checkpoints is not None:
+        run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
+        if improved:
+            run.save(run.checkpoints / artifacts.BEST_CHECKPOINT)
+    stop = (
+        t.patience > 0
+        and state.epochs_without_improvement >= t.patience
+        and state.step < run.total_steps
+    )
+    return report, stop
 
 
 def _progress(enabled: bool, total: int, start: int):
     """The training bar: epoch, step, loss of the last log window, samples/s."""
-    from lejepa_core.progress import progress_bar
-
     return progress_bar(
         enabled,
         total,

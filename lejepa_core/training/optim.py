@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -66,57 +67,34 @@ def build_optimizer(
     )
 
 
-class WarmupCosine:
-    """Sets every group's ``lr`` to ``base_lr * warmup_cosine(step)``; state is the step."""
+def warmup_cosine_lr(
+    optimizer: torch.optim.Optimizer, *, warmup_steps: int, total_steps: int, min_lr_ratio: float
+) -> LambdaLR:
+    """A ``LambdaLR`` setting every group's ``lr`` to its initial lr (``train.lr``) times
+    ``warmup_cosine(step)``; ``get_last_lr()[0]`` is the learning rate of the next step.
 
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        *,
-        base_lr: float,
-        warmup_steps: int,
-        total_steps: int,
-        min_lr_ratio: float,
-    ):
-        self.optimizer = optimizer
-        self.base_lr = base_lr
-        self.warmup_steps = warmup_steps
-        self.total_steps = total_steps
-        self.min_lr_ratio = min_lr_ratio
-        self.step_count = 0
-        self._apply()
+    The multiplier is a plain function, so the scheduler's ``state_dict`` never stores the
+    schedule's parameters: a resumed run follows its recipe's (see ``load_scheduler_state``).
+    """
 
-    def lr_at(self, step: int) -> float:
-        return self.base_lr * warmup_cosine(
-            step,
-            warmup_steps=self.warmup_steps,
-            total_steps=self.total_steps,
-            min_lr_ratio=self.min_lr_ratio,
+    def multiplier(step: int) -> float:
+        return warmup_cosine(
+            step, warmup_steps=warmup_steps, total_steps=total_steps, min_lr_ratio=min_lr_ratio
         )
 
-    @property
-    def lr(self) -> float:
-        """Learning rate of the next optimisation step."""
-        return self.lr_at(self.step_count)
+    return LambdaLR(optimizer, multiplier)
 
-    def _apply(self) -> None:
-        lr = self.lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
 
-    def step(self) -> None:
-        self.step_count += 1
-        self._apply()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "step_count": self.step_count,
-            "base_lr": self.base_lr,
-            "warmup_steps": self.warmup_steps,
-            "total_steps": self.total_steps,
-            "min_lr_ratio": self.min_lr_ratio,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step_count"])
-        self._apply()
+def load_scheduler_state(scheduler: LambdaLR, state: dict[str, Any]) -> None:
+    """Restore the step count of a saved ``warmup_cosine_lr`` scheduler and set the learning
+    rates of that step from ``scheduler``'s own base lr and multiplier, i.e. the recipe's
+    (``--set train.lr=...`` or ``train.epochs=...`` on resume take effect from the first resumed
+    step; unchanged, the rates are exactly those of the saved run). Load the optimizer first."""
+    scheduler.load_state_dict({**state, "base_lrs": list(scheduler.base_lrs)})
+    lrs = [
+        base_lr * multiplier(scheduler.last_epoch)
+        for base_lr, multiplier in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)
+    ]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() returns; LambdaLR sets it in step()

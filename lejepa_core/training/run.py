@@ -1,0 +1,306 @@
+"""A training run: its directory, what ``train`` builds (``Run``), and its checkpoints.
+
+    prepare_run_dir -> rank_device -> build_samplers (train sampler, fixed validation batches)
+    -> build_run (model, EMA target encoder, AdamW, lr schedule, generators; in that order:
+       the order fixes the initial weights) -> resume_run -> wrap_model (compile, DDP)
+
+``Run.checkpoint_state`` is everything a bit-exact resume needs; ``Run.load`` restores it.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+
+from lejepa_core import artifacts
+from lejepa_core.artifacts import Summary
+from lejepa_core.build import build_model, model_spec
+from lejepa_core.data.sampler import Batch, WindowSampler
+from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
+from lejepa_core.recipe import Recipe
+from lejepa_core.training import checkpoint as ckpt
+from lejepa_core.training import distributed
+from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
+from lejepa_core.training.runtime import derive_seed, resolve_device
+from lejepa_core.training.step import JEPAModel
+from lejepa_core.training.target import make_ema_copy
+
+
+def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
+    """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
+    if out is not None:
+        run_dir = Path(out)
+        if (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).exists():
+            raise CheckpointError(
+                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
+            )
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
+    (run_dir / artifacts.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def prepare_run_dir(
+    recipe: Recipe, *, out: str | Path | None, resume: str | Path | None, is_main: bool
+) -> Path | None:
+    """The directory of the run to resume (it must hold ``checkpoints/last.pt``), or, on rank 0,
+    a new one (``new_run_dir``) holding ``resolved_recipe.toml``; None on the other ranks."""
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).is_file():
+            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
+        return run_dir
+    if not is_main:
+        return None
+    run_dir = new_run_dir(recipe, out)
+    (run_dir / artifacts.RESOLVED_RECIPE).write_text(recipe.to_toml(), encoding="utf-8")
+    return run_dir
+
+
+def rank_device(name: str) -> torch.device:
+    """The device of this process: under torchrun ``cuda:<LOCAL_RANK>``; a bare ``cuda`` is
+    pinned to the current CUDA device."""
+    device, info = resolve_device(name), distributed.env_info()
+    if info.enabled and device.type == "cuda":
+        return torch.device("cuda", info.local_rank)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def build_samplers(
+    recipe: Recipe, data: Any, device: torch.device
+) -> tuple[WindowSampler, list[Batch]]:
+    """The sampler of the training episodes and the fixed validation batches (held-out
+    episodes, ``data.val_fraction`` split by ``data.split_seed``)."""
+    d, t = recipe.data, recipe.train
+    train_episodes, val_episodes = data.episode_split(d.val_fraction, d.split_seed)
+    if len(val_episodes) == 0:
+        raise UserInputError(
+            "data.val_fraction: no validation episodes (too few episodes in the file)"
+        )
+    kwargs = dict(context_frames=d.context_frames, horizons=tuple(d.horizons), device=device)
+    train_sampler = WindowSampler(data, train_episodes, **kwargs)
+    val_batches = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
+        t.batch_size, t.val_batches, derive_seed(d.split_seed, "validation") % (2**31)
+    )
+    return train_sampler, val_batches
+
+
+@attrs.define
+class TrainState:
+    """Counters that travel with the checkpoint."""
+
+    step: int = 0
+    best_val: float = math.inf
+    best_epoch: int = -1
+    epochs_without_improvement: int = 0
+    nonfinite_consecutive: int = 0
+    nonfinite_total: int = 0
+    clipped_total: int = 0
+    samples_seen: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    def update_best(self, monitored: float, epoch: int, *, min_delta: float) -> bool:
+        """True when ``monitored`` is below ``best_val - min_delta`` (it becomes the best, at
+        ``epoch``); else one more epoch without improvement."""
+        improved = monitored < self.best_val - min_delta
+        if improved:
+            self.best_val, self.best_epoch, self.epochs_without_improvement = monitored, epoch, 0
+        else:
+            self.epochs_without_improvement += 1
+        return improved
+
+
+@attrs.define
+class Run:
+    """Everything ``train`` builds; kept together so checkpoints read and write one object.
+
+    run_dir: where rank 0 writes (the other ranks never do; None on them in a new run).
+    """
+
+    recipe: Recipe
+    device: torch.device
+    dist: distributed.DistInfo
+    model: JEPAModel
+    target_encoder: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR  # optim.warmup_cosine_lr
+    generators: dict[str, torch.Generator]
+    state: TrainState
+    total_steps: int
+    run_dir: Path | None = None
+
+    @property
+    def world_batch(self) -> int:
+        """Samples per optimisation step over all ranks (``train.batch_size`` is per rank)."""
+        return self.recipe.train.batch_size * self.dist.world_size
+
+    @property
+    def checkpoints(self) -> Path | None:
+        """``<run_dir>/checkpoints``, None when this rank writes nothing."""
+        return None if self.run_dir is None else self.run_dir / artifacts.CHECKPOINTS
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format_version": ckpt.FORMAT_VERSION,
+            "recipe_hash": self.recipe.hash(),
+            "model": self.model.state_dict(),
+            "target_encoder": None
+            if self.target_encoder is None
+            else self.target_encoder.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": ckpt.capture_rng_state(self.generators),
+            "train_state": self.state.to_dict(),
+            "world_size": self.dist.world_size,
+        }
+
+    def load(self, state: dict[str, Any], *, path: Path) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.target_encoder is not None:
+                if state.get("target_encoder") is None:
+                    raise CheckpointError(
+                        f"{path}: the checkpoint has no EMA target encoder (target.mode differs)"
+                    )
+                self.target_encoder.load_state_dict(state["target_encoder"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path}: does not match the recipe's model ({str(exc).splitlines()[0]})"
+            ) from None
+        load_scheduler_state(self.scheduler, state["scheduler"])
+        if state.get("world_size", 1) == self.dist.world_size:
+            ckpt.restore_rng_state(state["rng"], self.generators)
+        self.state = TrainState(**state["train_state"])
+
+    def summary(
+        self,
+        status: str,
+        final_validation: dict[str, float],
+        *,
+        wall_seconds: float,
+        start_step: int,
+    ) -> Summary:
+        """summary.json of the run as it stands; ``samples_per_s`` over the steps since
+        ``start_step`` (this session), ``clip_fraction`` over the steps not skipped."""
+        t, state = self.recipe.train, self.state
+        return Summary(
+            status=status,
+            step=state.step,
+            epochs_completed=state.step // t.steps_per_epoch,
+            total_steps=self.total_steps,
+            monitor=t.monitor,
+            best_val=state.best_val,  # Summary turns a never-finite best into None
+            best_epoch=state.best_epoch,
+            nonfinite_steps=state.nonfinite_total,
+            clip_fraction=state.clipped_total / max(1, state.step - state.nonfinite_total),
+            wall_seconds=wall_seconds,
+            samples_per_s=(state.step - start_step) * self.world_batch / max(1e-9, wall_seconds),
+            device=str(self.device),
+            world_size=self.dist.world_size,
+            recipe_hash=self.recipe.hash(),
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            final_validation=final_validation,
+        )
+
+    def save(self, path: Path) -> None:
+        if not self.dist.is_main:
+            return
+        if not ckpt.all_finite({"model": self.model, "target": self.target_encoder}):
+            raise TrainingError(f"refusing to overwrite {path} with non-finite weights")
+        ckpt.save_atomic(self.checkpoint_state(), path)
+
+
+def build_run(
+    recipe: Recipe,
+    data: Any,
+    device: torch.device,
+    dist_info: distributed.DistInfo,
+    run_dir: Path | None = None,
+) -> Run:
+    """The model (seeded by ``train.seed``), EMA target encoder, optimizer, schedule and the
+    ``sampler`` / ``masker`` generators (seeded per rank) of a fresh run on ``data``."""
+    t = recipe.train
+    torch.manual_seed(t.seed)
+    model = build_model(recipe, model_spec(recipe, data)).to(device)
+    target_encoder = None
+    if recipe.target.mode == "ema":
+        target_encoder = make_ema_copy(model.context_encoder).eval()
+    total_steps = t.epochs * t.steps_per_epoch
+    optimizer = build_optimizer(
+        [model], lr=t.lr, weight_decay=t.weight_decay, betas=t.betas, device=device
+    )
+    scheduler = warmup_cosine_lr(
+        optimizer,
+        warmup_steps=t.warmup_steps,
+        total_steps=total_steps,
+        min_lr_ratio=t.min_lr_ratio,
+    )
+    sample_device = data.device
+    generators = {
+        "sampler": torch.Generator(device=sample_device).manual_seed(
+            derive_seed(t.seed, "sampler", dist_info.rank)
+        ),
+        "masker": torch.Generator(device=device).manual_seed(
+            derive_seed(t.seed, "masker", dist_info.rank)
+        ),
+    }
+    return Run(
+        recipe=recipe,
+        device=device,
+        dist=dist_info,
+        model=model,
+        target_encoder=target_encoder,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        generators=generators,
+        state=TrainState(),
+        total_steps=total_steps,
+        run_dir=run_dir,
+    )
+
+
+def resume_run(run: Run, run_dir: Path) -> None:
+    """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning when the recipe differs)."""
+    path = run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT
+    saved = ckpt.load_checkpoint(path, map_location=run.device)
+    if saved["recipe_hash"] != run.recipe.hash():
+        print(
+            f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
+            file=sys.stderr,
+        )
+    run.load(saved, path=path)
+
+
+def wrap_model(run: Run, *, compile: bool) -> nn.Module:
+    """``torch.compile`` the encoders and predictor (state-dict keys unchanged) when asked;
+    the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
+    model = run.model
+    if compile:
+        model.context_encoder.compile()
+        model.predictor.compile()
+        if run.target_encoder is not None:
+            run.target_encoder.compile()
+    if not run.dist.enabled:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[run.device.index] if run.device.type == "cuda" else None
+    )

@@ -1,0 +1,77 @@
+"""Validation at the end of an epoch: fixed held-out batches, unmasked context, fixed loss seeds.
+
+Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = B x the number of validation batches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lejepa_core import artifacts
+from lejepa_core.training.diagnostics import RunningMeans, validation_report
+from lejepa_core.training.run import Run
+from lejepa_core.training.runtime import autocast, derive_seed
+
+
+@torch.no_grad()
+def validate(run: Run, batches: list[Any]) -> dict[str, float]:
+    """Validation loss (unmasked context, fixed loss seeds) and the diagnostics of
+    ``validation_report`` on the fixed held-out batches; quantizer metrics averaged.
+
+    The global RNG state is left untouched (``fork_rng``), so validating does not change the
+    training that follows.
+    """
+    model, recipe = run.model, run.recipe
+    target_encoder = run.target_encoder if run.target_encoder is not None else model.context_encoder
+    was_training = model.training
+    model.eval()
+    losses = RunningMeans()
+    quant = RunningMeans()
+    collected: dict[str, list[torch.Tensor]] = {
+        "prediction": [],  # [B, D] each
+        "target": [],  # [B, D]
+        "last_context": [],  # [B, D]: context latent of the last context frame
+        "k": [],  # [B]
+    }
+    loss_generator = torch.Generator(device=run.device)
+    with (
+        torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
+        autocast(run.device, recipe.train.precision),
+    ):
+        for i, batch in enumerate(batches):
+            loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
+            step_loss, out = model(
+                batch.context_obs,
+                batch.target_obs,
+                batch.k,
+                target_encoder=target_encoder,
+                mask_generator=None,
+                loss_generator=loss_generator,
+                step=run.state.step,
+                apply_mask=False,
+            )
+            losses.add(
+                {
+                    artifacts.LOSS_TOTAL: step_loss.total,
+                    **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
+                }
+            )
+            if out.quantizer_output is not None:
+                quant.add(
+                    {
+                        f"{artifacts.QUANTIZER_PREFIX}{k}": v
+                        for k, v in out.quantizer_output.metrics.items()
+                    }
+                )
+            collected["last_context"].append(out.context[:, -1])
+            collected["prediction"].append(out.prediction)
+            collected["target"].append(out.target)
+            collected["k"].append(batch.k)
+    model.train(was_training)
+    cat = {key: torch.cat(values) for key, values in collected.items()}  # [N, D] / [N]
+    report = losses.pop()
+    report.update(quant.pop())
+    report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
+    return report
