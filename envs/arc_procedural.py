@@ -17,8 +17,7 @@ Objects never overlap and never leave the grid, so every object keeps its cell c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import attrs
 import numpy as np
 
 RECOLOUR_RULES = ("none", "max", "min", "mover")
@@ -27,7 +26,7 @@ take the largest / smallest of their colours; ``mover``: the objects it ran into
 colour."""
 
 
-@dataclass
+@attrs.define
 class GridWorld:
     """The full state of a procedural grid.
 

@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import gymnasium
+import h5py
 import numpy as np
 from torch import nn
 
+from lejepa_core.data import schema
 from lejepa_core.envinfo import EnvInfo
 from lejepa_core.errors import DatasetError, UserInputError
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
+from lejepa_core.registry import ensure_envs_registered, get_registry
 from lejepa_core.training.step import JEPAModel
 
 
@@ -34,10 +38,6 @@ class Components:
 
 def _describe_file(path: Path) -> dict[str, Any]:
     """Observation shape/dtype and decoded root attributes of a dataset file (nothing loaded)."""
-    import h5py
-
-    from lejepa_core.data import schema
-
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -54,10 +54,6 @@ def _describe_file(path: Path) -> dict[str, Any]:
 
 def _describe_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Observation shape/dtype and metadata of an env (made once, closed)."""
-    import gymnasium
-
-    from lejepa_core.registry import ensure_envs_registered
-
     ensure_envs_registered()
     try:
         env = gymnasium.make(env_id, **env_kwargs)
@@ -123,8 +119,6 @@ def build_components(recipe: Recipe, spec: ModelSpec, registry: Any = None) -> C
     ``UserInputError`` naming the recipe table.
     """
     if registry is None:
-        from lejepa_core.registry import get_registry
-
         registry = get_registry()
 
     def build(kind: str, table: str, config: Any) -> nn.Module:

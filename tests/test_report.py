@@ -452,6 +452,7 @@ def test_not_a_run_directory_exits_2_with_one_line(tmp_path, command):
         read_run(tmp_path / "absent")
 
 
+@pytest.mark.slow  # a browser process
 @pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium / chrome browser installed (apt-get install chromium)"
 )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # pip installs and lejepa subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "third_party_plugin"
 
@@ -89,7 +91,6 @@ def test_disabling_it_by_name_removes_it(installed, tmp_path):
     assert "disabled: lejepa-example-plugin:example" in out.stdout
 
 
-@pytest.mark.slow
 def test_the_example_passes_its_own_conformance_suite(installed):
     """The example's tests call lejepa_core.testing on every component it registers."""
     out = subprocess.run(

@@ -340,6 +340,7 @@ def test_lejepa_run_cli_end_to_end(tmp_path, tiny_data):
     assert bad.exit_code == 2 and "train.lr" in bad.output
 
 
+@pytest.mark.slow  # torchrun, two processes
 def test_ddp_two_processes_gloo(tmp_path, tiny_data):
     recipe = write_tiny_recipe(tmp_path, tiny_data)
     out = tmp_path / "ddp"

@@ -5,7 +5,6 @@ Domain errors are raised, never printed: the group maps them to exit codes.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -145,14 +144,9 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
         _summary_table(result)
         run_dir = result.run_dir
     if report:
-        try:
-            module = importlib.import_module("lejepa_core.report")
-        except ModuleNotFoundError:
-            click.echo(
-                "--report: lejepa_core.report is not available in this build; skipped", err=True
-            )
-            return
-        module.write_report(run_dir)
+        from lejepa_core.report.page import write_report
+
+        write_report(run_dir)
 
 
 @click.command("eval")
