@@ -97,6 +97,13 @@ def evaluate_run(
     return result
 
 
+def recorded_probe_fit(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """``LoadedRun.fit_probe``'s arguments as an eval.json records them (its ``probe``), so that
+    the report decodes with the probe eval.json used; ``{}`` (the defaults) without one."""
+    probe = (evaluation or {}).get("probe") or {}
+    return {key: probe[key] for key in ("alpha", "batches", "seed") if key in probe}
+
+
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
