@@ -383,9 +383,9 @@ def test_report_without_eval_or_checkpoints_leaves_those_pictures_out(tiny_run, 
     )
     run = read_run(copy)
     table = per_k(run)
-    assert table.header[0] == "k"
-    assert all(h.startswith(("err_signal", "cosine")) for h in table.header[1:])
-    assert [r[0] for r in table.rows] == ["1", "2", "4"] and "no eval.json" in table.source
+    assert table.header == ["figure", "k = 1", "k = 2", "k = 4"] and table.ks == [1, 2, 4]
+    assert all(row[0].startswith(("err_signal", "cosine")) for row in table.rows)
+    assert "no eval.json" in table.source
     assert per_k_figure(table) is not None
     with pytest.raises(NotDrawn, match="no checkpoints"):
         load_views(run)
@@ -509,10 +509,11 @@ def test_report_decodes_with_the_probe_eval_json_used(tiny_run, report):
 
     evaluation = json.loads((tiny_run / "eval.json").read_text())
     table = per_k(read_run(tiny_run))
-    column = table.header.index("decoded positions MAE probe floor")
-    for row, values in zip(evaluation["per_k"], table.rows, strict=True):
-        assert values[column] == f"{row['probe_floor/mae_positions']:.4g}"
-    assert "eval.json err_signal rollout" in table.header
+    rows = {row[0]: row[1:] for row in table.rows}
+    floor = [f"{row['probe_floor/mae_positions']:.4g}" for row in evaluation["per_k"]]
+    assert rows["decoded positions MAE probe floor"] == floor
+    rollout = [f"{evaluation['latent'][f'rollout/err_signal/k{k}']:.4g}" for k in table.ks]
+    assert rows["eval.json err_signal rollout"] == rollout
     views = load_views(read_run(tiny_run), episodes=1, max_k=2)
     try:
         assert views.probe_fit == {"alpha": 1e-3, "batches": 2, "seed": 1234}

@@ -57,7 +57,9 @@ def rollout(model: JEPAModel, context_obs: torch.Tensor, k: torch.Tensor, *, ste
 
     context_obs: [B, W, *obs] unmasked; k: [B] int, each a positive multiple of ``step`` ->
     [B, D], the last prediction of each sample's rollout (not quantized, like
-    ``JEPAModel.predict``). With ``k == step`` it is ``model.predict(context_obs, k)``.
+    ``JEPAModel.predict``). With ``k == step`` it is ``model.predict(context_obs, k)``. The
+    model should be in eval mode, as for ``predict``: a quantizer in training mode would update
+    its codebook from the appended predictions.
     """
     k = k.long()
     if bool((k < step).any()) or bool((k % step != 0).any()):

@@ -43,8 +43,9 @@ class Panel:
 
 @attrs.define
 class PerK:
-    """The per-horizon figures of a run: the table (header, rows), the bar-chart panels and
-    eval.json's ``latent`` section (None without one)."""
+    """The per-horizon figures of a run: the table (header ``figure, k = 1, ...``; a row per
+    figure, a column per horizon: many figures, few k), the bar-chart panels and eval.json's
+    ``latent`` section (None without one)."""
 
     ks: list[int]
     header: list[str]
@@ -137,8 +138,8 @@ def per_k(run: RunFiles) -> PerK | None:
             values = [latent.get(f"{name}/err_signal/k{k}") for k in ks]
             if any(v is not None for v in values):
                 columns.append((f"eval.json err_signal {label}", values))
-    header = ["k"] + [name for name, _ in columns]
-    rows = [[str(k)] + [fmt(values[i]) for _, values in columns] for i, k in enumerate(ks)]
+    header = ["figure"] + [f"k = {k}" for k in ks]
+    rows = [[name] + [fmt(value) for value in values] for name, values in columns]
     source = (
         f"err_signal and cosine: last validation record (step {last.get(keys.STEP, '?')}, "
         f"epoch {last.get(keys.EPOCH, '?')}); "
