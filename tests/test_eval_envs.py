@@ -106,15 +106,11 @@ def test_gymnasium_env_is_evaluated_on_one_group_all(tmp_path, env_id, features)
     assert report["feature_names"] == names and report["groups"] == {"all": names}
     assert set(report["r2"]) == {"overall", "all"}
     assert all(math.isfinite(v) for v in report["r2"].values())
-    assert report["dt"] is None and report["estimators"] == ["model", "copy_last"]
+    estimators = ["model", "rollout", "copy_last", "probe_floor"]
+    assert report["dt"] is None and report["estimators"] == estimators
     for row in report["per_k"]:
-        assert set(row) == {
-            "k",
-            "samples",
-            "model/mae",
-            "model/mae_all",
-            "copy_last/mae",
-            "copy_last/mae_all",
+        assert set(row) == {"k", "samples"} | {
+            f"{name}/{figure}" for name in estimators for figure in ("mae", "mae_all")
         }
         assert all(math.isfinite(v) for v in row.values())
     assert "nan" not in output.lower()
@@ -129,7 +125,13 @@ def test_third_party_env_gets_its_groups_and_the_constant_velocity_baseline(
     assert report["groups"] == {"angle": ["theta"], "angular_velocity": ["omega"]}
     assert set(report["r2"]) == {"overall", "angle", "angular_velocity"}
     assert report["dt"] == SPINNER_DT
-    assert report["estimators"] == ["model", "copy_last", "constant_velocity"]
+    assert report["estimators"] == [
+        "model",
+        "rollout",
+        "copy_last",
+        "constant_velocity",
+        "probe_floor",
+    ]
     for row in report["per_k"]:
         # theta + k dt omega is the true next angle; omega is copied, and never changes
         assert row["constant_velocity/mae_angle"] < 1e-5 < row["copy_last/mae_angle"]
@@ -138,7 +140,8 @@ def test_third_party_env_gets_its_groups_and_the_constant_velocity_baseline(
         )
         assert row["copy_last/mae_angular_velocity"] < 1e-6
     text = " ".join(output.split())
-    assert "angle / angular_velocity (dt=0.05)" in text and "constant velocity" in text
+    assert "per feature group (dt=0.05)" in text and "constant velocity" in text
+    assert "angle" in text and "angular_velocity" in text
     assert "nan" not in output.lower()
 
 
@@ -164,7 +167,7 @@ def test_old_data_file_without_dt_still_evaluates(tmp_path, tiny_data):
     assert report["groups"] == {"coordinates": ["x", "y"], "velocities": ["vx", "vy"]}
     assert report["dt"] is None and "constant_velocity/mae" not in report["per_k"][0]
     assert all(math.isfinite(v) for v in report["r2"].values())
-    assert "coordinates / velocities" in " ".join(output.split())
+    assert "coordinates" in output and "velocities" in output
     assert "nan" not in output.lower()
 
 
@@ -198,7 +201,12 @@ def test_grid_eval_reads_cell_values(tmp_path, arc_data, published):
     output, report = run_eval(run_dir)
     assert report["kind"] == "grid" and report["cell_values"] == 11
     assert 0.0 <= report["probe_cell_accuracy"] <= 1.0
+    assert report["estimators"] == ["model", "rollout", "copy_last", "probe_floor"]
     for row in report["per_k"]:
-        assert 0.0 <= row["model/cell_accuracy"] <= 1.0
-        assert 0.0 <= row["copy_last/cell_accuracy"] <= 1.0
+        for name in report["estimators"]:
+            assert 0.0 <= row[f"{name}/cell_accuracy"] <= 1.0
+    first = report["per_k"][0]  # k = 1: a rollout of one step is the direct prediction
+    assert first["k"] == 1 and first["rollout/cell_accuracy"] == first["model/cell_accuracy"]
+    assert report["latent"]["rollout/err_signal/k1"] == report["latent"]["model/err_signal/k1"]
+    assert "probe floor" in output and "copy last grid" in output
     assert "probe cell accuracy" in output and "nan" not in output.lower()

@@ -84,18 +84,68 @@ def test_eval_command_writes_eval_json(tmp_path, tiny_data):
     )
     assert result.exit_code == 0, result.output
     assert "probe R^2" in result.output and "nan" not in result.output
-    assert "positions / velocities (dt=0.1)" in " ".join(result.output.split())
+    assert "per feature group (dt=0.1)" in " ".join(result.output.split())
+    assert "positions" in result.output and "velocities" in result.output
     assert "constant velocity" in result.output
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["kind"] == "state" and set(report["r2"]) == {"overall", "positions", "velocities"}
     assert report["groups"] == {"positions": ["x", "y"], "velocities": ["vx", "vy"]}
     assert report["dt"] == 0.1
     assert [row["k"] for row in report["per_k"]] == [1, 2, 4]
+    assert report["estimators"] == [
+        "model",
+        "rollout",
+        "copy_last",
+        "constant_velocity",
+        "probe_floor",
+    ]
     for key in (
         "model/mae_positions",
+        "rollout/mae_velocities",
         "copy_last/mae_velocities",
         "constant_velocity/mae_positions",
+        "probe_floor/mae",
+        "probe_floor/mae_positions",
+        "probe_floor/mae_velocities",
     ):
-        assert key in report["per_k"][0]
+        assert all(key in row for row in report["per_k"]), key
+    first = report["per_k"][0]  # k = 1: the rollout is one step, the direct prediction
+    assert first["rollout/mae"] == first["model/mae"]
+    latent = report["latent"]
+    assert latent["rollout_horizon"] == 1 and latent["rollout_note"] is None
+    assert latent["target_std"] > 0
+    for k in (1, 2, 4):
+        for name in ("model", "rollout", "copy_last"):
+            assert latent[f"{name}/err_signal/k{k}"] >= 0
+    assert latent["rollout/err_signal/k1"] == latent["model/err_signal/k1"]
+    assert report["probe"]["batches"] == 2 and report["probe"]["seed"] == 1234
+    text = " ".join(result.output.split())
+    assert "probe floor" in text and "rollout" in text and "latent err/σ" in text
     missing = CliRunner().invoke(main, ["eval", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2 and "not a run directory" in missing.output
+
+
+def test_probe_floor_is_the_probe_on_the_true_target_latents(tmp_path, tiny_data):
+    """probe_floor/mae_<group> = mean |probe(z_target) - state| of the per-k samples, and the
+    decoded figures of eval.json are reproduced from the recorded probe fit and samples."""
+    from lejepa_core.eval.evaluate import eval_samples, evaluate_run
+    from lejepa_core.eval.load import load_run
+    from lejepa_core.training.loop import train
+
+    recipe = tiny_recipe(tmp_path, tiny_data, ("train.epochs=1", "train.steps_per_epoch=2"))
+    run_dir = train(recipe, out=tmp_path / "run").run_dir
+    result = evaluate_run(run_dir, device="cpu", batches=2)
+    run = load_run(run_dir, device="cpu")
+    try:
+        probe = run.fit_probe(batches=result["probe"]["batches"], seed=result["probe"]["seed"])
+        _, per_k = eval_samples(run, batches=2)
+    finally:
+        run.data.close()
+    positions = [0, 1]  # x, y of every ball
+    for row in result["per_k"]:
+        samples = per_k[row["k"]]
+        truth = samples.target_state.float()[..., positions]
+        floor = (probe.decode(samples.z_target)[..., positions] - truth).abs().mean()
+        direct = (probe.decode(samples.z_hat)[..., positions] - truth).abs().mean()
+        assert row["probe_floor/mae_positions"] == pytest.approx(float(floor), rel=1e-6)
+        assert row["model/mae_positions"] == pytest.approx(float(direct), rel=1e-6)

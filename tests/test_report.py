@@ -226,6 +226,66 @@ def grid_report(grid_run):
     return _report(grid_run)
 
 
+# Records as the training loop, the losses and the quantizers log them from issue 10 on, written
+# by hand: the report must draw them when present and say so when absent.
+LOGGED_TRAIN = [
+    {
+        "grad_norm": 2.0 + step,
+        "grad_norm_max": 9.0 + step,
+        "grad_share/infonce": 0.9,
+        "grad_share/sigreg": 0.1 / step,
+        "quantizer/usage": 0.25,
+        "quantizer/usage_relative": 0.75,
+        "quantizer/replaced_codes": 4.0 if step == 4 else 0.0,
+        "quantizer/codebook_size": 12,
+        "loss/sigreg": 3.9,
+        "loss/sigreg/null_level": 1.0525,
+        "loss/sigreg/null_level_effective": 4.13,
+    }
+    for step in range(3, 7)
+]
+LOGGED_VAL = {"baseline/copy_last_context/err_signal": 1.4, "baseline/copy_last/err_signal": 0.9}
+HEALTH = [
+    {
+        "check": "grad_norm_high",
+        "first_step": 3,
+        "last_step": 6,
+        "value": 81.0,
+        "threshold": 30.0,
+        "action": "warn",
+    },
+    {
+        "check": "codebook_usage_low",
+        "first_step": 5,
+        "last_step": 6,
+        "value": 0.04,
+        "threshold": 0.05,
+        "action": "stop",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def logged_run(grid_run, tmp_path_factory):
+    """The grid run with hand-written records of every key issue 10 adds, and health checks."""
+    run = tmp_path_factory.mktemp("logged") / "run"
+    shutil.copytree(grid_run, run, ignore=shutil.ignore_patterns("report"))
+    records = [
+        {"step": i + 3, "epoch": 0, "split": "train", **r} for i, r in enumerate(LOGGED_TRAIN)
+    ]
+    records.append({"step": 6, "epoch": 0, "split": "val", "loss/total": 1.0, **LOGGED_VAL})
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "health": HEALTH}))
+    return run
+
+
+@pytest.fixture(scope="module")
+def logged_report(logged_run):
+    return _report(logged_run, "--no-model")
+
+
 def test_report_embeds_every_picture_it_wrote(report):
     page = Page(report.read_text(encoding="utf-8"))
     written = {p.stem: p.read_bytes() for p in report.parent.glob("*.png")}
@@ -240,15 +300,15 @@ def test_report_embeds_every_picture_it_wrote(report):
     assert "latent_dim = 8" in text  # the resolved recipe is shown
 
 
-def test_every_figure_has_its_caption_beside_it(report, grid_report):
+def test_every_figure_has_its_caption_beside_it(report, grid_report, logged_report):
     from lejepa_core.report.figures import FIGURES
 
     assert len({f.stem for f in FIGURES}) == len(FIGURES)
     assert all(f.caption.strip() and f.title.strip() for f in FIGURES)
     drawn = {}
-    for path in (report, grid_report):
+    for path in (report, grid_report, logged_report):
         drawn.update(Page(path.read_text(encoding="utf-8")).figures)
-    assert set(drawn) == {f.stem for f in FIGURES}  # the two runs draw every picture
+    assert set(drawn) == {f.stem for f in FIGURES}  # the three runs draw every picture
     for entry in FIGURES:
         caption = " ".join(drawn[entry.stem]["caption"].split())
         assert caption.startswith(f"{entry.title}. {entry.caption}"), entry.stem
@@ -323,12 +383,148 @@ def test_report_without_eval_or_checkpoints_leaves_those_pictures_out(tiny_run, 
     )
     run = read_run(copy)
     table = per_k(run)
-    assert table.header[0] == "k"
-    assert all(h.startswith(("err_signal", "cosine")) for h in table.header[1:])
-    assert [r[0] for r in table.rows] == ["1", "2", "4"] and "no eval.json" in table.source
+    assert table.header == ["figure", "k = 1", "k = 2", "k = 4"] and table.ks == [1, 2, 4]
+    assert all(row[0].startswith(("err_signal", "cosine")) for row in table.rows)
+    assert "no eval.json" in table.source
     assert per_k_figure(table) is not None
     with pytest.raises(NotDrawn, match="no checkpoints"):
         load_views(run)
+
+
+def _labels(figure) -> list[str]:
+    return [line.get_label() for ax in figure.axes for line in ax.get_lines()]
+
+
+def _texts(figure) -> str:
+    return " ".join(t.get_text() for ax in figure.axes for t in ax.texts + [ax.title])
+
+
+def _curves(train=(), val=(), **kw):
+    from lejepa_core.report.curves import Curves
+
+    def records(split, rows):
+        return [{"step": i + 1, "epoch": i, "split": split, **r} for i, r in enumerate(rows)]
+
+    return Curves(name="run", train=records("train", train), val=records("val", val), **kw)
+
+
+def test_optimisation_shows_the_window_maximum_beside_the_mean():
+    from lejepa_core.report.gradients import optimisation_figure
+
+    logged = optimisation_figure([_curves(LOGGED_TRAIN, grad_clip=5.0)])
+    labels = _labels(logged)
+    assert "mean over the log window" in labels and "maximum of the log window" in labels
+    assert any("clip threshold (train.grad_clip = 5)" in label for label in labels)
+    maximum = next(ln for ax in logged.axes for ln in ax.get_lines() if "maximum" in ln.get_label())
+    assert list(maximum.get_ydata()) == [r["grad_norm_max"] for r in LOGGED_TRAIN]
+    old = optimisation_figure([_curves([{"grad_norm": 2.0, "lr": 1e-3}], grad_clip=5.0)])
+    assert "maximum of the log window" not in _labels(old)
+    assert "grad_norm_max not logged" in _texts(old)
+
+
+def test_gradient_share_plots_one_line_per_loss_or_says_why_not():
+    from lejepa_core.report.canvas import NotDrawn
+    from lejepa_core.report.gradients import gradient_share_figure
+
+    figure = gradient_share_figure([_curves(LOGGED_TRAIN)])
+    assert sorted(_labels(figure)) == ["infonce", "sigreg"]
+    with pytest.raises(NotDrawn, match="grad_share"):
+        gradient_share_figure([_curves([{"grad_norm": 1.0}])])
+
+
+def test_codebook_figures_read_usage_relative_and_replaced_codes():
+    from lejepa_core.report.canvas import NotDrawn
+    from lejepa_core.report.codebook import quantizer_figure, replaced_codes_figure
+
+    logged = _curves(LOGGED_TRAIN, codebook_size=12)
+    figure = quantizer_figure([logged])
+    assert len([ax for ax in figure.axes if ax.get_visible()]) == 3
+    assert "Usage relative to what a batch can reach" in _texts(figure)
+    refresh = replaced_codes_figure([logged])
+    assert "10 % of the codebook (12 codes)" in _labels(refresh)
+    warning = next(ln for ln in refresh.axes[0].get_lines() if ln.get_label().startswith("10 %"))
+    assert warning.get_ydata()[0] == pytest.approx(1.2)
+    fsq = _curves([{"quantizer/usage": 0.5, "quantizer/codebook_size": 12}], codebook_size=12)
+    assert "usage_relative not logged" in _texts(quantizer_figure([fsq]))
+    with pytest.raises(NotDrawn, match="replaced_codes"):
+        replaced_codes_figure([fsq])
+    no_quantizer = _curves([{"grad_norm": 1.0}])
+    assert quantizer_figure([no_quantizer]) is None
+    assert replaced_codes_figure([no_quantizer]) is None
+
+
+def test_sigreg_panel_shows_the_null_level_that_applies():
+    from lejepa_core.report.curves import loss_figure
+
+    both = _labels(loss_figure([_curves(LOGGED_TRAIN)]))
+    assert "null level for what is fed in = 4.13 (applies)" in both
+    assert "null level, Gaussian latents = 1.05" in both  # shown, not the one that applies
+    plain = [{k: v for k, v in r.items() if not k.endswith("effective")} for r in LOGGED_TRAIN]
+    figure = loss_figure([_curves(plain)])
+    assert "null level, Gaussian latents = 1.05 (applies)" in _labels(figure)
+    assert "null level 1.05" in _texts(figure)
+
+
+def test_copy_last_is_labelled_by_the_encoder_when_both_are_logged():
+    from lejepa_core.report.curves import prediction_figure
+
+    both = _labels(prediction_figure([_curves(val=[{"err_signal": 0.5, **LOGGED_VAL}])]))
+    assert "copy-last latent (target encoder)" in both
+    assert "copy-last latent (context encoder)" in both
+    old = {"err_signal": 0.5, "baseline/copy_last/err_signal": 0.9}  # one copy-last, as before
+    one = _labels(prediction_figure([_curves(val=[old])]))
+    assert "copy-last latent" in one and not any("encoder)" in label for label in one)
+
+
+def test_health_checks_head_the_report(logged_report, report):
+    page = Page(logged_report.read_text(encoding="utf-8"))
+    assert page.headings[0] == "Health checks"
+    text = " ".join("".join(page.text).split())
+    assert "2 check(s) tripped" in text
+    for entry in HEALTH:
+        assert entry["check"] in text and entry["action"] in text
+    assert "Health checks" not in Page(report.read_text(encoding="utf-8")).headings  # old run
+
+
+def test_health_checks_all_passed(logged_run, tmp_path):
+    from lejepa_core.report import write_report
+
+    run = tmp_path / "passed"
+    shutil.copytree(logged_run, run, ignore=shutil.ignore_patterns("report"))
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "health": []}))
+    page = Page(write_report(run, model_pictures=False).read_text(encoding="utf-8"))
+    assert page.headings[0] == "Health checks" and "All checks passed" in "".join(page.text)
+
+
+def test_report_decodes_with_the_probe_eval_json_used(tiny_run, report):
+    """The report's decoded numbers are eval.json's: the per-k table shows them, and the
+    probe the model pictures fit (eval.json's recorded fit, here --batches 2) reproduces every
+    decoded figure of eval.json on eval's own samples."""
+    from lejepa_core.eval.evaluate import eval_samples
+    from lejepa_core.eval.state import evaluate_state
+    from lejepa_core.report.per_k import per_k
+    from lejepa_core.report.run_files import read_run
+    from lejepa_core.report.views import load_views
+
+    evaluation = json.loads((tiny_run / "eval.json").read_text())
+    table = per_k(read_run(tiny_run))
+    rows = {row[0]: row[1:] for row in table.rows}
+    floor = [f"{row['probe_floor/mae_positions']:.4g}" for row in evaluation["per_k"]]
+    assert rows["decoded positions MAE probe floor"] == floor
+    rollout = [f"{evaluation['latent'][f'rollout/err_signal/k{k}']:.4g}" for k in table.ks]
+    assert rows["eval.json err_signal rollout"] == rollout
+    views = load_views(read_run(tiny_run), episodes=1, max_k=2)
+    try:
+        assert views.probe_fit == {"alpha": 1e-3, "batches": 2, "seed": 1234}
+        val, samples = eval_samples(views.loaded, batches=2)
+        again = evaluate_state(views.env, views.probe(), val, samples)
+    finally:
+        views.loaded.data.close()
+    assert again["r2"] == evaluation["r2"]
+    assert again["per_k"] == evaluation["per_k"]
+    text = "".join(Page(report.read_text(encoding="utf-8")).text)
+    assert "probe floor" in text and "drift.png" in text
 
 
 def test_metrics_reader_keeps_the_last_record_of_a_step(tmp_path):

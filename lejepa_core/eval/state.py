@@ -7,9 +7,12 @@ Shape legend: ``N`` samples, ``*state`` the probed state, ``F`` its last axis (t
   ``spec.env.group_indices(names)`` (the env's ``state_feature_groups`` / ``feature_groups``;
   one group ``all`` when it publishes none).
 - Decoded predictions per k: mean absolute error (state units) of the probe applied to the
-  predicted latents, per group, against baselines on the same samples: ``copy_last`` (the last
+  predicted latents (``model``: direct; ``rollout``: the autoregressive rollout,
+  ``eval.rollout``), per group, against baselines on the same samples: ``copy_last`` (the last
   context state) and, when the env publishes ``dt`` and ``derivatives``, ``constant_velocity``
-  (each feature moved by ``k dt`` times its derivative feature).
+  (each feature moved by ``k dt`` times its derivative feature); and the probe floor
+  (``probe_floor``: the probe applied to the *true* target latents of the same samples, the
+  part of every decoded error that is the probe's own).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 
 from lejepa_core.envinfo import EnvInfo
 from lejepa_core.eval.probe import Probe, r2_score
-from lejepa_core.eval.samples import Samples
+from lejepa_core.eval.samples import PROBE_FLOOR, Samples, estimators_in
 
 
 def state_feature_names(env: EnvInfo, width: int) -> tuple[str, ...]:
@@ -58,8 +61,8 @@ def evaluate_state(
     env: EnvInfo, probe: Probe, val: Samples, per_k: dict[int, Samples]
 ) -> dict[str, Any]:
     """eval.json's state figures: ``feature_names``, ``groups`` (group -> feature names),
-    ``dt``, ``r2`` (overall and per group) and ``per_k`` rows (``<estimator>/mae`` and
-    ``<estimator>/mae_<group>``)."""
+    ``dt``, ``estimators`` (those of ``samples.ESTIMATORS`` the rows hold), ``r2`` (overall and per
+    group) and ``per_k`` rows (``<estimator>/mae`` and ``<estimator>/mae_<group>``)."""
     names = state_feature_names(env, int(val.target_state.shape[-1]))
     groups = env.group_indices(names)
     truth = val.target_state.float()
@@ -72,9 +75,13 @@ def evaluate_state(
     for k, samples in per_k.items():
         truth_k = samples.target_state.float()
         last = samples.last_state.float()
-        estimates = {"model": probe.decode(samples.z_hat), "copy_last": last}
+        estimates = {"model": probe.decode(samples.z_hat)}
+        if samples.z_rollout is not None:
+            estimates["rollout"] = probe.decode(samples.z_rollout)
+        estimates["copy_last"] = last
         if pairs:
             estimates["constant_velocity"] = constant_velocity(last, samples.k, env.dt, pairs)
+        estimates[PROBE_FLOOR] = probe.decode(samples.z_target)
         row: dict[str, Any] = {"k": k, "samples": samples.size}
         for name, estimate in estimates.items():
             error = (estimate - truth_k).abs()
@@ -87,7 +94,7 @@ def evaluate_state(
         "feature_names": list(names),
         "groups": {group: [names[i] for i in idx] for group, idx in groups.items()},
         "dt": env.dt,
-        "estimators": ["model", "copy_last"] + (["constant_velocity"] if pairs else []),
+        "estimators": estimators_in(rows, "mae"),
         "r2": r2,
         "per_k": rows,
     }

@@ -6,8 +6,10 @@ embedded) and its PNGs; ``write_compare(run_dirs, out)`` one HTML page of severa
 read it: ``docs/report.md``. Modules, by concept:
 
     run_files   reading a run directory (metrics.jsonl, summary.json via artifacts.Summary)
-    curves      training-curve figures (one run or several on shared axes)
-    per_k       the per-horizon table and bar chart
+    curves      training-curve basics and the loss, validation, prediction, rank figures
+    gradients   gradient norm (mean and maximum), learning rate, gradient share per loss
+    codebook    quantizer usage (also relative to a batch's reach), perplexity, refresh
+    per_k       the per-horizon table, bar chart and drift figure (eval.json)
     views       the trained model on validation episodes, driven by the env's EnvInfo
     figures     FIGURES: every picture with its title and caption, in report order
     page        the pages (Jinja2 templates in templates/, autoescaped)

@@ -18,7 +18,12 @@ from matplotlib.ticker import MaxNLocator
 
 from lejepa_core import artifacts as keys
 from lejepa_core.report.canvas import finish, new_figure
-from lejepa_core.report.run_files import RunFiles
+from lejepa_core.report.run_files import (
+    COPY_LAST_CONTEXT_PREFIX,
+    NULL_LEVEL,
+    NULL_LEVEL_EFFECTIVE,
+    RunFiles,
+)
 
 LINESTYLES = ("-", "--", ":", "-.")
 
@@ -75,7 +80,7 @@ def _keys(runs: Sequence[Curves], split: str) -> set[str]:
     return {key for run in runs for record in run.records(split) for key in record}
 
 
-def _run_colour(runs: Sequence[Curves], r: int, single: str = "C3") -> tuple[str, str]:
+def run_colour(runs: Sequence[Curves], r: int, single: str = "C3") -> tuple[str, str]:
     """(colour, legend prefix) of run ``r``'s marks: ``single`` when it is the only run."""
     if len(runs) == 1:
         return single, ""
@@ -127,15 +132,74 @@ def draw_series(
     return True
 
 
-def _max_line(ax: Any, value: float, label: str) -> None:
+def max_line(ax: Any, value: float, label: str) -> None:
+    """A dotted grey reference line (a ceiling, a threshold) at ``value``."""
     ax.axhline(value, color="grey", linestyle=":", linewidth=1.2, label=label)
+
+
+def found_keys(runs: Sequence[Curves]) -> set[str]:
+    """Every key of every train and val record of the runs."""
+    return _keys(runs, "train") | _keys(runs, "val")
+
+
+def last_value(runs: Sequence[Curves], key: str) -> float | None:
+    """The last finite value of ``key`` logged by any of the runs (train, then val records)."""
+    values = [r[key] for run in runs for r in run.train + run.val if _number(r.get(key))]
+    return values[-1] if values else None
+
+
+def note(ax: Any, text: str) -> None:
+    """A note inside a panel: what it does not show, and why."""
+    ax.text(
+        0.02,
+        0.02,
+        text,
+        transform=ax.transAxes,
+        fontsize=8,
+        color="#8a5a00",
+        va="bottom",
+        wrap=True,
+    )
+
+
+def copy_last_labels(found: set[str]) -> tuple[str, str]:
+    """Legend names of ``baseline/copy_last/*`` and ``baseline/copy_last_context/*``: when the
+    context-encoder variant is logged beside it, copy-last is the target encoder's (issue 10);
+    alone it is the run's copy-last, whichever encoder that run used."""
+    if any(key.startswith(COPY_LAST_CONTEXT_PREFIX) for key in found):
+        return "copy-last latent (target encoder)", "copy-last latent (context encoder)"
+    return "copy-last latent", "copy-last latent (context encoder)"
+
+
+def null_level_lines(ax: Any, runs: Sequence[Curves], label: str) -> str:
+    """SIGReg's reference levels on the panel of ``loss/<label>`` when the loss logs them:
+    ``null_level`` (isotropic Gaussian latents) and, when logged, ``null_level_effective``
+    (the level for what is fed in, e.g. W correlated frames); returns a title suffix naming
+    the level that applies ("" when the loss logs neither)."""
+    prefix = f"{keys.LOSS_PREFIX}{label}/"
+    null = last_value(runs, prefix + NULL_LEVEL)
+    effective = last_value(runs, prefix + NULL_LEVEL_EFFECTIVE)
+    if null is None and effective is None:
+        return ""
+    if null is not None:
+        applies = " (applies)" if effective is None else ""
+        max_line(ax, null, f"null level, Gaussian latents = {null:.3g}{applies}")
+    if effective is not None:
+        ax.axhline(
+            effective,
+            color="black",
+            linestyle="-.",
+            linewidth=1.2,
+            label=f"null level for what is fed in = {effective:.3g} (applies)",
+        )
+    return f"; null level {effective if effective is not None else null:.3g}"
 
 
 # ----------------------------------------------------------------------------- figures
 def loss_figure(runs: Sequence[Curves]) -> Figure | None:
     """One panel per loss part (``loss/<label>``, unweighted, and the weighted total):
     training means between log points (solid) and validation (dashed), against steps."""
-    found = _keys(runs, "train") | _keys(runs, "val")
+    found = found_keys(runs)
     parts = sorted(
         k
         for k in found
@@ -150,7 +214,8 @@ def loss_figure(runs: Sequence[Curves]) -> Figure | None:
         series = [Series(key, f"train {label}"), Series(key, f"validation {label}", split="val")]
         draw_series(ax, runs, series, positive=True)
         what = "weighted sum of the parts" if key == keys.LOSS_TOTAL else "unweighted"
-        finish(ax, f"{key} ({what})", "step", "loss")
+        null = "" if key == keys.LOSS_TOTAL else null_level_lines(ax, runs, label)
+        finish(ax, f"{key} ({what}{null})", "step", "loss")
     figure.suptitle("Losses")
     return figure
 
@@ -170,7 +235,7 @@ def validation_loss_figure(runs: Sequence[Curves]) -> Figure | None:
         best = _best(run)
         if best is None:
             continue
-        color, prefix = _run_colour(runs, r)
+        color, prefix = run_colour(runs, r)
         value = best[keys.LOSS_TOTAL]
         ax.plot(
             [best["epoch"]],
@@ -192,8 +257,10 @@ def validation_loss_figure(runs: Sequence[Curves]) -> Figure | None:
 
 
 def prediction_figure(runs: Sequence[Curves]) -> Figure | None:
-    """Error-to-signal ratio and cosine of the predictions against both baselines, per epoch."""
+    """Error-to-signal ratio and cosine of the predictions against the baselines, per epoch:
+    copy-last (and its context-encoder variant when logged) and the mean target."""
     figure, axes = new_figure(2, width=6.0)
+    copy_last, copy_last_context = copy_last_labels(found_keys(runs))
     drew = False
     panels = (
         (
@@ -206,7 +273,8 @@ def prediction_figure(runs: Sequence[Curves]) -> Figure | None:
     for ax, (metric, ylabel, name) in zip(axes, panels, strict=True):
         series = [
             Series(metric, "model", "val", "epoch"),
-            Series(f"{keys.COPY_LAST_PREFIX}{metric}", "copy-last latent", "val", "epoch"),
+            Series(f"{keys.COPY_LAST_PREFIX}{metric}", copy_last, "val", "epoch"),
+            Series(f"{COPY_LAST_CONTEXT_PREFIX}{metric}", copy_last_context, "val", "epoch"),
             Series(f"{keys.MEAN_PREFIX}{metric}", "mean target", "val", "epoch"),
         ]
         drew |= draw_series(ax, runs, series)
@@ -224,7 +292,7 @@ def rank_figure(runs: Sequence[Curves]) -> Figure | None:
     if not draw_series(ax, runs, series):
         return None
     for dim in sorted({run.latent_dim for run in runs if run.latent_dim}):
-        _max_line(ax, dim, f"latent_dim = {dim} (maximum)")
+        max_line(ax, dim, f"latent_dim = {dim} (maximum)")
     finish(
         ax,
         "Effective rank of the latents (collapse: falls towards 1)",
@@ -232,51 +300,3 @@ def rank_figure(runs: Sequence[Curves]) -> Figure | None:
         "effective rank (dimensions)",
     )
     return figure
-
-
-def quantizer_figure(runs: Sequence[Curves]) -> Figure | None:
-    """Codebook usage (per batch and over the running window) and perplexity, against steps;
-    the codebook size (logged as ``quantizer/codebook_size``) is the perplexity's ceiling."""
-    found = _keys(runs, "train") | _keys(runs, "val")
-    if not any(k.startswith(keys.QUANTIZER_PREFIX) for k in found):
-        return None
-    q = keys.QUANTIZER_PREFIX
-    figure, axes = new_figure(2, width=6.0)
-    usage = [
-        Series(f"{q}usage", "train, per batch"),
-        Series(f"{q}usage_window", "train, running window"),
-        Series(f"{q}usage", "validation", "val"),
-    ]
-    draw_series(axes[0], runs, usage)
-    axes[0].set_ylim(bottom=0)
-    finish(axes[0], "Codebook usage (codes used / codebook size)", "step", "fraction of codes")
-    perplexity = [Series(f"{q}perplexity", "train"), Series(f"{q}perplexity", "validation", "val")]
-    draw_series(axes[1], runs, perplexity, positive=True)
-    for size in sorted({run.codebook_size for run in runs if run.codebook_size}):
-        _max_line(axes[1], size, f"codebook size {size} (maximum)")
-        # perplexity >= 1; collapse (near 1) stays visible below the maximum
-        axes[1].set_yscale("log")
-    finish(axes[1], "Code perplexity (exp entropy of the histogram)", "step", "perplexity (codes)")
-    return figure
-
-
-def optimisation_figure(runs: Sequence[Curves]) -> Figure | None:
-    """Gradient norm before clipping (mean over each log window) with the clip threshold, and
-    the learning rate."""
-    figure, axes = new_figure(2, width=6.0)
-    series = [Series(keys.GRAD_NORM, "gradient norm before clipping (mean over the log window)")]
-    drew = draw_series(axes[0], runs, series, positive=True)
-    for r, run in enumerate(runs):
-        if run.grad_clip is not None and drew:
-            color, prefix = _run_colour(runs, r)
-            axes[0].axhline(
-                run.grad_clip,
-                color=color,
-                linestyle=":",
-                linewidth=1.5,
-                label=f"{prefix}clip threshold (train.grad_clip = {run.grad_clip:g})",
-            )
-    finish(axes[0], "Global gradient norm before clipping", "step", "L2 norm")
-    drew_lr = draw_series(axes[1], runs, [Series(keys.LR, "learning rate")])
-    finish(axes[1], "Learning rate (warm-up, cosine decay)", "step", "learning rate")
-    return figure if drew or drew_lr else None

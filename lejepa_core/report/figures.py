@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lejepa_core.report import curves, per_k, views
+from lejepa_core.report import codebook, curves, gradients, per_k, views
 from lejepa_core.report.canvas import NotDrawn, figure_png
 
 CURVES, PER_K, MODEL = "curves", "per_k", "model"
@@ -46,7 +46,10 @@ FIGURES = (
         caption=(
             "Each loss part as logged (unweighted; the total is the weighted sum). Solid: training "
             "mean between log points; dashed: validation. A log scale is used when a part spans more "
-            "than a factor 50."
+            "than a factor 50. A loss that logs a null level (SIGReg) shows it: the value for "
+            "isotropic Gaussian latents (dotted) and, when logged, the level for what is fed in "
+            "(dash-dot; W correlated frames read about W times higher); the legend marks the one "
+            "that applies. Read the loss against that line, not against 1."
         ),
     ),
     ReportFigure(
@@ -65,10 +68,12 @@ FIGURES = (
         section=CURVES,
         draw=curves.prediction_figure,
         caption=(
-            "Validation predictions of all horizons against two baselines on the same samples: "
-            "copying the last context latent (nothing changes), and predicting the mean validation "
-            "target. The model is useful where its error-to-signal ratio is below both baselines "
-            "(cosine above them)."
+            "Validation predictions of all horizons against the baselines on the same samples: "
+            "copying the last context frame's latent (nothing changes; baseline/copy_last, in the "
+            "target's space, with the context encoder's variant when the run logged it too), and "
+            "predicting the mean validation target (about 0.8 for Gaussian latents, not 1). The "
+            "model is useful where its error-to-signal ratio is below the baselines (cosine above "
+            "them)."
         ),
     ),
     ReportFigure(
@@ -85,23 +90,48 @@ FIGURES = (
         stem="quantizer",
         title="Quantizer",
         section=CURVES,
-        draw=curves.quantizer_figure,
+        draw=codebook.quantizer_figure,
         caption=(
-            "Fraction of the codebook used per batch and over the running window, and code "
-            "perplexity (the effective number of codes; dotted: the codebook size the quantizer "
-            "logged). Falling usage is codebook collapse."
+            "Fraction of the codebook used per batch and over the running window; the per-batch "
+            "usage relative to what one batch can reach (a batch of N latents uses at most N "
+            "codes, so plain usage of a large codebook looks half-dead when it is not; when "
+            "logged); and code perplexity (the effective number of codes; dotted: the codebook "
+            "size the quantizer logged). Falling usage is codebook collapse."
+        ),
+    ),
+    ReportFigure(
+        stem="codebook_refresh",
+        title="Codebook refresh",
+        section=CURVES,
+        draw=codebook.replaced_codes_figure,
+        caption=(
+            "Codes re-initialised per step (quantizer/replaced_codes, the mean over each log "
+            "window), with 10 % of the codebook dotted: a refresh that replaces most of the "
+            "codebook at once is a discontinuity the predictor has to relearn."
         ),
     ),
     ReportFigure(
         stem="optimisation",
         title="Gradient norm and learning rate",
         section=CURVES,
-        draw=curves.optimisation_figure,
+        draw=gradients.optimisation_figure,
         caption=(
-            "Global gradient norm before clipping, each point the mean over one log window "
-            "(log.every steps), with the clip threshold dotted: clipping acts on single steps, so "
-            "a window whose mean is below the line may still hold clipped steps (clip_fraction in "
-            "the summary counts them). Right: the learning rate of the warm-up + cosine schedule."
+            "Global gradient norm before clipping: the mean over each log window (log.every "
+            "steps) and, when logged, the window's maximum, with the clip threshold dotted. "
+            "Clipping acts on single steps, so a window whose mean is below the line may still "
+            "hold clipped steps (the maximum shows them; clip_fraction in the summary counts "
+            "them). Right: the learning rate of the warm-up + cosine schedule."
+        ),
+    ),
+    ReportFigure(
+        stem="gradient_share",
+        title="Gradient share per loss",
+        section=CURVES,
+        draw=gradients.gradient_share_figure,
+        caption=(
+            "Which losses actually shape the model: each loss's share of the gradient norm on "
+            "the shared parameters (grad_share/<loss>), at log steps. A weighted loss whose "
+            "share stays near 0 trains nothing, whatever value it logs."
         ),
     ),
     ReportFigure(
@@ -111,8 +141,23 @@ FIGURES = (
         draw=per_k.per_k_figure,
         caption=(
             "Per horizon k: error-to-signal ratio and cosine from the validation record, and (after "
-            "lejepa eval) the probe-decoded state error or cell accuracy against the physics "
-            "baselines."
+            "lejepa eval) the probe-decoded state error per feature group, or the cell accuracy, "
+            "of the direct prediction and the rollout against the baselines, beside the probe "
+            "floor: the probe applied to the true target latents, the part of every decoded "
+            "error that is the probe's own."
+        ),
+    ),
+    ReportFigure(
+        stem="drift",
+        title="Drift: direct prediction against the rollout",
+        section=PER_K,
+        draw=per_k.drift_figure,
+        caption=(
+            "Error-to-signal ratio in latent space per horizon k (eval.json): the direct "
+            "prediction of z_{t+k}, the autoregressive rollout (the k = 1 prediction applied to "
+            "its own output k times, or the smallest trained horizon when k = 1 was not trained) "
+            "and copy-last through the target encoder, on the same samples, σ the std of all "
+            "their target latents. The gap between rollout and direct prediction is the drift."
         ),
     ),
     ReportFigure(

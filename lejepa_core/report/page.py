@@ -5,7 +5,7 @@ value and note is escaped by the template, none by hand). ``report.html`` is sel
 every picture is embedded as a base64 PNG data URI, so the file opens offline and can be
 mailed on its own; the same pictures are written as PNG files beside it.
 
-    resolved_recipe.toml, summary.json  -> the header (summary table, the recipe)
+    resolved_recipe.toml, summary.json  -> the header (health checks, summary table, the recipe)
     metrics.jsonl                        -> curves, per-k table (figures.CURVES, PER_K)
     eval.json (after ``lejepa eval``)    -> probe-decoded errors per k
     checkpoints/best.pt (else last.pt)   -> latent PCA, rollouts or grids (figures.MODEL)
@@ -26,7 +26,7 @@ from lejepa_core.errors import CheckpointError, LejepaError
 from lejepa_core.report import figures
 from lejepa_core.report.curves import Curves
 from lejepa_core.report.per_k import fmt, per_k
-from lejepa_core.report.run_files import RunFiles, read_run
+from lejepa_core.report.run_files import HEALTH_COLUMNS, RunFiles, read_run
 from lejepa_core.report.views import load_views
 
 REPORT_DIR = "report"
@@ -59,6 +59,14 @@ def summary_rows(run: RunFiles) -> list[list[str]]:
     if "probe_cell_accuracy" in evaluation:
         rows.append(["probe cell accuracy (eval.json)", fmt(evaluation["probe_cell_accuracy"])])
     return rows
+
+
+def health_rows(run: RunFiles) -> list[list[str]] | None:
+    """summary.json's tripped health checks, one row of ``HEALTH_COLUMNS`` each; ``[]`` when
+    every check passed; None when the run recorded no checks (the page leaves them out)."""
+    if run.health is None:
+        return None
+    return [[fmt(entry.get(column)) for column in HEALTH_COLUMNS] for entry in run.health]
 
 
 def _model_pictures(
@@ -117,6 +125,8 @@ def write_report(
         title=f"lejepa report: {run.name}",
         run=run,
         summary_rows=summary_rows(run),
+        health_header=list(HEALTH_COLUMNS),
+        health_rows=health_rows(run),
         notes=notes,
         curves=curves,
         per_k=table,

@@ -22,13 +22,29 @@ else:  # pragma: no cover - Python 3.10
 
 CODEBOOK_SIZE = f"{artifacts.QUANTIZER_PREFIX}codebook_size"
 """The metric a quantizer logs its number of codes under (``plugins/quantizers.py``)."""
+# Keys the report reads that artifacts.py does not name (yet): written by the training loop,
+# the losses and the quantizers; every picture that reads one is left out, or says so, when a
+# run did not log it.
+COPY_LAST_CONTEXT_PREFIX = "baseline/copy_last_context/"
+"""copy-last through the *context* encoder (``baseline/copy_last/`` is in the target's space)."""
+GRAD_NORM_MAX = "grad_norm_max"  # the largest pre-clip gradient norm of a log window
+GRAD_SHARE_PREFIX = "grad_share/"  # grad_share/<loss label>: its share of the gradient norm
+USAGE_RELATIVE = f"{artifacts.QUANTIZER_PREFIX}usage_relative"  # usage / what a batch can reach
+REPLACED_CODES = f"{artifacts.QUANTIZER_PREFIX}replaced_codes"  # codes re-initialised
+NULL_LEVEL = "null_level"  # loss/<label>/null_level: SIGReg's value for Gaussian latents
+NULL_LEVEL_EFFECTIVE = "null_level_effective"  # the same for what is fed in (e.g. W frames)
+HEALTH = "health"
+"""summary.json's list of tripped health checks (empty: all passed; absent in older runs)."""
+HEALTH_COLUMNS = ("check", "first_step", "last_step", "value", "threshold", "action")
 
 
 @attrs.define
 class RunFiles:
     """What a run directory holds. recipe: the parsed resolved recipe (plain dict); train /
     val: ``metrics.jsonl`` records of that split, one per step, sorted; summary: None while
-    the run has no ``summary.json``; notes: what could not be read (shown on the page)."""
+    the run has no ``summary.json``; notes: what could not be read (shown on the page);
+    health: ``summary.json``'s ``health`` list (``HEALTH_COLUMNS`` per tripped check; empty:
+    every check passed), None when the summary has none (a run from before the checks)."""
 
     path: Path
     name: str
@@ -39,6 +55,7 @@ class RunFiles:
     summary: Summary | None
     evaluation: dict[str, Any] | None
     notes: list[str] = attrs.field(factory=list)
+    health: list[dict[str, Any]] | None = None
 
     @property
     def last_val(self) -> dict[str, Any]:
@@ -96,8 +113,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _read_summary(path: Path, notes: list[str]) -> Summary | None:
-    raw = _read_json(path / artifacts.SUMMARY)
+def _read_summary(raw: dict[str, Any] | None, notes: list[str]) -> Summary | None:
     if raw is None:
         return None
     try:
@@ -105,6 +121,18 @@ def _read_summary(path: Path, notes: list[str]) -> Summary | None:
     except TypeError as exc:  # written by another version: missing keys
         notes.append(f"{artifacts.SUMMARY}: not read ({exc})")
         return None
+
+
+def _read_health(raw: dict[str, Any] | None, notes: list[str]) -> list[dict[str, Any]] | None:
+    """The ``health`` entries of a summary (read from the file itself, so that a summary
+    written by a newer or older lejepa still shows them); None when there is no such list."""
+    health = (raw or {}).get(HEALTH)
+    if health is None:
+        return None
+    if not isinstance(health, list) or not all(isinstance(entry, dict) for entry in health):
+        notes.append(f"{artifacts.SUMMARY}: `{HEALTH}` is not a list of checks; not shown")
+        return None
+    return health
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
@@ -125,6 +153,7 @@ def read_run(run_dir: str | Path) -> RunFiles:
         ) from None
     train, val, skipped = read_metrics(path / artifacts.METRICS)
     notes = [f"{artifacts.METRICS}: {skipped} unreadable line(s) skipped"] if skipped else []
+    raw_summary = _read_json(path / artifacts.SUMMARY)
     return RunFiles(
         path=path,
         name=path.resolve().name,
@@ -132,7 +161,8 @@ def read_run(run_dir: str | Path) -> RunFiles:
         recipe=recipe,
         train=train,
         val=val,
-        summary=_read_summary(path, notes),
+        summary=_read_summary(raw_summary, notes),
         evaluation=_read_json(path / artifacts.EVAL),
         notes=notes,
+        health=_read_health(raw_summary, notes),
     )

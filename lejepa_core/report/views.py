@@ -29,6 +29,7 @@ from matplotlib.patches import Rectangle
 
 from lejepa_core import artifacts
 from lejepa_core.envinfo import EnvInfo
+from lejepa_core.eval.evaluate import recorded_probe_fit
 from lejepa_core.eval.load import LoadedRun, load_run
 from lejepa_core.eval.probe import Probe
 from lejepa_core.report.canvas import NotDrawn, new_figure
@@ -55,6 +56,7 @@ class ModelViews:
 
     loaded: LoadedRun
     episodes: list[EpisodeView]
+    probe_fit: dict[str, Any] = attrs.field(factory=dict)  # fit_probe's arguments
     _probe: Probe | None = None
 
     @property
@@ -66,9 +68,10 @@ class ModelViews:
         return self.loaded.recipe.data.context_frames
 
     def probe(self) -> Probe:
-        """The run's probe (``LoadedRun.fit_probe``: the one eval.json uses), fitted once."""
+        """The run's probe (``LoadedRun.fit_probe`` with eval.json's recorded arguments: the
+        probe eval.json used), fitted once."""
         if self._probe is None:
-            self._probe = self.loaded.fit_probe()
+            self._probe = self.loaded.fit_probe(**self.probe_fit)
         return self._probe
 
 
@@ -126,7 +129,7 @@ def load_views(
     except BaseException:
         loaded.data.close()
         raise
-    return ModelViews(loaded, chosen)
+    return ModelViews(loaded, chosen, probe_fit=recorded_probe_fit(run.evaluation))
 
 
 # ----------------------------------------------------------------------------- latent PCA
