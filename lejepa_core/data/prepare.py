@@ -9,7 +9,7 @@ or with the statistics a trained run stored (``stats``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -28,12 +28,13 @@ def open_data(
     is_main: bool = True,
     progress: bool = True,
     generate: bool = True,
-    stats: Mapping | None = None,
+    stats: Mapping | Callable[[TrajectoryData], Mapping] | None = None,
 ) -> TrajectoryData:
     """Open ``data.path`` on ``device``, generating it first when missing and ``generate``.
 
-    stats: the ``mean``/``std`` to standardise with (a run's stored ones); default: those of
-    the recipe's training episodes.
+    stats: the ``mean``/``std`` to standardise with (a run's stored ones), or a function of the
+    raw data returning them (``TrajectoryData.open``); default: those of the recipe's
+    training episodes.
 
     Raises ``DatasetError`` when the file is missing and ``generate`` is false, or when it was
     generated from another env id or other env kwargs than the recipe's.
