@@ -171,6 +171,7 @@ def convert_minari(
         first = f[names[0]]
         obs0 = _read_observations(main, _leaf(main, first, "observations"))
         act0 = _leaf(main, first, "actions")
+        state0 = _state(first)  # infos/state (what `lejepa export` writes from /states)
         action_dtype = _action_dtype(main, spaces.get("action_space"), act0.dtype)
         reward_dtype = first["rewards"].dtype if "rewards" in first else np.dtype(np.float32)
         reward_dtype = reward_dtype if reward_dtype.kind == "f" else np.dtype(np.float64)
@@ -197,9 +198,11 @@ def convert_minari(
             compression=compression,
             reward_dtype=str(reward_dtype),
             dataset_attrs=schema.dataset_attrs({}, obs0.shape[1:], act0.shape[1:]),
+            state_shape=None if state0 is None else state0.shape[1:],
+            state_dtype=None if state0 is None else str(state0.dtype),
         )
         with writer, _bar(progress, len(names)) as advance:
-            pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, int, int]] = []
+            pending: list[tuple] = []
             pending_bytes = 0
             for name in names:
                 group = f[name]
@@ -219,7 +222,13 @@ def convert_minari(
                     )
                 padded = np.concatenate([actions, np.zeros((1, *actions.shape[1:]), actions.dtype)])
                 seed = group.attrs.get("seed", -1)
-                pending.append((obs, padded, np.append(rewards, 0), int(seed), _end_flags(group)))
+                state = None if state0 is None else _state(group)
+                if state0 is not None and (state is None or state.shape[0] != steps + 1):
+                    raise DatasetError(
+                        f"{main}: /{name}/infos/state is missing or not one per observation"
+                    )
+                ends = _end_flags(group)
+                pending.append((obs, padded, np.append(rewards, 0), int(seed), ends, state))
                 pending_bytes += obs.nbytes
                 if pending_bytes >= FLUSH_BYTES:
                     _flush(writer, pending)
@@ -240,7 +249,15 @@ def _flush(writer: TrajectoryWriter, pending: list) -> None:
         lengths=[len(p[0]) for p in pending],
         seeds=[p[3] for p in pending],
         ends=[p[4] for p in pending],
+        states=None if pending[0][5] is None else np.concatenate([p[5] for p in pending]),
     )
+
+
+def _state(group: h5py.Group) -> np.ndarray | None:
+    """``infos/state`` of an episode (one per observation), or None."""
+    infos = group.get("infos")
+    item = infos.get("state") if isinstance(infos, h5py.Group) else None
+    return item[...] if isinstance(item, h5py.Dataset) and item.ndim >= 1 else None
 
 
 def _cast_actions(path: Path, name: str, actions: np.ndarray, dtype: np.dtype) -> np.ndarray:
