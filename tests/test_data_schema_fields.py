@@ -14,7 +14,7 @@ import pytest
 from lejepa_core.data import schema
 from lejepa_core.data.convert import convert_minari
 from lejepa_core.data.generate import generate_dataset
-from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.data.reader import TrajectoryData, inspect_dataset
 from tests.test_data_cli import _write_minari
 
 
@@ -32,6 +32,8 @@ def test_generated_single_env_records_terminations(tmp_path, tiny_env_id):
         assert f["rewards"].dtype == np.float64  # the env's Python floats, unrounded
         rewards = f["rewards"][...]
         assert (rewards != rewards.astype(np.float32)).any()  # more digits than float32 holds
+    counts = inspect_dataset(out)["episode_ends"]
+    assert counts["terminated"] == int((ends == 1).sum()) and sum(counts.values()) == 12
 
 
 @pytest.mark.parametrize("env_kwargs", [{"num_balls": 2}, {"num_balls": 2, "max_steps": 4}])

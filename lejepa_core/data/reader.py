@@ -22,7 +22,7 @@ import torch
 
 from lejepa_core.data import schema
 from lejepa_core.data.row_reader import RowReader
-from lejepa_core.data.stats import observation_stats
+from lejepa_core.data.stats import episode_end_counts, observation_stats
 from lejepa_core.errors import DatasetError
 
 ON_DEVICE = ("auto", "always", "never")
@@ -386,4 +386,5 @@ def inspect_dataset(
             },
             "attrs": data.attrs,
             "file_bytes": data.path.stat().st_size,
+            "episode_ends": episode_end_counts(f),
         }

@@ -46,3 +46,11 @@ def observation_stats(data: Any, episodes: Any) -> dict[str, Any]:
     for start in range(0, len(rows), step):
         total.update(data.raw_observations(rows[start : start + step]))
     return total.as_attrs()
+
+
+def episode_end_counts(f: Any) -> dict[str, int] | None:
+    """How many episodes of an open file ended how (``/episode_ends``), None when unknown."""
+    if schema.EPISODE_ENDS not in f:
+        return None
+    counts = np.bincount(f[schema.EPISODE_ENDS][...].astype(np.int64), minlength=4).tolist()
+    return dict(zip(("cut", "terminated", "truncated", "both"), counts, strict=True))
