@@ -1,13 +1,8 @@
 """A trained world model for use in your own code: ``lejepa_core.load(run_dir)``.
 
-    import gymnasium as gym
-    import lejepa_core, lejepa_envs  # noqa: F401  (lejepa_envs registers lejepa/... ids)
-
     model = lejepa_core.load("runs/multi_k_physics-20260101-120000", device="cpu")
-    env = gym.make("lejepa/BouncingBalls-v0", **model.model_input.env_kwargs)
-    frames = [env.reset(seed=0)[0]] + [env.step(0)[0] for _ in range(model.spec.context_frames - 1)]
-    z_hat = model.predict(np.stack(frames), k=4)        # [D]: the latent 4 steps ahead
-    z_true = model.encode(env.step(0)[0])                # [D] (after 4 more steps, compare)
+    z_hat = model.predict(context_obs, k=4)  # raw [W, *obs] frames of the run's env -> [D]
+    z = model.encode(obs)                    # raw [*obs] -> [D], what z_hat predicts
 
 Everything takes *raw* observations, as the env returns them (numpy arrays or tensors, on
 any device): the normalisation the run trained with is applied here, from what the run
