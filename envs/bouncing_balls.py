@@ -58,6 +58,10 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
         "derivatives": dict(STATE_DERIVATIVES),
         "positions": STATE_POSITIONS,
         "box": tuple(float(side) for side in config.box),
+        # what a dataset file's /observations and /states attributes say (docs/data.md)
+        "observation_axes": ("row (top to bottom)", "column") if pixels else ("ball", "feature"),
+        "state_axes": ("ball", "feature"),
+        "feature_units": {"x": "length", "y": "length", "vx": "length/time", "vy": "length/time"},
         "noop_action": 0,  # the generator's default policy for envs that publish one
     }
 

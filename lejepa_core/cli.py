@@ -26,6 +26,7 @@ BUILTIN_COMMANDS = {
     "generate": "lejepa_core.data.commands:generate_command",
     "convert": "lejepa_core.data.commands:convert_command",
     "inspect": "lejepa_core.data.commands:inspect_command",
+    "export": "lejepa_core.data.commands:export_command",
     "report": "lejepa_core.report.commands:report_command",
     "compare": "lejepa_core.report.commands:compare_command",
 }

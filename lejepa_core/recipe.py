@@ -95,7 +95,7 @@ class DataConfig:
     )
     split_seed: int = param(0, "seed of the train/validation episode split", non_negative)
     normalize: bool = param(
-        True, "standardise float observations with the file's per-feature mean/std"
+        True, "standardise float observations with the training episodes' per-feature mean/std"
     )
     on_device: Literal["auto", "always", "never"] = param(
         "auto", "hold the dataset on the training device ('auto': when it fits)"

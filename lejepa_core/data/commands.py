@@ -171,3 +171,34 @@ def _print_info(info: dict) -> None:
     else:
         table.add_row("(all)", *(f"{stats[key]:.4g}" for key in ("mean", "std", "min", "max")))
     console.print(table)
+
+
+@click.command("export")
+@click.argument("source", metavar="RUN_OR_H5", type=click.Path(path_type=Path))
+@click.option(
+    "--minari",
+    "minari_format",
+    is_flag=True,
+    help="Write a Minari dataset (the one export format; required).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="New dataset directory; minari.load_dataset(ID) finds it at $MINARI_DATASETS_PATH/ID.",
+)
+@click.option(
+    "--dataset-id",
+    default=None,
+    help="Minari id (namespace/)name-vN; default: --out relative to the Minari root, "
+    "else lejepa/<--out name>-v0.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def export_command(source, minari_format, out, dataset_id, quiet):
+    """Export a trajectory file (or a run directory's data file) as a Minari dataset."""
+    if not minari_format:
+        raise UserInputError("say which format to export: --minari (the only one)")
+    from lejepa_core.data.export import export_minari
+
+    path = export_minari(source, out=out, dataset_id=dataset_id, progress=not quiet)
+    click.echo(f"wrote {path}")

@@ -10,9 +10,12 @@ Minari's on-disk layout (minari 0.5, ``minari/dataset/_storages/hdf5_storage.py`
                                                     attrs: id, seed (optional), total_steps
 
 Each Minari episode becomes one of ours: its T+1 observations, its T actions followed by a
-padding row of zeros (no action follows the last observation), rewards likewise padded.
-Dict/Tuple spaces are not supported; JPEG-encoded image observations are decoded with Pillow
-when it is installed.
+padding row of zeros (no action follows the last observation), rewards likewise padded (in
+their own float dtype: float64 stays float64), the flags of its last step as
+``/episode_ends``, its seed as ``/episode_seeds``. Integer (Discrete/MultiDiscrete) actions
+are stored like generated ones: in the smallest signed int that holds every action of the
+dataset's action space. Dict/Tuple spaces are not supported; JPEG-encoded image observations
+are decoded with Pillow when it is installed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lejepa_core.data import schema
+from lejepa_core.data.env_probe import stored_action_dtype
 from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
 from lejepa_core.errors import DatasetError, UserInputError
 from lejepa_core.progress import progress_bar
@@ -77,6 +82,43 @@ def _env_from_metadata(metadata: dict[str, Any]) -> tuple[str, dict]:
     return str(metadata.get("dataset_id") or ""), {}
 
 
+def _spaces(metadata: dict[str, Any]) -> dict[str, dict]:
+    """The serialised observation/action spaces of Minari's metadata (JSON data), when present."""
+    out = {}
+    for key in schema.SPACE_ATTRS:
+        value = metadata.get(key)
+        try:
+            value = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and "type" in value:
+            out[key] = value
+    return out
+
+
+def _action_dtype(path: Path, space: dict | None, stored: np.dtype) -> np.dtype:
+    """The one rule for actions: integer actions of a Discrete/MultiDiscrete space in the
+    smallest signed int holding the space; anything else as stored."""
+    if space is None or space.get("type") not in ("Discrete", "MultiDiscrete"):
+        return np.dtype(stored)
+    try:
+        return stored_action_dtype(schema.space_from_json(space))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read the action space {space}: {exc}") from None
+
+
+def _end_flags(group: h5py.Group) -> int:
+    """``schema.END_*`` flags of an episode's last step (0 when it has no step or no flag)."""
+    flags = schema.END_CUT
+    for key, bit in (
+        ("terminations", schema.END_TERMINATED),
+        ("truncations", schema.END_TRUNCATED),
+    ):
+        if key in group and isinstance(group[key], h5py.Dataset) and group[key].shape[0] > 0:
+            flags |= bit * bool(group[key][-1])
+    return flags
+
+
 def _episode_names(path: Path, f: h5py.File) -> list[str]:
     found = sorted((int(m.group(1)), name) for name in f if (m := _EPISODE.match(name)))
     if not found:
@@ -119,6 +161,7 @@ def convert_minari(
             f"{minari_dir}: Minari data_format {metadata['data_format']!r} is not supported (hdf5 only)"
         )
     env_id, env_kwargs = _env_from_metadata(metadata)
+    spaces = _spaces(metadata)
     try:
         f = h5py.File(main, "r")
     except OSError as exc:
@@ -128,7 +171,12 @@ def convert_minari(
         first = f[names[0]]
         obs0 = _read_observations(main, _leaf(main, first, "observations"))
         act0 = _leaf(main, first, "actions")
+        state0 = _state(first)  # infos/state (what `lejepa export` writes from /states)
+        action_dtype = _action_dtype(main, spaces.get("action_space"), act0.dtype)
+        reward_dtype = first["rewards"].dtype if "rewards" in first else np.dtype(np.float32)
+        reward_dtype = reward_dtype if reward_dtype.kind == "f" else np.dtype(np.float64)
         attrs = {
+            **spaces,
             "env_id": env_id,
             "env_kwargs": env_kwargs,
             "feature_names": [],
@@ -145,18 +193,24 @@ def convert_minari(
             obs_shape=obs0.shape[1:],
             obs_dtype=str(obs0.dtype),
             action_shape=act0.shape[1:],
-            action_dtype=str(act0.dtype),
+            action_dtype=str(action_dtype),
             attrs=attrs,
             compression=compression,
+            reward_dtype=str(reward_dtype),
+            dataset_attrs=schema.dataset_attrs({}, obs0.shape[1:], act0.shape[1:]),
+            state_shape=None if state0 is None else state0.shape[1:],
+            state_dtype=None if state0 is None else str(state0.dtype),
         )
         with writer, _bar(progress, len(names)) as advance:
-            pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
+            pending: list[tuple] = []
             pending_bytes = 0
             for name in names:
                 group = f[name]
                 obs = _read_observations(main, _leaf(main, group, "observations"))
-                actions = _leaf(main, group, "actions")[...]
-                rewards = _leaf(main, group, "rewards")[...].astype(np.float32).reshape(-1)
+                actions = _cast_actions(
+                    main, name, _leaf(main, group, "actions")[...], action_dtype
+                )
+                rewards = _leaf(main, group, "rewards")[...].astype(reward_dtype).reshape(-1)
                 steps = len(actions)
                 if obs.shape != (steps + 1, *obs0.shape[1:]) or obs.dtype != obs0.dtype:
                     raise DatasetError(
@@ -168,7 +222,13 @@ def convert_minari(
                     )
                 padded = np.concatenate([actions, np.zeros((1, *actions.shape[1:]), actions.dtype)])
                 seed = group.attrs.get("seed", -1)
-                pending.append((obs, padded, np.append(rewards, np.float32(0)), int(seed)))
+                state = None if state0 is None else _state(group)
+                if state0 is not None and (state is None or state.shape[0] != steps + 1):
+                    raise DatasetError(
+                        f"{main}: /{name}/infos/state is missing or not one per observation"
+                    )
+                ends = _end_flags(group)
+                pending.append((obs, padded, np.append(rewards, 0), int(seed), ends, state))
                 pending_bytes += obs.nbytes
                 if pending_bytes >= FLUSH_BYTES:
                     _flush(writer, pending)
@@ -188,7 +248,29 @@ def _flush(writer: TrajectoryWriter, pending: list) -> None:
         rewards=np.concatenate([p[2] for p in pending]),
         lengths=[len(p[0]) for p in pending],
         seeds=[p[3] for p in pending],
+        ends=[p[4] for p in pending],
+        states=None if pending[0][5] is None else np.concatenate([p[5] for p in pending]),
     )
+
+
+def _state(group: h5py.Group) -> np.ndarray | None:
+    """``infos/state`` of an episode (one per observation), or None."""
+    infos = group.get("infos")
+    item = infos.get("state") if isinstance(infos, h5py.Group) else None
+    return item[...] if isinstance(item, h5py.Dataset) and item.ndim >= 1 else None
+
+
+def _cast_actions(path: Path, name: str, actions: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``actions`` in ``dtype`` (the one rule, ``_action_dtype``), refusing values that do not fit."""
+    if actions.dtype == dtype or actions.size == 0:
+        return actions.astype(dtype, copy=False)
+    info = np.iinfo(dtype) if dtype.kind in "iu" else None
+    if info is not None and (actions.min() < info.min or actions.max() > info.max):
+        raise DatasetError(
+            f"{path}: /{name}/actions hold values outside the action space "
+            f"({actions.min()}..{actions.max()} do not fit {dtype})"
+        )
+    return actions.astype(dtype)
 
 
 def _bar(enabled: bool, total: int):

@@ -34,6 +34,7 @@ class ProbedEnv:
     action_shape: tuple[int, ...]
     action_dtype: str
     action_space: Any
+    observation_space: Any
     state_shape: tuple[int, ...] | None
     state_dtype: str | None
     vector: bool
@@ -84,6 +85,7 @@ def probe_env(env_id: str, env_kwargs: dict) -> ProbedEnv:
         action_shape=tuple(act_space.shape),
         action_dtype=str(action_dtype),
         action_space=act_space,
+        observation_space=obs_space,
         state_shape=None if state is None else tuple(state.shape),
         state_dtype=None
         if state is None

@@ -120,6 +120,10 @@ def generate_dataset(
         state_dtype=info.state_dtype,
         attrs=_file_attrs(info, metadata, policy=policy, seed=seed, steps=steps, block=block),
         compression=compression,
+        reward_dtype="float64",  # gymnasium rewards are Python floats
+        dataset_attrs=schema.dataset_attrs(
+            metadata, info.obs_shape, info.action_shape, info.state_shape
+        ),
     )
     with writer:
         seeding = _write_blocks(writer, jobs, workers=workers, progress=progress)
@@ -140,7 +144,8 @@ def _file_attrs(
         "env_kwargs": info.env_kwargs,
         "feature_names": feature_names,
         "state_feature_names": state_names,
-        "action_space": str(info.action_space),
+        "action_space": schema.space_to_json(info.action_space),
+        "observation_space": schema.space_to_json(info.observation_space),
         "env_metadata": json.dumps(metadata),
         "policy": policy,
         "seed": seed,
@@ -176,6 +181,7 @@ def _write_blocks(
                     states=result.states,
                     lengths=result.lengths,
                     seeds=result.seeds,
+                    ends=result.ends,
                     stats=result.stats,
                 )
                 advance(len(result.lengths), int(result.lengths.sum()))

@@ -2,11 +2,14 @@
 
 Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (on rank 0,
 the other ranks wait), opens it with ``TrajectoryData`` and checks that it was generated
-from the recipe's env id and kwargs.
+from the recipe's env id and kwargs. With ``data.normalize``, observations are standardised
+with the statistics of the *training* episodes only (``data.val_fraction``/``split_seed``),
+or with the statistics a trained run stored (``stats``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -25,8 +28,13 @@ def open_data(
     is_main: bool = True,
     progress: bool = True,
     generate: bool = True,
+    stats: Mapping | Callable[[TrajectoryData], Mapping] | None = None,
 ) -> TrajectoryData:
     """Open ``data.path`` on ``device``, generating it first when missing and ``generate``.
+
+    stats: the ``mean``/``std`` to standardise with (a run's stored ones), or a function of the
+    raw data returning them (``TrajectoryData.open``); default: those of the recipe's
+    training episodes.
 
     Raises ``DatasetError`` when the file is missing and ``generate`` is false, or when it was
     generated from another env id or other env kwargs than the recipe's.
@@ -52,7 +60,11 @@ def open_data(
             )
     distributed.barrier()
     data = TrajectoryData.open(
-        path, device=str(device), on_device=d.on_device, normalize=d.normalize
+        path,
+        device=str(device),
+        on_device=d.on_device,
+        normalize=d.normalize,
+        stats=stats if stats is not None else _training_stats(d.val_fraction, d.split_seed),
     )
     try:  # never train silently on a file of another env/kwargs
         data.check_source(d.env_id, dict(d.env_kwargs))
@@ -60,3 +72,8 @@ def open_data(
         data.close()
         raise
     return data
+
+
+def _training_stats(val_fraction: float, split_seed: int):
+    """The statistics of the training episodes of the recipe's split, for ``open(stats=...)``."""
+    return lambda data: data.episode_stats(data.episode_split(val_fraction, split_seed)[0])

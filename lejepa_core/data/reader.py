@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 
 from lejepa_core.data import schema
 from lejepa_core.data.row_reader import RowReader
+from lejepa_core.data.stats import episode_end_counts, observation_stats
 from lejepa_core.errors import DatasetError
 
 ON_DEVICE = ("auto", "always", "never")
@@ -51,7 +53,7 @@ class TrajectoryData:
     """A validated trajectory file, resident on ``device`` or streamed from disk.
 
     observations: [T, *obs_shape] on ``device`` when resident (standardised float32 when
-        ``normalize``), else None.
+        ``normalize``: with ``normalization``), else None.
     states: [T, *state_shape] raw physical state when resident: ``/states`` when the file has
         it, else the raw float observations; None when neither exists.
     episode_offsets: [E + 1] int64 on CPU; episode e is rows ``offsets[e]:offsets[e + 1]``.
@@ -68,7 +70,8 @@ class TrajectoryData:
     obs_shape: tuple[int, ...]
     obs_dtype: str
     state_shape: tuple[int, ...] | None
-    stats: dict
+    stats: dict  # the file's statistics (every episode)
+    normalization: dict | None  # the mean/std observations are standardised with, or None
     attrs: dict
     num_episodes: int
     num_steps: int
@@ -88,8 +91,14 @@ class TrajectoryData:
         device: str | torch.device = "cpu",
         on_device: str = "auto",
         normalize: bool = False,
+        stats: Mapping | Callable[[TrajectoryData], Mapping] | None = None,
     ) -> TrajectoryData:
         """Validate ``path`` and load it (``on_device`` "always"/"auto") or stream it ("never").
+
+        normalize: standardise float observations with ``stats``: a mapping with ``mean`` and
+        ``std`` (e.g. a run's stored statistics), or a function of the opened, still raw data
+        that returns one (training: ``lambda data: data.episode_stats(train_episodes)``);
+        without ``stats``, the file's own statistics (every episode, validation included).
 
         Raises ``DatasetError("FILE: what is wrong")`` for a missing, truncated, corrupt or
         foreign file, another schema version, inconsistent shapes or non-finite values.
@@ -112,6 +121,9 @@ class TrajectoryData:
         self._file = f
         try:
             self._load(path, torch.device(device), on_device, normalize)
+            if self.normalize:
+                found = stats(self) if callable(stats) else stats
+                self._standardize(self.stats if found is None else found)
         except BaseException:
             self.close()
             raise
@@ -130,6 +142,7 @@ class TrajectoryData:
         self.obs_shape = tuple(obs_ds.shape[1:])
         self.obs_dtype = str(obs_ds.dtype)
         self.stats = {key: attrs[key] for key in schema.STAT_NAMES}
+        self.normalization = None
         self.num_steps = int(obs_ds.shape[0])
         offsets = schema.read_all(path, f[schema.EPISODE_OFFSETS]).astype(np.int64)
         self.episode_offsets = torch.from_numpy(offsets)
@@ -156,17 +169,12 @@ class TrajectoryData:
         self.resident = resident
         self.observations = None
         self.states = None
-        rows_device = device if resident else torch.device("cpu")  # where `rows` normalises
-        mean = np.asarray(self.stats["mean"], np.float32)
-        std = np.asarray(self.stats["std"], np.float32)
-        self._mean = torch.from_numpy(np.array(mean)).to(rows_device)
-        self._std = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)).to(rows_device)
         if resident:
             raw = schema.read_all(path, obs_ds)
             if float_obs:
                 schema.check_finite(path, obs_ds, raw)
             raw_t = torch.from_numpy(raw).to(device)
-            self.observations = self._normalize(raw_t) if self.normalize else raw_t
+            self.observations = raw_t  # standardised by `open` once the statistics are known
             if self._has_states:
                 states = schema.read_all(path, f[schema.STATES])
                 if states.dtype.kind == "f":
@@ -182,9 +190,41 @@ class TrajectoryData:
                 if name in f and f[name].dtype.kind == "f":
                     schema.check_finite(path, f[name])
 
+    def _standardize(self, stats: Mapping) -> None:
+        """Standardise observations with ``stats["mean"]``/``["std"]`` from now on (lists: per
+        last axis; one value: all elements; a zero std counts as 1); resident ones in place."""
+        mean = np.asarray(stats["mean"], np.float32)
+        std = np.asarray(stats["std"], np.float32)
+        try:
+            np.broadcast_shapes(mean.shape, std.shape, self.obs_shape)
+        except ValueError:
+            raise DatasetError(
+                f"{self.path}: normalisation statistics of shape {list(mean.shape)} do not fit "
+                f"observations of shape {list(self.obs_shape)}"
+            ) from None
+        self.normalization = {key: np.asarray(stats[key]).tolist() for key in ("mean", "std")}
+        self._mean = torch.from_numpy(np.array(mean))
+        self._std = torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32))
+        if self.observations is not None:
+            self.observations = self._normalize(self.observations)
+
     def _normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        """Standardise with the file's statistics (lists: per last axis; scalars: all)."""
+        """(obs - mean) / std as float32 (see ``_standardize``)."""
         return (obs.to(torch.float32) - self._mean.to(obs.device)) / self._std.to(obs.device)
+
+    def episode_stats(self, episodes: torch.Tensor | np.ndarray) -> dict[str, Any]:
+        """mean/std/min/max of the raw observations of ``episodes`` ([n] int), in the layout of
+        ``stats`` (``lejepa_core.data.stats``: from the tensor when resident, else the file)."""
+        return observation_stats(self, episodes)
+
+    def raw_observations(self, rows: np.ndarray) -> np.ndarray:
+        """Raw observations of ``rows`` ([R] int, sorted, unique) as a CPU array: gathered from
+        the resident tensor while it is still raw, else read from the file."""
+        if self.observations is not None and self.normalization is None:
+            index = torch.as_tensor(rows, dtype=torch.int64, device=self.observations.device)
+            return self.observations[index].cpu().numpy()
+        self._open_readers()
+        return self._readers[schema.OBSERVATIONS].read(np.asarray(rows, np.int64))
 
     # -- rows -------------------------------------------------------------------------------
     @property
@@ -215,12 +255,7 @@ class TrajectoryData:
         Returns (observations [R, *obs_shape] normalised like ``observations``, raw states
         [R, *state_shape] or None), on CPU.
         """
-        if self._file is None:
-            raise DatasetError(f"{self.path}: the file is closed")
-        if not self._readers:
-            for name in (schema.OBSERVATIONS, schema.STATES):
-                if name in self._file:
-                    self._readers[name] = RowReader(self.path, self._file[name])
+        self._open_readers()
         raw = torch.from_numpy(self._readers[schema.OBSERVATIONS].read(rows))
         obs = self._normalize(raw) if self.normalize else raw
         if self._has_states:
@@ -230,6 +265,14 @@ class TrajectoryData:
         else:
             states = None
         return obs, states
+
+    def _open_readers(self) -> None:
+        if self._file is None:
+            raise DatasetError(f"{self.path}: the file is closed")
+        if not self._readers:
+            for name in (schema.OBSERVATIONS, schema.STATES):
+                if name in self._file:
+                    self._readers[name] = RowReader(self.path, self._file[name])
 
     # -- splits and bookkeeping -------------------------------------------------------------
     def check_source(self, env_id: str, env_kwargs: dict, *, where: str = "data") -> None:
@@ -343,4 +386,5 @@ def inspect_dataset(
             },
             "attrs": data.attrs,
             "file_bytes": data.path.stat().st_size,
+            "episode_ends": episode_end_counts(f),
         }

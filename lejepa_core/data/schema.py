@@ -6,14 +6,19 @@ located by ``/episode_offsets`` (see ``docs/data.md``)::
     /observations     [T_total, *obs_shape]     chunked along steps, lossless compression
     /actions          [T_total, *action_shape]  action taken after each observation (last one of
                                                 every episode padded with 0)
-    /rewards          [T_total] float32         optional; reward of actions[t] (last padded 0)
+    /rewards          [T_total] float           optional; reward of actions[t] (last padded 0)
     /states           [T_total, *state_shape]   optional; true physical state (pixels mode)
     /episode_offsets  [E + 1] int64             episode e is rows offsets[e]:offsets[e+1]
-    /episode_seeds    [E] int64                 seed passed to reset (-1 when unknown)
+    /episode_seeds    [E] int64                 seed of the reset that started the episode
+                                                (-1 when unknown)
+    /episode_ends     [E] int8                  optional; how the episode ended: bit 0
+                                                terminated, bit 1 truncated, 0 = cut at
+                                                ``steps`` (``END_*`` below)
 
 Root attributes are plain strings and numbers (lists and dicts as JSON strings): nothing
 pickled. ``validate`` checks everything a reader relies on and raises ``DatasetError`` with
-one line naming the file and the problem.
+one line naming the file and the problem. Files from before ``/episode_ends``, JSON spaces and
+list statistics still read (they are version 1 too: nothing in them is misread).
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ REWARDS = "rewards"
 STATES = "states"
 EPISODE_OFFSETS = "episode_offsets"
 EPISODE_SEEDS = "episode_seeds"
+EPISODE_ENDS = "episode_ends"
+
+# /episode_ends: bit flags of the env's last step (both set when it reported both); 0 when
+# neither: the episode was cut at the generator's ``steps`` (or a Minari collector stopped).
+END_CUT = 0
+END_TERMINATED = 1
+END_TRUNCATED = 2
 
 REQUIRED_DATASETS = (OBSERVATIONS, ACTIONS, EPISODE_OFFSETS, EPISODE_SEEDS)
 PER_STEP_DATASETS = (OBSERVATIONS, ACTIONS, REWARDS, STATES)
@@ -51,6 +63,9 @@ JSON_ATTRS = (
     "max",
     "env_metadata",
 )
+# Spaces as JSON in Minari's form (``space_to_json``); files written before hold str(space),
+# which is kept as a string.
+SPACE_ATTRS = ("action_space", "observation_space")
 REQUIRED_ATTRS = ("schema", "schema_version", "env_id", "obs_dtype", "mean", "std", "min", "max")
 
 STAT_NAMES = ("mean", "std", "min", "max")
@@ -90,8 +105,77 @@ def decode_attrs(path: str | Path, raw: h5py.AttributeManager) -> dict[str, Any]
                 value = json.loads(value)
             except json.JSONDecodeError:
                 raise fail(path, f"attribute {key!r} is not valid JSON: {value[:60]!r}") from None
+        elif key in SPACE_ATTRS and isinstance(value, str) and value.startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass  # str(space) of an older file
         out[key] = value
     return out
+
+
+def stats_to_attrs(stats: dict[str, Any]) -> dict[str, list[float]]:
+    """Statistics as the file stores them: always a list (over the last axis, or one value
+    over all elements for images and grids); ``stats_from_attrs`` is the inverse."""
+    return {key: np.atleast_1d(np.asarray(stats[key], np.float64)).tolist() for key in STAT_NAMES}
+
+
+def stats_from_attrs(attrs: dict[str, Any], per_feature: bool) -> dict[str, Any]:
+    """Statistics in memory: a list per feature (``per_feature``), else one float; files store
+    lists (``stats_to_attrs``), files written before stored a float for images and grids."""
+    out = {}
+    for key in STAT_NAMES:
+        value = np.asarray(attrs[key], np.float64)
+        out[key] = value.reshape(-1).tolist() if per_feature else float(value.reshape(-1)[0])
+    return out
+
+
+def space_to_json(space: Any) -> dict[str, Any]:
+    """A Box/Discrete/MultiDiscrete/MultiBinary space as JSON data, in the form Minari's
+    ``serialize_space`` writes (so ``minari`` reads it back): ``{"type": "Box", "dtype":
+    "float32", "shape": [...], "low": [...], "high": [...]}``, ``{"type": "Discrete",
+    "dtype": "int64", "start": 0, "n": 3}``, ..."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "dtype": str(space.dtype),
+            "shape": list(space.shape),
+            "low": space.low.tolist(),
+            "high": space.high.tolist(),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "dtype": "int64", "start": int(space.start), "n": int(space.n)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {
+            "type": "MultiDiscrete",
+            "dtype": str(space.dtype),
+            "nvec": space.nvec.tolist(),
+            "start": space.start.tolist(),
+        }
+    if isinstance(space, spaces.MultiBinary):
+        n = space.n
+        return {"type": "MultiBinary", "n": n if isinstance(n, int) else list(n)}
+    raise ValueError(f"no JSON form for {space} (Box, Discrete, MultiDiscrete, MultiBinary only)")
+
+
+def space_from_json(data: dict[str, Any]) -> Any:
+    """The gymnasium space of ``space_to_json``'s data."""
+    from gymnasium import spaces
+
+    kind = data.get("type")
+    if kind == "Box":
+        low = np.asarray(data["low"], dtype=data["dtype"])
+        high = np.asarray(data["high"], dtype=data["dtype"])
+        return spaces.Box(low, high, shape=tuple(data["shape"]), dtype=data["dtype"])
+    if kind == "Discrete":
+        return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(data["nvec"], dtype=data["dtype"], start=data.get("start"))
+    if kind == "MultiBinary":
+        return spaces.MultiBinary(data["n"])
+    raise ValueError(f"unknown space type {kind!r}")
 
 
 def per_feature_stats(obs_shape: tuple[int, ...], feature_names: tuple[str, ...]) -> bool:
@@ -107,8 +191,8 @@ def per_feature_stats(obs_shape: tuple[int, ...], feature_names: tuple[str, ...]
 def validate(path: str | Path, f: h5py.File, *, scan_values: bool = True) -> dict[str, Any]:
     """Check that ``f`` is a readable lejepa trajectory file of this schema version.
 
-    Returns the decoded root attributes. Raises ``DatasetError("FILE: what is wrong")``.
-    ``scan_values`` reads all float data once to reject NaN/inf (cost: one pass over the file).
+    Returns the decoded root attributes (statistics as ``stats_from_attrs`` gives them).
+    Raises ``DatasetError("FILE: what is wrong")``. ``scan_values`` reads all float data once to reject NaN/inf (cost: one pass over the file).
     """
     attrs = decode_attrs(path, f.attrs)
     if attrs.get("schema") != SCHEMA_NAME:
@@ -170,6 +254,16 @@ def validate(path: str | Path, f: h5py.File, *, scan_values: bool = True) -> dic
             path,
             f"/episode_seeds has shape {list(f[EPISODE_SEEDS].shape)}, expected [{num_episodes}]",
         )
+    if EPISODE_ENDS in f:
+        ends = f[EPISODE_ENDS]
+        if not isinstance(ends, h5py.Dataset) or ends.shape != (num_episodes,):
+            shape = list(ends.shape) if isinstance(ends, h5py.Dataset) else "a group"
+            raise fail(path, f"/episode_ends has shape {shape}, expected [{num_episodes}]")
+        values = read_all(path, ends)
+        if ends.dtype.kind not in "iu" or ((values < 0) | (values > 3)).any():
+            raise fail(
+                path, "/episode_ends must hold integers 0..3 (bit 0 terminated, bit 1 truncated)"
+            )
     for name in PER_STEP_DATASETS:
         if name in f:
             ds = f[name]
@@ -184,13 +278,15 @@ def validate(path: str | Path, f: h5py.File, *, scan_values: bool = True) -> dic
     per_feature = per_feature_stats(obs.shape[1:], tuple(attrs.get("feature_names") or ()))
     for key in STAT_NAMES:
         value = np.asarray(attrs[key], dtype=np.float64)
-        expected = (obs.shape[-1],) if per_feature else ()
-        if value.shape != expected:
+        expected = [(obs.shape[-1],)] if per_feature else [(1,), ()]  # () in older files
+        if value.shape not in expected:
             raise fail(
-                path, f"statistic {key!r} has shape {list(value.shape)}, expected {list(expected)}"
+                path,
+                f"statistic {key!r} has shape {list(value.shape)}, expected {list(expected[0])}",
             )
         if not np.isfinite(value).all():
             raise fail(path, f"statistic {key!r} is not finite: {attrs[key]}")
+    attrs.update(stats_from_attrs(attrs, per_feature))
 
     if scan_values:
         for name in (OBSERVATIONS, STATES, REWARDS):
@@ -228,3 +324,52 @@ def check_finite(path: str | Path, ds: h5py.Dataset, data: np.ndarray | None = N
         if not finite.all():
             row = start + int(np.flatnonzero(~finite.reshape(len(block), -1).all(axis=1))[0])
             raise fail(path, f"{ds.name} holds non-finite values (first at row {row})")
+
+
+def dataset_attrs(
+    metadata: dict[str, Any],
+    obs_shape: tuple[int, ...],
+    action_shape: tuple[int, ...],
+    state_shape: tuple[int, ...] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Attributes of the per-step datasets: ``description``; ``axes`` (``"step"`` first,
+    then the env's ``observation_axes`` when it publishes them, else ``axis_1 ..`` with the
+    named last axis called ``feature``); ``units`` (feature -> unit, the env's
+    ``feature_units``) where known."""
+    names = tuple(metadata.get("feature_names") or ())
+    per_feature = per_feature_stats(obs_shape, names) and len(obs_shape) > 0
+
+    def axes(shape: tuple[int, ...], named: bool, given: Any = None) -> list[str]:
+        if given is not None and len(given) == len(shape):
+            return ["step", *(str(a) for a in given)]
+        out = [f"axis_{i + 1}" for i in range(len(shape))]
+        if named and out:
+            out[-1] = "feature"
+        return ["step", *out]
+
+    units = {str(k): str(v) for k, v in dict(metadata.get("feature_units") or {}).items()}
+    out: dict[str, dict[str, Any]] = {
+        OBSERVATIONS: {
+            "description": "observation t of each episode; episodes back to back (/episode_offsets)",
+            "axes": axes(obs_shape, per_feature, metadata.get("observation_axes")),
+        },
+        ACTIONS: {
+            "description": "action taken after observation t; the last row of each episode is 0 (padding)",
+            "axes": axes(action_shape, False),
+        },
+        REWARDS: {
+            "description": "reward of the action after observation t; the last row of each episode is 0",
+            "axes": ["step"],
+        },
+    }
+    if units and names:
+        out[OBSERVATIONS]["units"] = {n: units[n] for n in names if n in units}
+    if state_shape is not None:
+        state_names = tuple(metadata.get("state_feature_names") or ())
+        out[STATES] = {
+            "description": "true physical state after observation t (not observed)",
+            "axes": axes(state_shape, bool(state_names), metadata.get("state_axes")),
+        }
+        if units and state_names:
+            out[STATES]["units"] = {n: units[n] for n in state_names if n in units}
+    return out

@@ -131,9 +131,12 @@ class TrajectoryWriter:
 
     obs_shape, obs_dtype: one observation.  action_shape, action_dtype: one action.
     state_shape, state_dtype: one true state (pixels mode), or None for no ``/states``.
-    rewards: whether to write ``/rewards``.
+    rewards: whether to write ``/rewards``; reward_dtype: its float dtype (the source's).
     attrs: extra root attributes (``env_id``, ``env_kwargs``, ``feature_names``, ...): plain
         values as is, lists and dicts as JSON.
+    dataset_attrs: attributes of the per-step datasets, e.g. ``{"observations": {"axes":
+        [...]}}`` (lists and dicts as JSON).
+    ``/episode_ends`` is written when every ``append`` passed ``ends``.
     """
 
     def __init__(
@@ -149,6 +152,8 @@ class TrajectoryWriter:
         rewards: bool = True,
         attrs: dict[str, Any] | None = None,
         compression: str | None = "auto",
+        reward_dtype: str = "float32",
+        dataset_attrs: dict[str, dict[str, Any]] | None = None,
     ):
         self.out = Path(out)
         self.attrs = dict(attrs or {})
@@ -158,6 +163,7 @@ class TrajectoryWriter:
         self.stats = RunningStats(per_feature, self.obs_shape[-1] if self.obs_shape else 1)
         self._lengths: list[np.ndarray] = []
         self._seeds: list[np.ndarray] = []
+        self._ends: list[np.ndarray | None] = []
         self._rows = 0
         self._done = False
         if not self.out.parent.is_dir():
@@ -173,7 +179,7 @@ class TrajectoryWriter:
                 (schema.ACTIONS, tuple(action_shape), action_dtype),
             ]
             if rewards:
-                specs.append((schema.REWARDS, (), "float32"))
+                specs.append((schema.REWARDS, (), reward_dtype))
             if state_shape is not None:
                 specs.append((schema.STATES, tuple(state_shape), state_dtype or "float32"))
             self._datasets = {}
@@ -190,6 +196,8 @@ class TrajectoryWriter:
                         compression, np.dtype(dtype), int(np.prod(shape, dtype=np.int64))
                     ),
                 )
+                for key, value in (dataset_attrs or {}).get(name, {}).items():
+                    self._datasets[name].attrs[key] = schema.to_attr(value)
         except BaseException:
             self.abort()
             raise
@@ -205,10 +213,12 @@ class TrajectoryWriter:
         rewards: np.ndarray | None = None,
         states: np.ndarray | None = None,
         stats: RunningStats | None = None,
+        ends: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         """Append whole episodes: arrays ``[sum(lengths), ...]``, episodes concatenated.
 
         ``stats``: the statistics of ``observations`` when already computed (in a worker).
+        ``ends``: one ``schema.END_*`` flag set per episode (how it ended), when known.
         """
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
@@ -217,6 +227,8 @@ class TrajectoryWriter:
             raise ValueError(
                 f"need one seed and a positive length per episode, got {len(seeds)} seeds, lengths {lengths[:8]}"
             )
+        if ends is not None and len(ends) != len(lengths):
+            raise ValueError(f"need one end flag per episode, got {len(ends)} for {len(lengths)}")
         given = {schema.OBSERVATIONS: observations, schema.ACTIONS: actions}
         if schema.REWARDS in self._datasets:
             given[schema.REWARDS] = rewards if rewards is not None else np.zeros(n, np.float32)
@@ -245,6 +257,7 @@ class TrajectoryWriter:
         self._rows += n
         self._lengths.append(lengths)
         self._seeds.append(seeds)
+        self._ends.append(None if ends is None else np.asarray(ends, np.int8).reshape(-1))
 
     @property
     def num_episodes(self) -> int:
@@ -263,6 +276,8 @@ class TrajectoryWriter:
             np.cumsum(lengths, out=offsets[1:])
             self._file.create_dataset(schema.EPISODE_OFFSETS, data=offsets)
             self._file.create_dataset(schema.EPISODE_SEEDS, data=np.concatenate(self._seeds))
+            if all(e is not None for e in self._ends):
+                self._file.create_dataset(schema.EPISODE_ENDS, data=np.concatenate(self._ends))
             obs = self._datasets[schema.OBSERVATIONS]
             attrs = {
                 "schema": schema.SCHEMA_NAME,
@@ -279,7 +294,7 @@ class TrajectoryWriter:
                 "env_kwargs": {},
                 "feature_names": [],
                 **self.attrs,
-                **self.stats.as_attrs(),
+                **schema.stats_to_attrs(self.stats.as_attrs()),
             }
             for key, value in attrs.items():
                 self._file.attrs[key] = schema.to_attr(value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -120,17 +121,43 @@ class MetricsLog:
 
     Non-finite floats are written as ``null`` (JSON has no NaN). A no-op when ``enabled`` is
     false (ranks other than 0).
+
+    resume_step: the step of the checkpoint a resumed run continues from: ``metrics.jsonl``
+    loses its records after it (steps replayed after the checkpoint, a torn last line), and
+    TensorBoard is told to drop its events from ``resume_step + 1`` on (``purge_step``), so no
+    step appears twice. recipe: a new run's resolved recipe, written to TensorBoard as text
+    (``recipe``) and hyperparameters (the hparams plugin: every scalar recipe value, against
+    ``val/err_signal`` and ``val/loss/total``).
     """
 
-    def __init__(self, run_dir: Path | None, *, tensorboard: bool, enabled: bool = True):
+    def __init__(
+        self,
+        run_dir: Path | None,
+        *,
+        tensorboard: bool,
+        enabled: bool = True,
+        resume_step: int | None = None,
+        recipe: Any = None,
+    ):
         self.enabled = enabled and run_dir is not None
         self.file = None
         self.writer = None
         if not self.enabled:
             return
-        self.file = open(Path(run_dir) / artifacts.METRICS, "a", encoding="utf-8")
+        path = Path(run_dir) / artifacts.METRICS
+        if resume_step is not None:
+            truncate_metrics(path, resume_step)
+        self.file = open(path, "a", encoding="utf-8")
         if tensorboard:
-            self.writer = SummaryWriter(logdir=str(run_dir))
+            purge = None if resume_step is None else resume_step + 1
+            # a session's own events file, after the earlier ones in name order (the order
+            # TensorBoard reads them in), also when a resume starts within the same second
+            suffix = f".{resume_step or 0:012d}.{os.getpid()}"
+            self.writer = SummaryWriter(
+                logdir=str(run_dir), purge_step=purge, filename_suffix=suffix
+            )
+            if recipe is not None and resume_step is None:
+                write_recipe(self.writer, recipe)
 
     def write(self, record: dict[str, Any]) -> None:
         """record: must hold ``step``, ``epoch`` and ``split``; other values are scalars."""
@@ -156,6 +183,62 @@ class MetricsLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the records of ``path`` up to ``step`` (and no torn line); returns how many went.
+
+    Rewritten atomically (temporary file + ``os.replace``)."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            record = json.loads(line) if line.endswith("\n") else None
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and int(record.get(artifacts.STEP, step + 1)) <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
+
+
+def recipe_hparams(recipe: Any) -> dict[str, str | int | float | bool]:
+    """The recipe's values as flat ``table.key`` hyperparameters (lists as JSON strings)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                walk(f"{prefix}.{i}", item)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = json.dumps(list(value))
+        elif isinstance(value, (str, bool, int, float)):
+            out[prefix] = value
+
+    walk("", recipe.to_dict())
+    return out
+
+
+def write_recipe(writer: SummaryWriter, recipe: Any) -> None:
+    """The resolved recipe as TensorBoard text and hparams (``MetricsLog``)."""
+    from tensorboardX.summary import hparams
+
+    toml = recipe.to_toml()
+    writer.add_text("recipe", "\n".join("    " + line for line in toml.splitlines()), 0)
+    metrics = {f"val/{artifacts.ERR_SIGNAL}": 0.0, f"val/{artifacts.LOSS_TOTAL}": 0.0}
+    experiment, session_start, _ = hparams(recipe_hparams(recipe), metrics)
+    file_writer = writer._get_file_writer()
+    file_writer.add_summary(experiment)
+    file_writer.add_summary(session_start)
 
 
 def _json_value(value: Any) -> Any:

@@ -126,7 +126,13 @@ def train(
             run, compile=compile if compile is not None else recipe.train.compile
         )
 
-        log = MetricsLog(run_dir, tensorboard=recipe.log.tensorboard, enabled=dist_info.is_main)
+        log = MetricsLog(
+            run_dir,
+            tensorboard=recipe.log.tensorboard,
+            enabled=dist_info.is_main,
+            resume_step=run.state.step if resume is not None else None,
+            recipe=recipe,
+        )
         try:
             with (
                 StopFlag() as stop,

@@ -5,6 +5,9 @@
        the order fixes the initial weights) -> resume_run -> wrap_model (compile, DDP)
 
 ``Run.checkpoint_state`` is everything a bit-exact resume needs; ``Run.load`` restores it.
+It also holds ``model_input`` (``lejepa_core.model_input``: observation shape and dtype,
+names, env metadata, normalisation statistics, the data file), also written to
+``RUN_DIR/model_input.json``: what loading the model needs, without the data.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from lejepa_core.artifacts import Summary
 from lejepa_core.build import build_model, model_spec
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
+from lejepa_core.model_input import ModelInput
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
@@ -146,6 +150,7 @@ class Run:
     state: TrainState
     total_steps: int
     run_dir: Path | None = None
+    model_input: ModelInput | None = None
 
     @property
     def world_batch(self) -> int:
@@ -170,6 +175,7 @@ class Run:
             "rng": ckpt.capture_rng_state(self.generators),
             "train_state": self.state.to_dict(),
             "world_size": self.dist.world_size,
+            "model_input": None if self.model_input is None else self.model_input.to_dict(),
         }
 
     def load(self, state: dict[str, Any], *, path: Path) -> None:
@@ -240,7 +246,11 @@ def build_run(
     ``sampler`` / ``masker`` generators (seeded per rank) of a fresh run on ``data``."""
     t = recipe.train
     torch.manual_seed(t.seed)
-    model = build_model(recipe, model_spec(recipe, data)).to(device)
+    spec = model_spec(recipe, data)
+    model = build_model(recipe, spec).to(device)
+    model_input = ModelInput.from_data(data, spec)
+    if run_dir is not None and dist_info.is_main:
+        model_input.write(run_dir)
     target_encoder = None
     if recipe.target.mode == "ema":
         target_encoder = make_ema_copy(model.context_encoder).eval()
@@ -275,6 +285,7 @@ def build_run(
         state=TrainState(),
         total_steps=total_steps,
         run_dir=run_dir,
+        model_input=model_input,
     )
 
 
