@@ -41,7 +41,7 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     rows += [("loss", f"losses[{i}]", config, module) for i, (config, module) in enumerate(pairs)]
     total = 0
     for kind, label, config, module in rows:
-        reg = registry.tables[kind][config.name]
+        reg = registry.registration(kind, config.name)
         count = count_parameters(module)
         total += count
         name = config.name + (f" x{config.weight:g}" if kind == "loss" else "")
@@ -61,11 +61,19 @@ def plugins_command(kind: str | None) -> None:
     table = Table(title="registered components")
     for column in ("kind", "name", "provided by", "description"):
         table.add_column(column, overflow="fold")
-    for reg in registry.registrations(kind):
+    shadowed = [r for (k, _), regs in registry.shadowed.items() if kind in (None, k) for r in regs]
+    for reg in registry.registrations(kind) + shadowed:
         dist = f"{reg.plugin.distribution} {reg.plugin.version}".strip()
-        table.add_row(reg.kind, reg.name, dist, reg.description)
+        name = reg.qualified_name if reg in shadowed else reg.name
+        table.add_row(reg.kind, name, dist, reg.description)
     console = _console()
     console.print(table)
+    for reg in shadowed:
+        console.print(
+            f"[bold yellow]shadowed[/]: {reg.kind} {reg.name!r} of {reg.plugin.distribution} is "
+            f"the built-in's; name it {reg.qualified_name!r} in a recipe",
+            highlight=False,
+        )
     for (k, name), regs in registry.conflicts.items():
         if kind in (None, k):
             who = ", ".join(f"{r.plugin.distribution} {r.plugin.version}".strip() for r in regs)
@@ -113,7 +121,7 @@ def describe_command(kind: str, name: str) -> None:
 
     registry = get_registry()
     cls = registry.get(kind, name)
-    reg = registry.tables[kind][name]
+    reg = registry.registration(kind, name)
     console = _console()
     console.print(
         f"[bold]{kind} {name}[/] ({reg.plugin.distribution} {reg.plugin.version})", highlight=False

@@ -141,3 +141,35 @@ def test_shipped_recipes_validate_and_build(recipe, tmp_path):
     assert result.exit_code == 0, result.output
     assert "OK:" in result.output
     assert not (tmp_path / "absent.h5").exists()
+
+
+def test_a_plugin_that_registers_a_builtin_name_does_not_break_the_quick_start(tmp_path):
+    """The built-in keeps ``mlp``; ``plugins`` shows the shadowing and the qualified name."""
+    from pathlib import Path
+
+    from lejepa_core import hookimpl
+    from tests.toy_plugin import ToyEncoder
+
+    class Clash:
+        @hookimpl
+        def register_encoders(self, register):
+            register("mlp", ToyEncoder)
+
+    registry_module.reset()
+    pm = get_plugin_manager()
+    pm.register_plugin(Clash(), "clash", distribution="clash-dist", version="0.1")
+    try:
+        recipe = Path(__file__).resolve().parents[1] / "recipes" / "multi_k_physics.toml"
+        data = f"data.path={(tmp_path / 'absent.h5').as_posix()}"
+        result = invoke("check", recipe, "--set", data)
+        assert result.exit_code == 0, result.output
+        assert "lejepa-core" in result.output
+        result = invoke("check", recipe, "--set", data, "--set", "encoder={name='clash-dist:mlp'}")
+        assert result.exit_code == 0, result.output
+        assert "clash-dist" in result.output
+        output = " ".join(invoke("plugins", "--kind", "encoder").output.split())
+        assert "clash-dist:mlp" in output
+        assert "shadowed: encoder 'mlp' of clash-dist is the built-in's;" in output
+    finally:
+        pm.unregister(name="clash")
+        registry_module.reset()
