@@ -1,11 +1,20 @@
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
+from lejepa_core import hookimpl
 from lejepa_core import registry as registry_module
 from lejepa_core.cli import BUILTIN_COMMANDS, main
 from lejepa_core.registry import get_plugin_manager
-from tests.toy_plugin import TOY_RECIPE, ToyPlugin
+from tests.toy_plugin import (
+    TOY_RECIPE,
+    ToyEncoder,
+    ToyLoss,
+    ToyMasker,
+    ToyPlugin,
+    ToyPredictor,
+)
 
 
 @pytest.fixture
@@ -147,9 +156,6 @@ def test_a_plugin_that_registers_a_builtin_name_does_not_break_the_quick_start(t
     """The built-in keeps ``mlp``; ``plugins`` shows the shadowing and the qualified name."""
     from pathlib import Path
 
-    from lejepa_core import hookimpl
-    from tests.toy_plugin import ToyEncoder
-
     class Clash:
         @hookimpl
         def register_encoders(self, register):
@@ -173,3 +179,105 @@ def test_a_plugin_that_registers_a_builtin_name_does_not_break_the_quick_start(t
     finally:
         pm.unregister(name="clash")
         registry_module.reset()
+
+
+# ----------------------------------------------------------------- check runs one training step
+class _WrongShapePredictor(ToyPredictor):
+    """Returns one latent too many."""
+
+    def forward(self, z_context, k):
+        return torch.cat([z_context[:, -1], z_context[:, -1, :1]], dim=1)  # [B, D + 1]
+
+
+class _BareTensorLoss(ToyLoss):
+    """Returns a tensor instead of a LossOutput."""
+
+    def forward(self, outputs):
+        return (outputs.prediction - outputs.target).abs().mean()
+
+
+class _IntegerEncoder(ToyEncoder):
+    """Returns integer latents."""
+
+    def forward(self, obs):
+        return super().forward(obs).long()
+
+
+class _FloatMaskMasker(ToyMasker):
+    """Returns a float mask."""
+
+    def forward(self, obs, generator):
+        return obs, torch.zeros_like(obs)
+
+
+class _RaisingPredictor(ToyPredictor):
+    """Indexes past the window."""
+
+    def forward(self, z_context, k):
+        return z_context[:, 99]
+
+
+class _Broken:
+    @hookimpl
+    def register_predictors(self, register):
+        register("wrong_shape", _WrongShapePredictor)
+        register("raising", _RaisingPredictor)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("bare_tensor", _BareTensorLoss)
+
+    @hookimpl
+    def register_encoders(self, register):
+        register("integer", _IntegerEncoder)
+
+    @hookimpl
+    def register_maskers(self, register):
+        register("float_mask", _FloatMaskMasker)
+
+
+@pytest.fixture
+def broken(toy):
+    pm = get_plugin_manager()
+    name = pm.register_plugin(_Broken(), "broken", distribution="broken-dist", version="0.1")
+    yield
+    pm.unregister(name=name)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "predictor.name=wrong_shape",
+            "predictor 'wrong_shape' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: forward(z_context [B, W, D], k [B]) has shape (4, 5), expected "
+            "[B, D] = (4, 4)",
+        ),
+        (
+            "losses=[{name='bare_tensor'}]",
+            "losses[0] 'bare_tensor' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: forward(outputs) returned Tensor, expected LossOutput(value, metrics)",
+        ),
+        (
+            "encoder.name=integer",
+            "encoder 'integer' (broken-dist) broke its contract in a training step on a synthetic "
+            "batch: forward(obs [N, *obs_shape]) has dtype torch.int64, expected a floating-point",
+        ),
+        (
+            "masker.name=float_mask",
+            "masker 'float_mask' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: mask must be a bool tensor (True = hidden)",
+        ),
+        (
+            "predictor.name=raising",
+            "predictor 'raising' (broken-dist) failed in the forward pass of a training step on a "
+            "synthetic batch: IndexError: index 99 is out of bounds",
+        ),
+    ],
+)
+def test_check_names_the_component_that_breaks_its_contract(broken, recipe, override, expected):
+    result = CliRunner().invoke(main, ["check", str(recipe), "--set", override])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0  # one line
