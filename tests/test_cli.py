@@ -281,3 +281,14 @@ def test_check_names_the_component_that_breaks_its_contract(broken, recipe, over
     assert expected in result.output
     assert "Traceback" not in result.output
     assert result.output.strip().count("\n") == 0  # one line
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COMMANDS))
+def test_every_option_has_help_and_repeatable_ones_say_so(name):
+    command = main.get_command(click.Context(main), name)
+    for option in (p for p in command.params if isinstance(p, click.Option)):
+        assert option.help, f"lejepa {name} {option.opts[0]} has no help"
+        if option.multiple:
+            assert "(repeatable)" in option.help, f"lejepa {name} {option.opts[0]}"
+        if option.default is None and option.secondary_opts:  # --x/--no-x without a default
+            assert "default:" in option.help, f"lejepa {name} {option.opts[0]} shows no default"
