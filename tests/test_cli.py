@@ -292,3 +292,21 @@ def test_every_option_has_help_and_repeatable_ones_say_so(name):
             assert "(repeatable)" in option.help, f"lejepa {name} {option.opts[0]}"
         if option.default is None and option.secondary_opts:  # --x/--no-x without a default
             assert "default:" in option.help, f"lejepa {name} {option.opts[0]} shows no default"
+
+
+def test_resume_warning_names_the_keys_that_differ(tmp_path, tiny_data):
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--device", "cpu"]
+    first = invoke("run", recipe, *short, "--out", out)
+    assert first.exit_code == 0, first.output
+    resumed = invoke(
+        "run", "--resume", out, *short, "--set", "log.every=1", "--set", "train.epochs=2"
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert (
+        f"warning: resuming {out} with a recipe that differs from its checkpoint's: "
+        "log.every (2 -> 1), train.epochs (1 -> 2)"
+    ) in resumed.output
