@@ -127,12 +127,17 @@ class ComponentCase:
 
 
 def component_cases(distribution: str | None = None) -> list[ComponentCase]:
-    """Every registered component (of ``distribution`` when given) as a ``ComponentCase``."""
+    """Every registered component (of ``distribution`` when given) as a ``ComponentCase``; one
+    whose bare name is a built-in's or another plugin's under its qualified ``dist-name:name``."""
     from lejepa_core.registry import get_registry
 
+    registry = get_registry()
+    clashing = [*registry.shadowed.values(), *registry.conflicts.values()]
+    named = [(r.name, r) for r in registry.registrations()]
+    named += [(r.qualified_name, r) for regs in clashing for r in regs]
     return [
-        ComponentCase(r.kind, r.name, r.obj, r.plugin.distribution)
-        for r in get_registry().registrations()
+        ComponentCase(r.kind, name, r.obj, r.plugin.distribution)
+        for name, r in named
         if r.kind in INTERFACES and (distribution is None or r.plugin.distribution == distribution)
     ]
 

@@ -372,3 +372,13 @@ def test_unknown_names_in_disable_plugins_warn(fresh, monkeypatch, capsys):
     assert "LEJEPA_DISABLE_PLUGINS names 'maskrs', which is no installed plugin" in err
     assert "did you mean 'maskers'?" in err
     assert "'envs'" not in err
+
+
+def test_component_cases_include_a_shadowed_component_by_its_qualified_name(fresh):
+    from lejepa_core.testing import component_cases
+
+    get_plugin_manager().register_plugin(ClashingPlugin(), "clash", distribution="clash-dist")
+    assert [(str(c), c.cls) for c in component_cases("clash-dist")] == [
+        ("encoder:clash-dist:mlp", ToyEncoder)
+    ]
+    assert "encoder:mlp" in {str(c) for c in component_cases("lejepa-core")}
