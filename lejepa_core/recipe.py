@@ -201,10 +201,11 @@ class Recipe:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def loss_labels(self) -> list[str]:
-        """Unique log label of each loss (``label`` or ``name``, numbered on repeats)."""
+        """Unique log label of each loss (``label`` or ``name`` without a ``dist-name:``
+        qualifier, numbered on repeats)."""
         labels, seen = [], {}
         for c in self.losses:
-            base = c.label or c.name
+            base = c.label or c.name.rpartition(":")[2]
             seen[base] = seen.get(base, 0) + 1
             labels.append(base if seen[base] == 1 else f"{base}{seen[base]}")
         return labels

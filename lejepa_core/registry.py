@@ -1,34 +1,28 @@
 """The plugin registry: entry points -> pluggy -> per-kind tables of components.
 
-Built lazily, once (``get_plugin_manager()``), never on ``import lejepa_core``:
-1. a ``pluggy.PluginManager("lejepa")`` with the hookspecs of ``lejepa_core.hookspecs``;
-2. every entry point of the ``lejepa`` group loaded *on its own* (pluggy's own loader stops
-   at the first failure): a plugin that fails to import is recorded as broken, with its
-   distribution, version and error, and the others keep working;
-3. plugins named in ``LEJEPA_DISABLE_PLUGINS`` (comma-separated entry-point or distribution
-   names) are skipped; ``LEJEPA_STRICT_PLUGINS=1`` makes any load failure fatal.
+Built lazily, once (``get_plugin_manager()``), never on ``import lejepa_core``: loading the
+plugins (entry points one at a time, broken, disabled and misspelled plugins recorded) is
+``lejepa_core.plugin_manager``'s job.
 
 The registry then calls each ``register_*`` hook implementation separately with a
 ``register(name, obj)`` callback that validates the object against its interface and records
-which plugin registered it. A name registered twice is *conflicted*: listed by
-``lejepa plugins`` and an error naming both plugins when a recipe uses it.
+which plugin registered it. A name registered by a built-in (distribution ``lejepa-core``) and
+a third party stays the built-in's; the third party's is *shadowed*, reachable by its
+qualified name ``dist-name:name``. A name registered by two third parties is *conflicted*:
+listed by ``lejepa plugins`` and an error naming both plugins when a recipe uses it. Every
+component is reachable by its qualified name.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib.metadata
 import inspect
-import os
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-import pluggy
 
-from lejepa_core import hookspecs
 from lejepa_core.errors import (
     DuplicateComponentError,
     InvalidComponentError,
@@ -36,10 +30,16 @@ from lejepa_core.errors import (
     UnknownComponentError,
 )
 from lejepa_core.interfaces import INTERFACES, KINDS, ModelSpec
+from lejepa_core.plugin_manager import (
+    DISABLE_ENV,
+    BrokenPlugin,
+    PluginInfo,
+    PluginManager,
+    strict,
+)
+from lejepa_core.structure import structure_attrs, unstructure
 
-ENTRY_POINT_GROUP = "lejepa"
-DISABLE_ENV = "LEJEPA_DISABLE_PLUGINS"
-STRICT_ENV = "LEJEPA_STRICT_PLUGINS"
+BUILTIN_DISTRIBUTION = "lejepa-core"  # its components keep their bare names on a clash
 
 # hook name -> kind it registers
 HOOKS = {
@@ -59,27 +59,6 @@ def plural(kind: str) -> str:
 
 
 @attrs.frozen
-class PluginInfo:
-    """A plugin known to the manager: pluggy name, distribution and version."""
-
-    name: str
-    distribution: str
-    version: str
-    module: str
-
-
-@attrs.frozen
-class BrokenPlugin:
-    """A plugin that failed to import or whose hook raised."""
-
-    name: str
-    distribution: str
-    version: str
-    error: str
-    stage: str  # "import" or the hook name
-
-
-@attrs.frozen
 class Registration:
     """One registered component: what, under which name, by which plugin."""
 
@@ -87,6 +66,11 @@ class Registration:
     name: str
     obj: Any
     plugin: PluginInfo
+
+    @property
+    def qualified_name(self) -> str:
+        """``dist-name:name``: the name that stays unique when a bare name clashes."""
+        return f"{self.plugin.distribution}:{self.name}"
 
     @property
     def description(self) -> str:
@@ -98,76 +82,6 @@ class Registration:
         return str(self.obj)
 
 
-def _disabled_names() -> set[str]:
-    raw = os.environ.get(DISABLE_ENV, "")
-    return {part.strip() for part in raw.split(",") if part.strip()}
-
-
-def _strict() -> bool:
-    return os.environ.get(STRICT_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-class PluginManager(pluggy.PluginManager):
-    """pluggy's manager plus what we know about each plugin's origin."""
-
-    def __init__(self) -> None:
-        super().__init__(hookspecs.PROJECT_NAME)
-        self.add_hookspecs(hookspecs)
-        self.infos: dict[str, PluginInfo] = {}
-        self.broken: list[BrokenPlugin] = []
-        self.disabled: list[PluginInfo] = []
-
-    def register_plugin(
-        self,
-        plugin: Any,
-        name: str | None = None,
-        *,
-        distribution: str = "(local)",
-        version: str = "",
-    ) -> str:
-        """Register a module or object (tests, third parties in-process) with provenance."""
-        name = self.register(plugin, name=name)
-        module = getattr(plugin, "__name__", type(plugin).__name__)
-        self.infos[name] = PluginInfo(
-            name=name, distribution=distribution, version=version, module=module
-        )
-        return name
-
-    def load_entry_points(self) -> None:
-        """Load every ``lejepa`` entry point on its own; record failures (strict: raise)."""
-        disabled = _disabled_names()
-        # entry_points() already lists each distribution once, however often it is on sys.path
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist.name if ep.dist is not None else "(unknown)"
-            version = ep.dist.version if ep.dist is not None else ""
-            plugin_name = f"{dist}:{ep.name}"
-            info = PluginInfo(name=plugin_name, distribution=dist, version=version, module=ep.value)
-            if ep.name in disabled or dist in disabled or plugin_name in disabled:
-                self.disabled.append(info)
-                continue
-            try:
-                module = ep.load()
-                self.register(module, name=plugin_name)
-            except Exception as exc:  # noqa: BLE001 - any plugin failure is captured
-                self._record_broken(info, exc, "import")
-                continue
-            self.infos[plugin_name] = info
-
-    def _record_broken(self, info: PluginInfo, exc: BaseException, stage: str) -> None:
-        error = f"{type(exc).__name__}: {exc}".strip()
-        broken = BrokenPlugin(info.name, info.distribution, info.version, error, stage)
-        self.broken.append(broken)
-        if _strict():
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            raise PluginLoadError(
-                f"plugin {info.name} ({info.distribution} {info.version}) failed at {stage}: {detail} "
-                f"(strict mode: unset {STRICT_ENV} or disable it with {DISABLE_ENV}={info.name.split(':')[-1]})"
-            ) from exc
-
-    def info_for(self, plugin_name: str) -> PluginInfo:
-        return self.infos.get(plugin_name) or PluginInfo(plugin_name, "(local)", "", plugin_name)
-
-
 _PLUGIN_MANAGER: PluginManager | None = None
 
 
@@ -176,8 +90,7 @@ def get_plugin_manager() -> PluginManager:
     global _PLUGIN_MANAGER
     if _PLUGIN_MANAGER is None:
         pm = PluginManager()
-        pm.load_entry_points()
-        pm.check_pending()
+        pm.load_entry_points()  # check_pending per plugin: see _reject_unknown_hooks
         _PLUGIN_MANAGER = pm
     return _PLUGIN_MANAGER
 
@@ -215,22 +128,53 @@ def validate_component(kind: str, name: str, obj: Any) -> None:
         raise InvalidComponentError(
             f"{kind} {name!r}: {obj.__name__}.Params must be an attrs class"
         )
-    missing_defaults = [f.name for f in attrs.fields(params) if f.default is attrs.NOTHING]
-    if missing_defaults:
+    default_params(obj, f"{kind} {name!r}")
+
+
+def default_params(cls: type, label: str) -> Any:
+    """``cls.Params()``, checked: every field has a default, the defaults match their
+    annotations (``num_frequencies: str = param(64)`` is refused) and round-trip through a
+    recipe. Raises ``InvalidComponentError`` starting with ``label``."""
+    params_cls = cls.Params
+    missing = [f.name for f in attrs.fields(params_cls) if f.default is attrs.NOTHING]
+    if missing:
         raise InvalidComponentError(
-            f"{kind} {name!r}: every {obj.__name__}.Params field needs a default; missing: {', '.join(missing_defaults)}"
+            f"{label}: every {cls.__name__}.Params field needs a default; missing: {', '.join(missing)}"
         )
+    errors: list[str] = []
+    try:
+        params = params_cls()
+        again = structure_attrs(unstructure(params), params_cls, f"{cls.__name__}.Params", errors)
+    except (TypeError, ValueError, NameError) as exc:
+        raise InvalidComponentError(f"{label}: {cls.__name__}.Params: {exc}") from None
+    if errors:
+        raise InvalidComponentError(
+            f"{label}: Params defaults do not match their annotations: {'; '.join(errors)}"
+        )
+    if again != params:
+        raise InvalidComponentError(
+            f"{label}: Params do not round-trip through a recipe: {params} -> {again}"
+        )
+    return params
 
 
 class Registry:
-    """Per-kind tables of registered components, collected from the plugin manager's hooks."""
+    """Per-kind tables of registered components, collected from the plugin manager's hooks.
+
+    tables: kind -> bare name -> the registration it resolves to; shadowed: (kind, name) ->
+    third parties' registrations of a name a built-in holds; conflicts: (kind, name) -> the
+    registrations of a name two third parties hold (usable by qualified name only).
+    """
 
     def __init__(self, pm: PluginManager):
         self.pm = pm
         self.tables: dict[str, dict[str, Registration]] = {kind: {} for kind in ALL_KINDS}
+        self.shadowed: dict[tuple[str, str], list[Registration]] = {}
         self.conflicts: dict[tuple[str, str], list[Registration]] = {}
         self.hook_failures: list[BrokenPlugin] = []
+        self._candidates: dict[tuple[str, str], list[Registration]] = {}
         self._collect()
+        self._resolve()
 
     def _collect(self) -> None:
         for hook_name, kind in HOOKS.items():
@@ -248,26 +192,36 @@ class Registry:
                         hook_name,
                     )
                     self.hook_failures.append(broken)
-                    if _strict():
+                    if strict():
                         raise PluginLoadError(
                             f"plugin {info.name} ({info.distribution} {info.version}) failed in {hook_name}: {exc}"
                         ) from exc
-        if _strict() and self.conflicts:
+
+    def _resolve(self) -> None:
+        """Bare names: the only registration, else the built-in's, else a conflict."""
+        for (kind, name), regs in self._candidates.items():
+            builtins = [r for r in regs if r.plugin.distribution == BUILTIN_DISTRIBUTION]
+            if len(regs) == 1 or len(builtins) == 1:
+                winner = regs[0] if len(regs) == 1 else builtins[0]
+                self.tables[kind][name] = winner
+                if len(regs) > 1:
+                    self.shadowed[(kind, name)] = [r for r in regs if r is not winner]
+            else:
+                self.conflicts[(kind, name)] = regs
+        if strict() and self.conflicts:
             (kind, name), regs = next(iter(self.conflicts.items()))
             raise DuplicateComponentError(self._conflict_message(kind, name, regs))
 
     def _register_callback(self, kind: str, info: PluginInfo) -> Callable[[str, Any], None]:
         def register(name: str, obj: Any) -> None:
-            if not isinstance(name, str) or not name:
-                raise InvalidComponentError(f"{kind} names must be non-empty strings, got {name!r}")
+            if not isinstance(name, str) or not name or ":" in name:
+                raise InvalidComponentError(
+                    f"{kind} names must be non-empty strings without ':', got {name!r}"
+                )
             validate_component(kind, name, obj)
-            reg = Registration(kind, name, obj, info)
-            if (kind, name) in self.conflicts:
-                self.conflicts[(kind, name)].append(reg)
-            elif name in self.tables[kind]:
-                self.conflicts[(kind, name)] = [self.tables[kind].pop(name), reg]
-            else:
-                self.tables[kind][name] = reg
+            self._candidates.setdefault((kind, name), []).append(
+                Registration(kind, name, obj, info)
+            )
 
         return register
 
@@ -277,7 +231,11 @@ class Registry:
             f"{r.plugin.name} ({r.plugin.distribution} {r.plugin.version})".replace(" )", ")")
             for r in regs
         )
-        return f"{kind} {name!r} is registered by more than one plugin: {who}; uninstall or disable one (set {DISABLE_ENV})"
+        qualified = " or ".join(repr(r.qualified_name) for r in regs)
+        return (
+            f"{kind} {name!r} is registered by more than one plugin: {who}; name one by its "
+            f"qualified name ({qualified}), or uninstall or disable one (set {DISABLE_ENV})"
+        )
 
     @property
     def broken(self) -> list[BrokenPlugin]:
@@ -289,19 +247,27 @@ class Registry:
         return sorted(n for n in self.tables[kind] if fnmatch.fnmatch(n, pattern))
 
     def registrations(self, kind: str | None = None) -> list[Registration]:
+        """What each bare name resolves to (shadowed and conflicted ones are not included)."""
         kinds = [kind] if kind else list(ALL_KINDS)
         return [self.tables[k][n] for k in kinds for n in sorted(self.tables[k])]
 
-    def get(self, kind: str, name: str) -> Any:
-        """The component registered as ``name``; helpful ``UnknownComponentError`` otherwise."""
+    def registration(self, kind: str, name: str) -> Registration:
+        """The registration of a bare or qualified (``dist-name:name``) name; a helpful
+        ``UnknownComponentError`` (``DuplicateComponentError`` for a conflict) otherwise."""
         self._check_kind(kind)
         if name in self.tables[kind]:
-            return self.tables[kind][name].obj
+            return self.tables[kind][name]
         if (kind, name) in self.conflicts:
             raise DuplicateComponentError(
                 self._conflict_message(kind, name, self.conflicts[(kind, name)])
             )
-        known = self.names(kind)
+        dist, _, bare = name.rpartition(":")
+        found = [r for r in self._candidates.get((kind, bare), []) if r.plugin.distribution == dist]
+        if len(found) == 1:
+            return found[0]
+        known = self.names(kind) + [
+            r.qualified_name for (k, _), regs in self.shadowed.items() if k == kind for r in regs
+        ]
         close = difflib.get_close_matches(name, known, n=3)
         message = f"unknown {kind} {name!r}"
         if close:
@@ -313,6 +279,10 @@ class Registry:
         if self.pm.disabled:
             message += f"; disabled by {DISABLE_ENV}: {', '.join(p.name for p in self.pm.disabled)}"
         raise UnknownComponentError(message)
+
+    def get(self, kind: str, name: str) -> Any:
+        """The component registered as ``name`` (bare or ``dist-name:name``)."""
+        return self.registration(kind, name).obj
 
     def build(self, kind: str, config: Any, spec: ModelSpec) -> Any:
         """Instantiate a component from a ``ComponentConfig``: ``cls(config.params, spec)``."""

@@ -38,7 +38,6 @@ from lejepa_core.interfaces import (
     QuantizerOutput,
     StepOutputs,
 )
-from lejepa_core.structure import structure_attrs, unstructure
 
 B, W, D = 6, 3, 16
 HORIZONS = (1, 2, 4)
@@ -128,12 +127,17 @@ class ComponentCase:
 
 
 def component_cases(distribution: str | None = None) -> list[ComponentCase]:
-    """Every registered component (of ``distribution`` when given) as a ``ComponentCase``."""
+    """Every registered component (of ``distribution`` when given) as a ``ComponentCase``; one
+    whose bare name is a built-in's or another plugin's under its qualified ``dist-name:name``."""
     from lejepa_core.registry import get_registry
 
+    registry = get_registry()
+    clashing = [*registry.shadowed.values(), *registry.conflicts.values()]
+    named = [(r.name, r) for r in registry.registrations()]
+    named += [(r.qualified_name, r) for regs in clashing for r in regs]
     return [
-        ComponentCase(r.kind, r.name, r.obj, r.plugin.distribution)
-        for r in get_registry().registrations()
+        ComponentCase(r.kind, name, r.obj, r.plugin.distribution)
+        for name, r in named
         if r.kind in INTERFACES and (distribution is None or r.plugin.distribution == distribution)
     ]
 
@@ -143,21 +147,18 @@ def _fail(label: str, what: str) -> ConformanceError:
 
 
 def check_params(cls: type, label: str) -> Any:
-    """``cls.Params`` is a frozen attrs class whose defaults round-trip through a recipe."""
+    """``cls.Params`` is a frozen attrs class whose defaults round-trip through a recipe (the
+    check the registry makes at registration, ``lejepa_core.registry.default_params``)."""
+    from lejepa_core.errors import InvalidComponentError
+    from lejepa_core.registry import default_params
+
     params_cls = getattr(cls, "Params", None)
     if params_cls is None or not attrs.has(params_cls):
         raise _fail(label, "Params must be an attrs class (@attrs.frozen(kw_only=True))")
     try:
-        params = params_cls()
-    except TypeError as exc:
-        raise _fail(label, f"Params() needs a default for every field ({exc})") from None
-    errors: list[str] = []
-    again = structure_attrs(unstructure(params), params_cls, "params", errors)
-    if errors:
-        raise _fail(label, f"Params defaults do not match their annotations: {'; '.join(errors)}")
-    if again != params:
-        raise _fail(label, f"Params do not round-trip through a recipe: {params} -> {again}")
-    return params
+        return default_params(cls, label)
+    except InvalidComponentError as exc:
+        raise ConformanceError(str(exc)) from None
 
 
 def observations(spec: ModelSpec, generator: torch.Generator, batch: int = B) -> torch.Tensor:

@@ -1,11 +1,20 @@
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
+from lejepa_core import hookimpl
 from lejepa_core import registry as registry_module
 from lejepa_core.cli import BUILTIN_COMMANDS, main
 from lejepa_core.registry import get_plugin_manager
-from tests.toy_plugin import TOY_RECIPE, ToyPlugin
+from tests.toy_plugin import (
+    TOY_RECIPE,
+    ToyEncoder,
+    ToyLoss,
+    ToyMasker,
+    ToyPlugin,
+    ToyPredictor,
+)
 
 
 @pytest.fixture
@@ -141,3 +150,163 @@ def test_shipped_recipes_validate_and_build(recipe, tmp_path):
     assert result.exit_code == 0, result.output
     assert "OK:" in result.output
     assert not (tmp_path / "absent.h5").exists()
+
+
+def test_a_plugin_that_registers_a_builtin_name_does_not_break_the_quick_start(tmp_path):
+    """The built-in keeps ``mlp``; ``plugins`` shows the shadowing and the qualified name."""
+    from pathlib import Path
+
+    class Clash:
+        @hookimpl
+        def register_encoders(self, register):
+            register("mlp", ToyEncoder)
+
+    registry_module.reset()
+    pm = get_plugin_manager()
+    pm.register_plugin(Clash(), "clash", distribution="clash-dist", version="0.1")
+    try:
+        recipe = Path(__file__).resolve().parents[1] / "recipes" / "multi_k_physics.toml"
+        data = f"data.path={(tmp_path / 'absent.h5').as_posix()}"
+        result = invoke("check", recipe, "--set", data)
+        assert result.exit_code == 0, result.output
+        assert "lejepa-core" in result.output
+        result = invoke("check", recipe, "--set", data, "--set", "encoder={name='clash-dist:mlp'}")
+        assert result.exit_code == 0, result.output
+        assert "clash-dist" in result.output
+        output = " ".join(invoke("plugins", "--kind", "encoder").output.split())
+        assert "clash-dist:mlp" in output
+        assert "shadowed: encoder 'mlp' of clash-dist is the built-in's;" in output
+    finally:
+        pm.unregister(name="clash")
+        registry_module.reset()
+
+
+# ----------------------------------------------------------------- check runs one training step
+class _WrongShapePredictor(ToyPredictor):
+    """Returns one latent too many."""
+
+    def forward(self, z_context, k):
+        return torch.cat([z_context[:, -1], z_context[:, -1, :1]], dim=1)  # [B, D + 1]
+
+
+class _BareTensorLoss(ToyLoss):
+    """Returns a tensor instead of a LossOutput."""
+
+    def forward(self, outputs):
+        return (outputs.prediction - outputs.target).abs().mean()
+
+
+class _IntegerEncoder(ToyEncoder):
+    """Returns integer latents."""
+
+    def forward(self, obs):
+        return super().forward(obs).long()
+
+
+class _FloatMaskMasker(ToyMasker):
+    """Returns a float mask."""
+
+    def forward(self, obs, generator):
+        return obs, torch.zeros_like(obs)
+
+
+class _RaisingPredictor(ToyPredictor):
+    """Indexes past the window."""
+
+    def forward(self, z_context, k):
+        return z_context[:, 99]
+
+
+class _Broken:
+    @hookimpl
+    def register_predictors(self, register):
+        register("wrong_shape", _WrongShapePredictor)
+        register("raising", _RaisingPredictor)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("bare_tensor", _BareTensorLoss)
+
+    @hookimpl
+    def register_encoders(self, register):
+        register("integer", _IntegerEncoder)
+
+    @hookimpl
+    def register_maskers(self, register):
+        register("float_mask", _FloatMaskMasker)
+
+
+@pytest.fixture
+def broken(toy):
+    pm = get_plugin_manager()
+    name = pm.register_plugin(_Broken(), "broken", distribution="broken-dist", version="0.1")
+    yield
+    pm.unregister(name=name)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        (
+            "predictor.name=wrong_shape",
+            "predictor 'wrong_shape' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: forward(z_context [B, W, D], k [B]) has shape (4, 5), expected "
+            "[B, D] = (4, 4)",
+        ),
+        (
+            "losses=[{name='bare_tensor'}]",
+            "losses[0] 'bare_tensor' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: forward(outputs) returned Tensor, expected LossOutput(value, metrics)",
+        ),
+        (
+            "encoder.name=integer",
+            "encoder 'integer' (broken-dist) broke its contract in a training step on a synthetic "
+            "batch: forward(obs [N, *obs_shape]) has dtype torch.int64, expected a floating-point",
+        ),
+        (
+            "masker.name=float_mask",
+            "masker 'float_mask' (broken-dist) broke its contract in a training step on a "
+            "synthetic batch: mask must be a bool tensor (True = hidden)",
+        ),
+        (
+            "predictor.name=raising",
+            "predictor 'raising' (broken-dist) failed in the forward pass of a training step on a "
+            "synthetic batch: IndexError: index 99 is out of bounds",
+        ),
+    ],
+)
+def test_check_names_the_component_that_breaks_its_contract(broken, recipe, override, expected):
+    result = CliRunner().invoke(main, ["check", str(recipe), "--set", override])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().count("\n") == 0  # one line
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_COMMANDS))
+def test_every_option_has_help_and_repeatable_ones_say_so(name):
+    command = main.get_command(click.Context(main), name)
+    for option in (p for p in command.params if isinstance(p, click.Option)):
+        assert option.help, f"lejepa {name} {option.opts[0]} has no help"
+        if option.multiple:
+            assert "(repeatable)" in option.help, f"lejepa {name} {option.opts[0]}"
+        if option.default is None and option.secondary_opts:  # --x/--no-x without a default
+            assert "default:" in option.help, f"lejepa {name} {option.opts[0]} shows no default"
+
+
+def test_resume_warning_names_the_keys_that_differ(tmp_path, tiny_data):
+    from tests.conftest import write_tiny_recipe
+
+    recipe = write_tiny_recipe(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    short = ["--set", "train.epochs=1", "--set", "train.steps_per_epoch=2", "--device", "cpu"]
+    first = invoke("run", recipe, *short, "--out", out)
+    assert first.exit_code == 0, first.output
+    resumed = invoke(
+        "run", "--resume", out, *short, "--set", "log.every=1", "--set", "train.epochs=2"
+    )
+    assert resumed.exit_code == 0, resumed.output
+    assert (
+        f"warning: resuming {out} with a recipe that differs from its checkpoint's: "
+        "log.every (2 -> 1), train.epochs (1 -> 2)"
+    ) in resumed.output

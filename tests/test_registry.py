@@ -12,7 +12,7 @@ from lejepa_core.errors import (
 )
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.registry import get_plugin_manager, get_registry
-from tests.toy_plugin import ToyEncoder, ToyPlugin
+from tests.toy_plugin import ToyEncoder, ToyLoss, ToyPlugin
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def test_broken_entry_point_does_not_break_the_others(fresh, monkeypatch):
         bad = md.EntryPoint(name="kaputt", value="lejepa_no_such_module", group="lejepa")
         return [bad, *eps]
 
-    monkeypatch.setattr(registry_module.importlib.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setattr(md, "entry_points", fake_entry_points)
     pm = get_plugin_manager()
     assert any(b.name.endswith(":kaputt") and "No module named" in b.error for b in pm.broken)
     assert "lejepa/BouncingBalls-v0" in get_registry().names("env")
@@ -199,3 +199,186 @@ def test_build_uses_params_and_spec(toy):
     encoder = toy.build("encoder", config, spec)
     assert encoder(torch.zeros(2, 3, 4)).shape == (2, 5)
     assert encoder.net[0].out_features == 7
+
+
+# ----------------------------------------------------------------- misspelled hooks (issue 13)
+class MisspelledPlugin:
+    """A plugin whose encoder hook is misspelled (``register_encoder``)."""
+
+    @hookimpl
+    def register_encoder(self, register):
+        register("never", ToyEncoder)
+
+    @hookimpl
+    def register_losses(self, register):
+        register("never_loss", ToyEncoder)
+
+
+MISSPELLED = MisspelledPlugin()
+
+
+def test_misspelled_hook_is_a_broken_plugin_named_with_the_close_match(fresh):
+    pm = get_plugin_manager()
+    name = pm.register_plugin(MISSPELLED, "typo", distribution="typo-dist", version="0.3")
+    assert pm.get_plugin(name) is None  # not registered: none of its hooks run
+    registry = get_registry()
+    (broken,) = [b for b in registry.broken if b.distribution == "typo-dist"]
+    assert broken.stage == "registration"
+    assert "unknown hook register_encoder (did you mean register_encoders?)" in broken.error
+    assert "never_loss" not in registry.names("loss")
+    assert "mlp" in registry.names("encoder")  # everything else keeps working
+
+
+def test_misspelled_hook_in_an_entry_point_does_not_break_any_command(fresh, monkeypatch):
+    """pluggy's check_pending would raise PluginValidationError for every command."""
+    import importlib.metadata as md
+
+    from click.testing import CliRunner
+
+    from lejepa_core.cli import main
+
+    real = md.entry_points
+    typo = md.EntryPoint(name="typo", value=f"{__name__}:MISSPELLED", group="lejepa")
+    monkeypatch.setattr(md, "entry_points", lambda group: [typo, *real(group=group)])
+    result = CliRunner().invoke(main, ["plugins", "--kind", "loss"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "broken" in output and ":typo" in output
+    assert "unknown hook register_encoder (did you mean register_encoders?)" in output
+    result = CliRunner().invoke(main, ["describe", "encoder", "mlp"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+
+
+def test_misspelled_hook_is_fatal_in_strict_mode(fresh, monkeypatch):
+    monkeypatch.setenv("LEJEPA_STRICT_PLUGINS", "1")
+    with pytest.raises(PluginLoadError, match="typo.*unknown hook register_encoder"):
+        get_plugin_manager().register_plugin(MISSPELLED, "typo", distribution="typo-dist")
+
+
+# ----------------------------------------------------------------- Params checked at registration
+def test_params_default_that_contradicts_its_annotation_is_refused():
+    from lejepa_core.params import param
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        num_frequencies: str = param(64, "frequencies")
+
+    cls = type("Fourier", (Encoder,), {"Params": Params, "forward": lambda s, o: o})
+    with pytest.raises(
+        InvalidComponentError,
+        match=r"encoder 'x': Params defaults do not match their annotations: "
+        r"Fourier.Params.num_frequencies: expected a string, got 64",
+    ):
+        registry_module.validate_component("encoder", "x", cls)
+
+
+def test_params_default_that_fails_its_validator_is_refused():
+    from lejepa_core.params import param, positive
+
+    @attrs.frozen(kw_only=True)
+    class Params:
+        width: int = param(-1, "width", positive)
+
+    cls = type("Negative", (Encoder,), {"Params": Params, "forward": lambda s, o: o})
+    with pytest.raises(InvalidComponentError, match="Negative.Params: .*positive"):
+        registry_module.validate_component("encoder", "x", cls)
+
+
+# ----------------------------------------------------------------- name clashes with built-ins
+class ClashingPlugin:
+    @hookimpl
+    def register_encoders(self, register):
+        register("mlp", ToyEncoder)
+
+
+def test_builtin_keeps_its_name_and_the_third_party_is_reachable_qualified(fresh):
+    pm = get_plugin_manager()
+    pm.register_plugin(ClashingPlugin(), "clash", distribution="clash-dist", version="1")
+    registry = get_registry()
+    assert registry.tables["encoder"]["mlp"].plugin.distribution == "lejepa-core"
+    assert registry.get("encoder", "clash-dist:mlp") is ToyEncoder
+    assert registry.get("encoder", "lejepa-core:mlp") is registry.get("encoder", "mlp")
+    assert [r.qualified_name for r in registry.shadowed[("encoder", "mlp")]] == ["clash-dist:mlp"]
+    assert not registry.conflicts
+    with pytest.raises(UnknownComponentError, match="did you mean 'clash-dist:mlp'"):
+        registry.get("encoder", "clash-dist:mpl")
+
+
+def test_builtin_wins_whatever_the_registration_order(fresh):
+    """A third party loaded before the built-ins still ends up shadowed."""
+    pm = get_plugin_manager()
+    builtins = [(n, p) for n, p in pm.list_name_plugin() if n.startswith("lejepa-core:")]
+    for n, _ in builtins:
+        pm.unregister(name=n)
+    pm.register_plugin(ClashingPlugin(), "clash", distribution="clash-dist")
+    for n, p in builtins:
+        pm.register(p, name=n)
+    registry = get_registry()
+    assert registry.tables["encoder"]["mlp"].plugin.distribution == "lejepa-core"
+    assert registry.get("encoder", "clash-dist:mlp") is ToyEncoder
+
+
+def test_two_third_parties_still_conflict_and_each_is_reachable_qualified(fresh):
+    class Other:
+        @hookimpl
+        def register_encoders(self, register):
+            register("toy", ToyEncoder)
+
+    pm = get_plugin_manager()
+    pm.register_plugin(ToyPlugin(), "toy", distribution="dist-one")
+    pm.register_plugin(Other(), "other", distribution="dist-two")
+    registry = get_registry()
+    with pytest.raises(
+        DuplicateComponentError, match="dist-one.*dist-two.*'dist-one:toy' or 'dist-two:toy'"
+    ):
+        registry.get("encoder", "toy")
+    assert registry.get("encoder", "dist-two:toy") is ToyEncoder
+
+
+def test_a_recipe_names_a_shadowed_component_by_its_qualified_name(fresh, tmp_path):
+    from lejepa_core.recipe import load_recipe
+    from tests.toy_plugin import TOY_RECIPE
+
+    class ClashingLoss:
+        @hookimpl
+        def register_losses(self, register):
+            register("l1", ToyLoss)
+
+    get_plugin_manager().register_plugin(ToyPlugin(), "toy", distribution="toy-dist")
+    get_plugin_manager().register_plugin(ClashingLoss(), "clash", distribution="clash-dist")
+    path = tmp_path / "r.toml"
+    path.write_text(TOY_RECIPE.format(path="absent.h5").replace('"toy_mse"', '"clash-dist:l1"'))
+    recipe = load_recipe(path)
+    assert recipe.losses[0].name == "clash-dist:l1"
+    assert recipe.loss_labels() == ["l1"]
+    assert load_recipe(path, ["losses.0.name=l1"]).losses[0].name == "l1"  # the built-in
+
+
+def test_names_with_a_colon_are_refused(fresh):
+    class Colon:
+        @hookimpl
+        def register_encoders(self, register):
+            register("a:b", ToyEncoder)
+
+    get_plugin_manager().register_plugin(Colon(), "colon", distribution="c")
+    assert any("without ':'" in b.error for b in get_registry().broken)
+
+
+# ----------------------------------------------------------------- LEJEPA_DISABLE_PLUGINS
+def test_unknown_names_in_disable_plugins_warn(fresh, monkeypatch, capsys):
+    monkeypatch.setenv("LEJEPA_DISABLE_PLUGINS", "envs,maskrs")
+    get_plugin_manager()
+    err = capsys.readouterr().err
+    assert "LEJEPA_DISABLE_PLUGINS names 'maskrs', which is no installed plugin" in err
+    assert "did you mean 'maskers'?" in err
+    assert "'envs'" not in err
+
+
+def test_component_cases_include_a_shadowed_component_by_its_qualified_name(fresh):
+    from lejepa_core.testing import component_cases
+
+    get_plugin_manager().register_plugin(ClashingPlugin(), "clash", distribution="clash-dist")
+    assert [(str(c), c.cls) for c in component_cases("clash-dist")] == [
+        ("encoder:clash-dist:mlp", ToyEncoder)
+    ]
+    assert "encoder:mlp" in {str(c) for c in component_cases("lejepa-core")}

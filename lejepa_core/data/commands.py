@@ -117,9 +117,19 @@ def convert_command(minari_dir, out, quiet):
 @click.command("inspect")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
-    "--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Fraction of episodes held out for validation (a recipe's data.val_fraction).",
 )
-@click.option("--split-seed", type=int, default=0, show_default=True)
+@click.option(
+    "--split-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the train/validation episode split (a recipe's data.split_seed).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
 def inspect_command(file, val_fraction, split_seed, as_json):
     """Validate FILE and print its env, sizes, statistics and train/validation split."""

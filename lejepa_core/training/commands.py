@@ -93,7 +93,8 @@ def _fmt(value, digits: int = 4) -> str:
     "--compile/--no-compile",
     "compile_",
     default=None,
-    help="torch.compile the encoders and predictor.",
+    help="torch.compile the encoders and predictor.  [default: the recipe's train.compile, "
+    "false unless set]",
 )
 @click.option("--report", is_flag=True, help="Write the HTML report of the run when it ends.")
 def run_command(recipe, overrides, out, resume, device, nproc, compile_, report) -> None:

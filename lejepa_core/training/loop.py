@@ -16,7 +16,6 @@ contents, run directory), ``validate.py``, ``step.py`` (the differentiable step)
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import TrainingError
 from lejepa_core.interfaces import StepOutputs
-from lejepa_core.progress import progress_bar
+from lejepa_core.progress import Progress, progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
@@ -112,7 +111,7 @@ def train(
     with distributed.process_group(torch_device) as dist_info:
         if recipe.train.threads:
             torch.set_num_threads(recipe.train.threads)
-        show_progress = recipe.log.progress and dist_info.is_main and sys.stderr.isatty()
+        show_progress = recipe.log.progress and dist_info.is_main  # plain lines off a TTY
         run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
         if data is None:
             data = open_data(
@@ -154,7 +153,7 @@ def _loop(
     val_batches: list[Batch],
     log: MetricsLog,
     stop: StopFlag,
-    bar: Callable[..., None],
+    bar: Progress,
     stop_at_step: int | None,
     on_step: Callable[[Run], None] | None,
 ) -> TrainResult:
@@ -177,6 +176,7 @@ def _loop(
             log_window(run, window, result, epoch, log, bar)
         if state.step % t.steps_per_epoch == 0:
             last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
+            bar.note(_epoch_line(run, epoch, last_val))
             if stop_early:
                 status = "early_stopped"
                 break
@@ -383,16 +383,22 @@ def end_of_epoch(
     return report, stop
 
 
-def _progress(enabled: bool, total: int, start: int):
-    """The training bar: epoch, step, loss of the last log window, samples/s."""
-    return progress_bar(
-        enabled,
-        total,
-        label="train",
-        start=start,
-        fields={
-            "epoch": (0, "epoch {}"),
-            "loss": (float("nan"), "loss {:.4f}"),
-            "rate": (0.0, "{:.0f} samples/s"),
-        },
+def _progress(enabled: bool, total: int, start: int) -> Progress:
+    """The training bar: epoch, loss of the last log window, samples/s (``-`` until it ends)."""
+    fields = {"epoch": (None, "epoch {}"), "loss": (None, "loss {:.4f}")}
+    fields["rate"] = (None, "{:.0f} samples/s")
+    return progress_bar(enabled, total, label="train", start=start, fields=fields)
+
+
+def _epoch_line(run: Run, epoch: int, val: dict[str, float]) -> str:
+    """The per-epoch line: err/σ, copy-last err/σ (val loss when monitored), best marker."""
+    keys = {"val err/σ": artifacts.ERR_SIGNAL}
+    keys["copy-last err/σ"] = artifacts.COPY_LAST_PREFIX + artifacts.ERR_SIGNAL
+    if run.recipe.train.monitor == "loss":
+        keys["val loss"] = artifacts.LOSS_TOTAL
+    figures = [
+        f"{name} {val[key]:.4f}" if key in val else f"{name} -" for name, key in keys.items()
+    ]
+    return "  ".join(
+        [f"epoch {epoch}", *figures, *(["best"] if run.state.best_epoch == epoch else [])]
     )

@@ -12,6 +12,7 @@ names, env metadata, normalisation statistics, the data file), also written to
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from datetime import datetime
@@ -28,9 +29,9 @@ from lejepa_core import artifacts
 from lejepa_core.artifacts import Summary
 from lejepa_core.build import build_model, model_spec
 from lejepa_core.data.sampler import Batch, WindowSampler
-from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
+from lejepa_core.errors import CheckpointError, RecipeError, TrainingError, UserInputError
 from lejepa_core.model_input import ModelInput
-from lejepa_core.recipe import Recipe
+from lejepa_core.recipe import Recipe, read_recipe_data
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
 from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
@@ -290,15 +291,53 @@ def build_run(
 
 
 def resume_run(run: Run, run_dir: Path) -> None:
-    """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning when the recipe differs)."""
+    """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning naming the keys when the
+    recipe differs)."""
     path = run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT
     saved = ckpt.load_checkpoint(path, map_location=run.device)
     if saved["recipe_hash"] != run.recipe.hash():
+        changes = recipe_changes(_saved_recipe(saved, run_dir), run.recipe.to_dict())
         print(
-            f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
+            f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's"
+            + (f": {', '.join(changes)}" if changes else ""),
             file=sys.stderr,
         )
     run.load(saved, path=path)
+
+
+def _saved_recipe(saved: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The recipe a checkpoint was written with: its own copy when it has one, else the run's
+    ``resolved_recipe.toml``; None when neither can be read."""
+    if isinstance(saved.get("recipe"), dict):
+        return saved["recipe"]
+    try:
+        return read_recipe_data(run_dir / artifacts.RESOLVED_RECIPE)
+    except (RecipeError, UnicodeDecodeError):
+        return None
+
+
+def recipe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """``key.path (old -> new)`` for every dotted key (``losses.1.weight``, as ``--set`` names
+    them) whose value differs between two resolved recipe dicts."""
+    if old is None:
+        return []
+
+    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(data, (dict, list)):
+            items = data.items() if isinstance(data, dict) else enumerate(data)
+            return {k: v for key, value in items for k, v in flat(value, f"{prefix}{key}.").items()}
+        return {prefix[:-1]: data}
+
+    before, after = flat(old), flat(new)
+
+    def shown(flat_recipe: dict[str, Any], key: str) -> str:
+        return json.dumps(flat_recipe[key]) if key in flat_recipe else "unset"
+
+    return [
+        f"{key} ({shown(before, key)} -> {shown(after, key)})"
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key, ...) != after.get(key, ...)
+    ]
 
 
 def wrap_model(run: Run, *, compile: bool) -> nn.Module:
