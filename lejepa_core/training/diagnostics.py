@@ -69,25 +69,33 @@ def validation_report(
     *,
     prediction: torch.Tensor,
     target: torch.Tensor,
+    copy_last: torch.Tensor,
     last_context: torch.Tensor,
     k: torch.Tensor,
     horizons: tuple[int, ...],
 ) -> dict[str, float]:
     """Model and baseline figures on the same validation samples.
 
-    prediction, target, last_context (context-encoder latent of the last, unmasked, context
-    frame): [N, D]; k: [N]. Baselines: ``baseline/copy_last`` predicts ``last_context`` (what
-    the residual predictor starts from); ``baseline/mean`` predicts the mean validation target.
+    prediction, target: [N, D]; copy_last: the *target* encoder's latent of the last (unmasked)
+    context frame, [N, D]; last_context: the context encoder's latent of that frame, [N, D];
+    k: [N]. Baselines, all against the same targets and σ:
+
+    - ``baseline/copy_last``: "nothing moves" in the target's space (``copy_last``), so the gap
+      between the context and the EMA target encoder does not count as dynamics;
+    - ``baseline/copy_last_context``: the context encoder's latent (what the residual predictor
+      starts from); equal to ``copy_last`` with a shared target encoder;
+    - ``baseline/mean``: the mean validation target (about 0.8 for Gaussian latents:
+      E|x - μ| / σ = sqrt(2/π)).
     """
     sigma = target.float().std().clamp_min(1e-12)
     out = prediction_report(prediction, target, k, horizons, sigma=sigma)
-    out.update(
-        prediction_report(
-            last_context, target, k, horizons, artifacts.COPY_LAST_PREFIX, sigma=sigma
-        )
-    )
-    mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
-    out.update(prediction_report(mean, target, k, horizons, artifacts.MEAN_PREFIX, sigma=sigma))
+    baselines = {
+        artifacts.COPY_LAST_PREFIX: copy_last,
+        artifacts.COPY_LAST_CONTEXT_PREFIX: last_context,
+        artifacts.MEAN_PREFIX: target.float().mean(dim=0, keepdim=True).expand_as(target),
+    }
+    for prefix, estimate in baselines.items():
+        out.update(prediction_report(estimate, target, k, horizons, prefix, sigma=sigma))
     out[artifacts.TARGET_STD] = to_float(sigma)
     out.update(latent_report(last_context, "context"))
     out.update(latent_report(target, "target"))

@@ -32,7 +32,8 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     collected: dict[str, list[torch.Tensor]] = {
         "prediction": [],  # [B, D] each
         "target": [],  # [B, D]
-        "last_context": [],  # [B, D]: context latent of the last context frame
+        "copy_last": [],  # [B, D]: target encoder on the last (unmasked) context frame
+        "last_context": [],  # [B, D]: context encoder on the same frame
         "k": [],  # [B]
     }
     loss_generator = torch.Generator(device=run.device)
@@ -65,6 +66,7 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
                         for k, v in out.quantizer_output.metrics.items()
                     }
                 )
+            collected["copy_last"].append(target_encoder(batch.context_obs[:, -1]).float())
             collected["last_context"].append(out.context[:, -1])
             collected["prediction"].append(out.prediction)
             collected["target"].append(out.target)
