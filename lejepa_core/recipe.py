@@ -116,7 +116,12 @@ class TrainConfig:
     grad_clip: float | None = param(
         1.0, "clip the global gradient norm to this value (none: no clipping)", positive
     )
-    val_batches: int = param(8, "validation batches per epoch", positive)
+    val_windows: int = param(
+        4096,
+        "validation windows of held-out episodes, the same whatever batch_size (drawn once with "
+        "a fixed seed, validated in chunks of at most batch_size)",
+        positive,
+    )
     patience: int = param(
         5, "epochs without improvement before early stopping (0: never stop early)", non_negative
     )
@@ -262,6 +267,23 @@ def _component(
     return ComponentConfig(name=name, params=params)
 
 
+#: Keys that were removed, with what replaces them (a precise error instead of "unknown key").
+_REPLACED_KEYS = {
+    ("train", "val_batches"): "replaced by train.val_windows (a number of windows, independent "
+    "of batch_size): use val_windows = val_batches x batch_size",
+}
+
+
+def _replaced_keys(data: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """``data`` without the keys of ``_REPLACED_KEYS``, each reported in ``errors``."""
+    data = dict(data)
+    for (table, key), message in _REPLACED_KEYS.items():
+        if isinstance(data.get(table), dict) and key in data[table]:
+            errors.append(f"{table}.{key}: {message}")
+            data[table] = {k: v for k, v in data[table].items() if k != key}
+    return data
+
+
 def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = None) -> Recipe:
     """Validate plain data (parsed TOML) into a ``Recipe``; raises ``RecipeError``."""
     if registry is None:
@@ -275,6 +297,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             errors.append(f"{key}: unknown table{hint}; known tables: {', '.join(_TOP_KEYS)}")
     kwargs: dict[str, Any] = {}
+    data = _replaced_keys(data, errors)
     for table, cls in _PLAIN_TABLES.items():
         if table in data:
             value = structure_value(data[table], cls, table, errors)

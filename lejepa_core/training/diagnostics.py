@@ -103,18 +103,22 @@ def validation_report(
 
 
 class RunningMeans:
-    """Means of scalar metrics between two log points (values kept as tensors: no sync)."""
+    """Means of scalar metrics between two log points (values kept as tensors: no sync).
+
+    ``add(values, weight=n)`` counts the values ``n`` times (validation weights each batch by
+    its number of windows, so a shorter last batch is not over-counted).
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, Any] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts: dict[str, float] = defaultdict(float)
 
-    def add(self, values: dict[str, Any]) -> None:
+    def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
-            self.sums[key] = self.sums[key] + value
-            self.counts[key] += 1
+            self.sums[key] = self.sums[key] + weight * value
+            self.counts[key] += weight
 
     def pop(self) -> dict[str, float]:
         out = {key: to_float(self.sums[key]) / self.counts[key] for key in self.sums}

@@ -1,6 +1,10 @@
-"""Validation at the end of an epoch: fixed held-out batches, unmasked context, fixed loss seeds.
+"""Validation: ``train.val_windows`` fixed held-out windows (in batches of at most
+``train.batch_size``), unmasked context, fixed loss seeds.
 
-Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = B x the number of validation batches.
+Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = ``train.val_windows``, all batches.
+Losses and quantizer metrics are means over batches weighted by their windows; a loss of the
+whole batch (SIGReg, InfoNCE) still depends on the batch size, the figures of
+``validation_report`` (err/σ, baselines, ranks) do not: they are computed on all N windows.
 """
 
 from __future__ import annotations
@@ -53,18 +57,21 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
                 step=run.state.step,
                 apply_mask=False,
             )
+            windows = batch.k.shape[0]  # the last batch may be shorter: weight by windows
             losses.add(
                 {
                     artifacts.LOSS_TOTAL: step_loss.total,
                     **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
-                }
+                },
+                weight=windows,
             )
             if out.quantizer_output is not None:
                 quant.add(
                     {
                         f"{artifacts.QUANTIZER_PREFIX}{k}": v
                         for k, v in out.quantizer_output.metrics.items()
-                    }
+                    },
+                    weight=windows,
                 )
             collected["copy_last"].append(target_encoder(batch.context_obs[:, -1]).float())
             collected["last_context"].append(out.context[:, -1])
