@@ -35,6 +35,7 @@ COPY_LAST_CONTEXT_PREFIX = "baseline/copy_last_context/"  # context encoder on t
 MEAN_PREFIX = "baseline/mean/"
 TARGET_STD = "target_std"
 GRAD_NORM = "grad_norm"
+GRAD_NORM_MAX = "grad_norm_max"  # max_key(GRAD_NORM): the largest pre-clip norm of a log window
 CLIP_FRACTION = "clip_fraction"
 LR = "lr"
 EMA_MOMENTUM = "ema_momentum"
@@ -44,12 +45,22 @@ BEST = "best"
 BEST_VAL = "best_val"
 EPOCHS_WITHOUT_IMPROVEMENT = "epochs_without_improvement"
 QUANTIZER_PREFIX = "quantizer/"
+USAGE = "quantizer/usage"  # distinct codes in a batch / K
+USAGE_RELATIVE = "quantizer/usage_relative"  # usage / what the batch can reach, min(1, N/K)
+USAGE_WINDOW = "quantizer/usage_window"  # distinct codes over the running window / K
+CODEBOOK_SIZE = "quantizer/codebook_size"
+REPLACED_CODES = "quantizer/replaced_codes"  # vq: codes re-initialised in a step (and _max)
 RANK_PREFIX = "rank/"  # effective rank of a latent set: rank/context, rank/target
 
 
 def per_k(key: str, k: int) -> str:
     """The per-horizon variant of a figure: ``err_signal`` -> ``err_signal/k4``."""
     return f"{key}/k{k}"
+
+
+def max_key(key: str) -> str:
+    """The log window's maximum of a figure logged as a mean: ``grad_norm`` -> ``grad_norm_max``."""
+    return f"{key}_max"
 
 
 def monitored_key(monitor: str) -> str:

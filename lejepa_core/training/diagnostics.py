@@ -106,12 +106,16 @@ class RunningMeans:
     """Means of scalar metrics between two log points (values kept as tensors: no sync).
 
     ``add(values, weight=n)`` counts the values ``n`` times (validation weights each batch by
-    its number of windows, so a shorter last batch is not over-counted).
+    its number of windows, so a shorter last batch is not over-counted). For the keys in
+    ``max_of`` the maximum is kept too (a running 0-d tensor, no sync) and ``pop`` reports it
+    as ``artifacts.max_key(key)`` (``grad_norm_max``): a spike a mean would flatten.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_of: tuple[str, ...] = ()) -> None:
+        self.max_of = frozenset(max_of)
         self.sums: dict[str, Any] = defaultdict(float)
         self.counts: dict[str, float] = defaultdict(float)
+        self.maxima: dict[str, Any] = {}
 
     def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
         for key, value in values.items():
@@ -119,11 +123,20 @@ class RunningMeans:
                 value = value.detach().float()
             self.sums[key] = self.sums[key] + weight * value
             self.counts[key] += weight
+            if key in self.max_of:
+                seen = self.maxima.get(key)
+                self.maxima[key] = (
+                    value
+                    if seen is None
+                    else torch.maximum(torch.as_tensor(seen), torch.as_tensor(value))
+                )
 
     def pop(self) -> dict[str, float]:
         out = {key: to_float(self.sums[key]) / self.counts[key] for key in self.sums}
+        out.update({artifacts.max_key(key): to_float(m) for key, m in self.maxima.items()})
         self.sums.clear()
         self.counts.clear()
+        self.maxima.clear()
         return out
 
 

@@ -77,9 +77,12 @@ class StepResult:
 
 @attrs.define
 class LogWindow:
-    """The steps since the last ``train`` record: means of their figures, count, start time."""
+    """The steps since the last ``train`` record: means of their figures (and the maximum of
+    ``grad_norm`` and ``quantizer/replaced_codes``), count, start time."""
 
-    means: RunningMeans = attrs.field(factory=RunningMeans)
+    means: RunningMeans = attrs.field(
+        factory=lambda: RunningMeans(max_of=(artifacts.GRAD_NORM, artifacts.REPLACED_CODES))
+    )
     steps: int = 0
     started: float = attrs.field(factory=time.perf_counter)
 
