@@ -28,6 +28,8 @@ REPORT = "report.html"
 STEP, EPOCH, SPLIT = "step", "epoch", "split"
 LOSS_TOTAL = "loss/total"
 LOSS_PREFIX = "loss/"
+WEIGHT_SCALE = "weight_scale"  # a loss metric: its value is weight_scale x a batch-free figure
+EFFECTIVE_WEIGHT = "effective_weight"  # loss/<label>/effective_weight = weight x weight_scale
 ERR_SIGNAL = "err_signal"
 COSINE = "cosine"
 COPY_LAST_PREFIX = "baseline/copy_last/"  # target encoder on the last context frame

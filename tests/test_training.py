@@ -262,12 +262,19 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
         "loss/sigreg",
         "loss/l1/error_to_signal",
         "grad_norm",
+        "grad_norm_max",
         "clip_fraction",
         "lr",
         "samples_per_s",
         "ema_momentum",
         "nonfinite_steps",
+        "loss/sigreg/null_level_effective",
+        "loss/sigreg/effective_weight",
     } <= train_keys
+    # SIGReg unnormalised, weight 0.01: its weight on the divergence is 0.01 x N, N = B x W = 32
+    first = next(r for r in records if r["split"] == "train")
+    assert first["loss/sigreg/effective_weight"] == pytest.approx(0.01 * 16 * 2)
+    assert first["loss/sigreg/null_level_effective"] == pytest.approx(2 * 1.0525, rel=1e-4)
     val = [r for r in records if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [0, 1]
     expected = {
@@ -275,6 +282,7 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
         "err_signal",
         "cosine",
         "baseline/copy_last/err_signal",
+        "baseline/copy_last_context/err_signal",
         "baseline/mean/err_signal",
         "rank/context",
         "rank/target",

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from tensorboardX import SummaryWriter
 
@@ -138,6 +140,39 @@ class RunningMeans:
         self.counts.clear()
         self.maxima.clear()
         return out
+
+
+@attrs.define
+class LogWindow:
+    """The steps since the last ``train`` record: means of their figures (and the maximum of
+    ``grad_norm`` and ``quantizer/replaced_codes``), count, start time."""
+
+    means: RunningMeans = attrs.field(
+        factory=lambda: RunningMeans(max_of=(artifacts.GRAD_NORM, artifacts.REPLACED_CODES))
+    )
+    steps: int = 0
+    started: float = attrs.field(factory=time.perf_counter)
+
+    def add(self, metrics: dict[str, Any] | None) -> None:
+        """One step's figures; None for a skipped (non-finite) step: counted, not averaged."""
+        self.steps += 1
+        if metrics is not None:
+            self.means.add(metrics)
+
+
+def effective_weights(
+    labels: list[str], weights: list[float], loss_metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """``loss/<label>/effective_weight`` = weight x the loss's ``weight_scale`` metric (from
+    ``StepLoss.metrics``, ``<label>/<metric>``), for the losses that report one. SIGReg's value
+    is weight_scale x a divergence (weight_scale = N unless normalised), so a weight that
+    silently grows with the batch shows in the log. Values stay tensors (no sync)."""
+    out = {}
+    for label, weight in zip(labels, weights, strict=True):
+        scale = loss_metrics.get(f"{label}/{artifacts.WEIGHT_SCALE}")
+        if scale is not None:
+            out[f"{artifacts.LOSS_PREFIX}{label}/{artifacts.EFFECTIVE_WEIGHT}"] = weight * scale
+    return out
 
 
 class MetricsLog:

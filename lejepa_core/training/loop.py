@@ -36,7 +36,7 @@ from lejepa_core.interfaces import StepOutputs
 from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
-from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
+from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
 from lejepa_core.training.run import (
     Run,
     build_run,
@@ -73,23 +73,6 @@ class StepResult:
     momentum: float
     stop_requested: bool
     metrics: dict[str, Any] | None
-
-
-@attrs.define
-class LogWindow:
-    """The steps since the last ``train`` record: means of their figures (and the maximum of
-    ``grad_norm`` and ``quantizer/replaced_codes``), count, start time."""
-
-    means: RunningMeans = attrs.field(
-        factory=lambda: RunningMeans(max_of=(artifacts.GRAD_NORM, artifacts.REPLACED_CODES))
-    )
-    steps: int = 0
-    started: float = attrs.field(factory=time.perf_counter)
-
-    def add(self, result: StepResult) -> None:
-        self.steps += 1
-        if result.metrics is not None:
-            self.means.add(result.metrics)
 
 
 # ----------------------------------------------------------------------------- train
@@ -167,7 +150,7 @@ def _loop(
     while state.step < run.total_steps:
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
         result = train_step(run, step_module, batch, params, loss_generator, stop)
-        window.add(result)
+        window.add(result.metrics)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
         if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
@@ -258,6 +241,7 @@ def train_step(
         clipped = grad_norm > max_norm
         state.clipped_total += int(clipped)  # the flags' sync above already waited for it
         metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+        metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
     _advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1
     state.samples_seen += run.world_batch
