@@ -76,9 +76,11 @@ class Summary:
 
     best_val: the best monitored validation figure (``monitor``), None when never finite.
     final_validation: the last validation record (metric key -> value).
+    health: the health checks that tripped (``lejepa_core.training.health``), in the order they
+    started: ``{check, first_step, last_step, value, threshold, action}`` each; [] when none.
     """
 
-    status: str  # finished | early_stopped | interrupted | stopped
+    status: str  # finished | early_stopped | interrupted | stopped | health_stopped
     step: int
     epochs_completed: int
     total_steps: int
@@ -94,6 +96,7 @@ class Summary:
     recipe_hash: str
     parameters: int
     final_validation: dict[str, Any] = attrs.field(factory=dict)
+    health: list[dict[str, Any]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         if self.best_val is not None and not math.isfinite(self.best_val):

@@ -9,7 +9,7 @@ A recipe has one table per component and a few plain tables::
     [masker]     name + parameters (default: "none")
     [[losses]]   name, weight, optional label, then that loss's parameters
     [target]     mode = "ema" | "shared", momentum, momentum_final
-    [data] [train] [log]
+    [data] [train] [log] [health]
 
 Loading is two-phase for component tables: read ``name``, look the component up in the
 registry, then structure the remaining keys into that component's ``Params`` class. Every
@@ -31,6 +31,7 @@ import attrs
 from lejepa_core.errors import RecipeError, UnknownComponentError
 from lejepa_core.params import each, in_range, non_empty, non_negative, param, positive
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
+from lejepa_core.training.health import HealthConfig  # next to the checks that read it
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -155,6 +156,12 @@ class LogConfig:
     tensorboard: bool = param(True, "write tensorboardX event files")
     progress: bool = param(True, "show a progress bar")
     runs_dir: str = param("runs", "parent of run directories when --out is not given")
+    diagnostics_every: int = param(
+        0,
+        "validation diagnostics (val record, health checks) every N steps; 0: once per epoch. "
+        "best.pt and early stopping stay per epoch",
+        non_negative,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -169,6 +176,7 @@ class Recipe:
     data: DataConfig = attrs.field(factory=DataConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
     source: str = ""
 
     @property
@@ -191,7 +199,7 @@ class Recipe:
             }
             for c in self.losses
         ]
-        for table in ("target", "data", "train", "log"):
+        for table in ("target", "data", "train", "log", "health"):
             out[table] = _drop_none(unstructure(getattr(self, table)))
         return _drop_none(out)
 
@@ -229,6 +237,7 @@ _PLAIN_TABLES = {
     "data": DataConfig,
     "train": TrainConfig,
     "log": LogConfig,
+    "health": HealthConfig,
 }
 _COMPONENT_TABLES = ("encoder", "predictor", "quantizer", "masker")
 _TOP_KEYS = (*_PLAIN_TABLES, *_COMPONENT_TABLES, "losses")

@@ -37,6 +37,7 @@ from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
+from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.run import (
     Run,
     build_run,
@@ -49,7 +50,7 @@ from lejepa_core.training.run import (
 from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
 from lejepa_core.training.step import StepLoss
 from lejepa_core.training.target import ema_momentum, ema_update
-from lejepa_core.training.validate import validate
+from lejepa_core.training.validate import log_validation, validate
 
 
 @attrs.define
@@ -57,7 +58,7 @@ class TrainResult:
     """How ``train`` ended (on every rank; only rank 0 wrote ``run_dir``)."""
 
     run_dir: Path | None
-    status: str  # finished | early_stopped | interrupted | stopped
+    status: str  # finished | early_stopped | interrupted | stopped | health_stopped
     step: int
     epoch: int
     summary: dict[str, Any]  # summary.json (``Summary.to_dict()``)
@@ -142,6 +143,10 @@ def _loop(
     params = [p for p in run.model.parameters() if p.requires_grad]
     loss_generator = torch.Generator(device=run.device)
     window = LogWindow()
+    history = read_records(run.run_dir, up_to_step=state.step) if state.step else []
+    warn = (lambda line: print(line, file=sys.stderr)) if run.dist.is_main else None
+    health = run_monitor(run.recipe, warn=warn, agree=distributed.broadcast_object, history=history)
+    diagnostics_every = run.recipe.log.diagnostics_every or t.steps_per_epoch
     last_val: dict[str, float] = {}
     status = "finished"
     started, start_step = time.perf_counter(), state.step
@@ -154,16 +159,21 @@ def _loop(
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
         if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
-            log_window(run, window, result, epoch, log, bar)
+            health.observe(log_window(run, window, result, epoch, log, bar))
         if state.step % t.steps_per_epoch == 0:
             last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
+            health.observe({**last_val, artifacts.STEP: state.step, artifacts.SPLIT: "val"})
             if stop_early:
                 status = "early_stopped"
                 break
+        elif state.step % diagnostics_every == 0:
+            health.observe(log_validation(run, val_batches, epoch, log))
         if on_step is not None:
             on_step(run)
-        if result.stop_requested or (stop_at_step is not None and state.step >= stop_at_step):
+        at_stop_step = stop_at_step is not None and state.step >= stop_at_step
+        if result.stop_requested or health.stopped or at_stop_step:
             status = "interrupted" if result.stop_requested else "stopped"
+            status = "health_stopped" if health.stopped else status
             if run.checkpoints is not None and state.step % t.steps_per_epoch != 0:
                 run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
             break
@@ -171,6 +181,7 @@ def _loop(
     summary = run.summary(
         status, last_val, wall_seconds=time.perf_counter() - started, start_step=start_step
     )
+    summary.health = health.summary()
     if run.run_dir is not None and run.dist.is_main:
         summary.write(run.run_dir)
     return TrainResult(
@@ -299,10 +310,10 @@ def log_window(
     epoch: int,
     log: MetricsLog,
     bar: Callable[..., None],
-) -> None:
+) -> dict[str, Any]:
     """The ``train`` record of the steps in ``window`` (means, skipped steps excluded; ``lr``
     and ``ema_momentum`` of ``last``, the latest step) to metrics.jsonl / tensorboardX, and the
-    progress bar; then ``window`` starts again."""
+    progress bar; then ``window`` starts again. Returns the record."""
     state = run.state
     record = window.means.pop()
     elapsed = max(1e-9, time.perf_counter() - window.started)
@@ -325,6 +336,7 @@ def log_window(
         loss=record.get(artifacts.LOSS_TOTAL, float("nan")),
         rate=record[artifacts.SAMPLES_PER_S],
     )
+    return record
 
 
 def end_of_epoch(

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from lejepa_core import artifacts
-from lejepa_core.training.diagnostics import RunningMeans, validation_report
+from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, validation_report
 from lejepa_core.training.run import Run
 from lejepa_core.training.runtime import autocast, derive_seed
 
@@ -84,3 +84,16 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     report.update(quant.pop())
     report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
     return report
+
+
+def log_validation(run: Run, batches: list[Any], epoch: int, log: MetricsLog) -> dict[str, Any]:
+    """Diagnostics between epoch ends (``log.diagnostics_every``): ``validate`` and write the
+    ``val`` record, without ``best``: best.pt and early stopping stay per epoch. Returns it."""
+    record = {
+        artifacts.STEP: run.state.step,
+        artifacts.EPOCH: epoch,
+        artifacts.SPLIT: "val",
+        **validate(run, batches),
+    }
+    log.write(record)
+    return record
