@@ -168,16 +168,15 @@ def readings(
     above the excellent band) a good one."""
     out: list[Reading] = []
 
-    def add(check: str, key: str, threshold: float | None, *, below: bool, applies: bool = True):
+    def add(check, key, threshold, *, below, or_equal=False, applies=True) -> None:
+        """Bad when the figure ``key`` is below (or above) ``threshold`` (``or_equal``: or at)."""
         value = _number(record, key)
         if value is None or threshold is None:
             return
         if below:
             bad = value < threshold
-        elif check.startswith("err_signal"):
-            bad = value >= threshold  # no better than the baseline
         else:
-            bad = value > threshold
+            bad = value >= threshold if or_equal else value > threshold
         out.append(Reading(check, applies and bad, value, float(threshold), below))
 
     c = config
@@ -199,8 +198,9 @@ def readings(
     add("rank_target", f"{artifacts.RANK_PREFIX}target", c.rank_target_min, below=True)
     mean = _number(record, artifacts.MEAN_PREFIX + artifacts.ERR_SIGNAL)
     copy_last = _number(record, artifacts.COPY_LAST_PREFIX + artifacts.ERR_SIGNAL)
-    add("err_signal_failed", artifacts.ERR_SIGNAL, mean, below=False)
-    add("err_signal_copy_last", artifacts.ERR_SIGNAL, copy_last, below=False)
+    # at the baseline is no better than the baseline
+    add("err_signal_failed", artifacts.ERR_SIGNAL, mean, below=False, or_equal=True)
+    add("err_signal_copy_last", artifacts.ERR_SIGNAL, copy_last, below=False, or_equal=True)
     add(
         "cosine_consistency",
         artifacts.COSINE,

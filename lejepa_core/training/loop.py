@@ -5,12 +5,15 @@
                   -> non-finite guard (skip the step) -> AdamW -> EMA update -> lr schedule
     log_window:   every log.every steps: the ``train`` record of metrics.jsonl + tensorboardX
                   (rank 0) and the progress bar
-    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out batches, last/best
+    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out windows, last/best
                   checkpoints, early stopping (rank 0's figure decides on every rank)
+    log_validation: every log.diagnostics_every steps between epoch ends: the validation record
+    health:       every record above goes through the health checks (warnings, stop rules)
 
 and ends with ``summary.json``. Where the rest lives: ``run.py`` (Run, TrainState, checkpoint
 contents, run directory), ``validate.py``, ``step.py`` (the differentiable step), ``optim.py``
-(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, metrics.jsonl).
+(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, log window,
+metrics.jsonl), ``health.py`` (health checks).
 """
 
 from __future__ import annotations
