@@ -169,7 +169,9 @@ class SIGRegLoss(Loss):
     @attrs.frozen(kw_only=True)
     class Params:
         on: Literal["context", "target", "both", "prediction"] = param(
-            "context", "which latents to regularise (context is flattened over its W frames)"
+            "context",
+            "which latents to regularise (context: its W frames flattened, or frame by frame "
+            "with per_frame)",
         )
         num_directions: int = param(256, "random unit directions per step (M)", positive)
         num_points: int = param(17, "quadrature points in [0, t_max] (T, at least 2)", positive)
