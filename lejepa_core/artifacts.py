@@ -28,12 +28,16 @@ REPORT = "report.html"
 STEP, EPOCH, SPLIT = "step", "epoch", "split"
 LOSS_TOTAL = "loss/total"
 LOSS_PREFIX = "loss/"
+WEIGHT_SCALE = "weight_scale"  # a loss metric: its value is weight_scale x a batch-free figure
+EFFECTIVE_WEIGHT = "effective_weight"  # loss/<label>/effective_weight = weight x weight_scale
 ERR_SIGNAL = "err_signal"
 COSINE = "cosine"
-COPY_LAST_PREFIX = "baseline/copy_last/"
+COPY_LAST_PREFIX = "baseline/copy_last/"  # target encoder on the last context frame
+COPY_LAST_CONTEXT_PREFIX = "baseline/copy_last_context/"  # context encoder on the same frame
 MEAN_PREFIX = "baseline/mean/"
 TARGET_STD = "target_std"
 GRAD_NORM = "grad_norm"
+GRAD_NORM_MAX = "grad_norm_max"  # max_key(GRAD_NORM): the largest pre-clip norm of a log window
 CLIP_FRACTION = "clip_fraction"
 LR = "lr"
 EMA_MOMENTUM = "ema_momentum"
@@ -43,12 +47,22 @@ BEST = "best"
 BEST_VAL = "best_val"
 EPOCHS_WITHOUT_IMPROVEMENT = "epochs_without_improvement"
 QUANTIZER_PREFIX = "quantizer/"
+USAGE = "quantizer/usage"  # distinct codes in a batch / K
+USAGE_RELATIVE = "quantizer/usage_relative"  # usage / what the batch can reach, min(1, N/K)
+USAGE_WINDOW = "quantizer/usage_window"  # distinct codes over the running window / K
+CODEBOOK_SIZE = "quantizer/codebook_size"
+REPLACED_CODES = "quantizer/replaced_codes"  # vq: codes re-initialised in a step (and _max)
 RANK_PREFIX = "rank/"  # effective rank of a latent set: rank/context, rank/target
 
 
 def per_k(key: str, k: int) -> str:
     """The per-horizon variant of a figure: ``err_signal`` -> ``err_signal/k4``."""
     return f"{key}/k{k}"
+
+
+def max_key(key: str) -> str:
+    """The log window's maximum of a figure logged as a mean: ``grad_norm`` -> ``grad_norm_max``."""
+    return f"{key}_max"
 
 
 def monitored_key(monitor: str) -> str:
@@ -62,9 +76,11 @@ class Summary:
 
     best_val: the best monitored validation figure (``monitor``), None when never finite.
     final_validation: the last validation record (metric key -> value).
+    health: the health checks that tripped (``lejepa_core.training.health``), in the order they
+    started: ``{check, first_step, last_step, value, threshold, action}`` each; [] when none.
     """
 
-    status: str  # finished | early_stopped | interrupted | stopped
+    status: str  # finished | early_stopped | interrupted | stopped | health_stopped
     step: int
     epochs_completed: int
     total_steps: int
@@ -80,6 +96,7 @@ class Summary:
     recipe_hash: str
     parameters: int
     final_validation: dict[str, Any] = attrs.field(factory=dict)
+    health: list[dict[str, Any]] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         if self.best_val is not None and not math.isfinite(self.best_val):

@@ -9,7 +9,7 @@ A recipe has one table per component and a few plain tables::
     [masker]     name + parameters (default: "none")
     [[losses]]   name, weight, optional label, then that loss's parameters
     [target]     mode = "ema" | "shared", momentum, momentum_final
-    [data] [train] [log]
+    [data] [train] [log] [health]
 
 Loading is two-phase for component tables: read ``name``, look the component up in the
 registry, then structure the remaining keys into that component's ``Params`` class. Every
@@ -31,6 +31,7 @@ import attrs
 from lejepa_core.errors import RecipeError, UnknownComponentError
 from lejepa_core.params import each, in_range, non_empty, non_negative, param, positive
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
+from lejepa_core.training.health import HealthConfig  # next to the checks that read it
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -116,7 +117,12 @@ class TrainConfig:
     grad_clip: float | None = param(
         1.0, "clip the global gradient norm to this value (none: no clipping)", positive
     )
-    val_batches: int = param(8, "validation batches per epoch", positive)
+    val_windows: int = param(
+        4096,
+        "validation windows of held-out episodes, the same whatever batch_size (drawn once with "
+        "a fixed seed, validated in chunks of at most batch_size)",
+        positive,
+    )
     patience: int = param(
         5, "epochs without improvement before early stopping (0: never stop early)", non_negative
     )
@@ -150,6 +156,12 @@ class LogConfig:
     tensorboard: bool = param(True, "write tensorboardX event files")
     progress: bool = param(True, "show a progress bar")
     runs_dir: str = param("runs", "parent of run directories when --out is not given")
+    diagnostics_every: int = param(
+        0,
+        "validation diagnostics (val record, health checks) every N steps; 0: once per epoch. "
+        "best.pt and early stopping stay per epoch",
+        non_negative,
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -164,6 +176,7 @@ class Recipe:
     data: DataConfig = attrs.field(factory=DataConfig)
     train: TrainConfig = attrs.field(factory=TrainConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    health: HealthConfig = attrs.field(factory=HealthConfig)
     source: str = ""
 
     @property
@@ -186,7 +199,7 @@ class Recipe:
             }
             for c in self.losses
         ]
-        for table in ("target", "data", "train", "log"):
+        for table in ("target", "data", "train", "log", "health"):
             out[table] = _drop_none(unstructure(getattr(self, table)))
         return _drop_none(out)
 
@@ -225,6 +238,7 @@ _PLAIN_TABLES = {
     "data": DataConfig,
     "train": TrainConfig,
     "log": LogConfig,
+    "health": HealthConfig,
 }
 _COMPONENT_TABLES = ("encoder", "predictor", "quantizer", "masker")
 _TOP_KEYS = (*_PLAIN_TABLES, *_COMPONENT_TABLES, "losses")
@@ -263,6 +277,23 @@ def _component(
     return ComponentConfig(name=name, params=params)
 
 
+#: Keys that were removed, with what replaces them (a precise error instead of "unknown key").
+_REPLACED_KEYS = {
+    ("train", "val_batches"): "replaced by train.val_windows (a number of windows, independent "
+    "of batch_size): use val_windows = val_batches x batch_size",
+}
+
+
+def _replaced_keys(data: dict[str, Any], errors: list[str]) -> dict[str, Any]:
+    """``data`` without the keys of ``_REPLACED_KEYS``, each reported in ``errors``."""
+    data = dict(data)
+    for (table, key), message in _REPLACED_KEYS.items():
+        if isinstance(data.get(table), dict) and key in data[table]:
+            errors.append(f"{table}.{key}: {message}")
+            data[table] = {k: v for k, v in data[table].items() if k != key}
+    return data
+
+
 def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = None) -> Recipe:
     """Validate plain data (parsed TOML) into a ``Recipe``; raises ``RecipeError``."""
     if registry is None:
@@ -276,6 +307,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             errors.append(f"{key}: unknown table{hint}; known tables: {', '.join(_TOP_KEYS)}")
     kwargs: dict[str, Any] = {}
+    data = _replaced_keys(data, errors)
     for table, cls in _PLAIN_TABLES.items():
         if table in data:
             value = structure_value(data[table], cls, table, errors)

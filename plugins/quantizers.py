@@ -7,7 +7,11 @@ Every quantizer takes ``z: [..., D]`` (usually ``[B, D]``), flattens the leading
 ``z_q`` with the shape and dtype of ``z`` and ``codes`` (int64) with the leading shape. The
 arithmetic runs in float32 even under bf16 autocast. Metrics (0-d tensors, no host sync):
 
-- ``usage``: distinct codes in this batch / K (``lejepa_core.metrics.codebook_usage``).
+- ``usage``: distinct codes in this batch / K (``lejepa_core.metrics.codebook_usage``); a
+  batch of N vectors uses at most N codes, so it is capped at N / K (0.5 for 128 vectors and
+  K = 256) and reads half-dead when every vector has its own code.
+- ``usage_relative``: ``usage / min(1, N / K)``, the usage relative to what the batch can reach
+  (1: every vector its own code, or every code used).
 - ``usage_window``: the same over the last ``window_batches`` *training* batches (a ring
   buffer of code counts, summed over ranks under DDP; not updated in eval mode).
 - ``perplexity``: exp(entropy of this batch's code histogram) (``metrics.perplexity``).
@@ -87,8 +91,11 @@ class _CodeMetrics(Quantizer):
             if global_counts is None:
                 global_counts = _all_reduce_sum(counts.clone())
             self.usage_window.push(global_counts)
+        usage = codebook_usage(counts)
+        reachable = min(1.0, codes.numel() / self.codebook_size)  # N codes reach at most N/K
         metrics = {
-            "usage": codebook_usage(counts),
+            "usage": usage,
+            "usage_relative": usage / reachable,
             "usage_window": codebook_usage(self.usage_window.total()),
             "perplexity": perplexity(counts),
             "codebook_size": torch.full((), float(self.codebook_size), device=codes.device),

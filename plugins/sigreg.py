@@ -13,11 +13,17 @@ integrated on ``[-t_max, t_max]`` with the trapezoid rule on ``T`` points of ``[
 (``rbalestr-lab/lejepa``, ``SIGReg`` in MINIMAL.md and ``univariate/epps_pulley.py``). The loss
 is the mean of EP over the directions.
 
-Scale of the number: for ``N`` samples of an isotropic standard Gaussian,
+Scale of the number: for ``N`` *independent* samples of an isotropic standard Gaussian,
 ``E[N * |ecf(t) - phi(t)|^2] = 1 - exp(-t^2)`` exactly, whatever ``N``, so the expected value
 is a constant of the grid: ``null_level(17, 3.0) = 1.0525`` (the continuous integral over the
 whole line is ``sqrt(2 pi) (1 - 1/sqrt 3) = 1.059``). A collapsed batch has an ECF that does
-not converge to ``phi`` and its statistic grows linearly with ``N``.
+not converge to ``phi`` and its statistic grows linearly with ``N``. Samples that are not
+independent read more: the W context frames of one window, flattened, are nearly W copies of
+each sample and read up to W x the null level (``per_frame`` avoids it).
+
+The statistic is N x a divergence, so at a fixed weight its pull grows with the batch while a
+mean-reduced loss's does not; ``normalize`` divides it by N (a weight that means the same at
+any batch and world size).
 """
 
 from __future__ import annotations
@@ -138,24 +144,50 @@ def sigreg_statistic(
 class SIGRegLoss(Loss):
     """LeJEPA's SIGReg: Epps-Pulley test of random 1-D projections against N(0, 1), x N.
 
-    Reads ``outputs.context`` ([B, W, D], flattened to [B*W, D]), ``outputs.target`` or
-    ``outputs.prediction`` ([B, D]) according to ``on``; ``"both"`` averages the context's and
-    the target's statistics. Directions are fresh every step, drawn from ``outputs.generator``
-    (identically seeded on every rank) or, when it is None, from a generator seeded with
-    ``FALLBACK_SEED + outputs.step``. Value: mean over directions, near ``null_level`` (1.05
-    for the default grid) for a healthy isotropic standard Gaussian batch whatever its size;
-    it grows linearly with N for a collapsed one. Metrics: ``null_level``, ``num_samples``
-    and, for ``"both"``, ``context`` and ``target``.
+    Reads ``outputs.context`` ([B, W, D], flattened to [B*W, D], or frame by frame with
+    ``per_frame``), ``outputs.target`` or ``outputs.prediction`` ([B, D]) according to ``on``;
+    ``"both"`` averages the context's and the target's statistics. Directions are fresh every
+    step, drawn from ``outputs.generator`` (identically seeded on every rank) or, when it is
+    None, from a generator seeded with ``FALLBACK_SEED + outputs.step``.
+
+    Value: mean over directions (and frames), near ``null_level`` (1.05 for the default grid)
+    for a healthy isotropic standard Gaussian batch of independent samples whatever its size;
+    it grows linearly with N for a collapsed one. The W context frames of one window are not
+    independent: flattened, Gaussian frames read up to W x ``null_level`` (as many near-copies
+    of each sample); ``per_frame`` computes the statistic of each frame (N = B) and averages,
+    so ``null_level`` applies again. ``normalize`` divides by N̄ (the mean N of the statistics
+    averaged), giving a divergence whose weight means the same at any batch size and world size.
+
+    Metrics: ``null_level`` (the grid's constant), ``null_level_effective`` (what Gaussian
+    latents read for what is fed in, on the value's scale: W x null_level for flattened
+    context frames, divided by N̄ when normalised), ``num_samples`` (N of the first statistic),
+    ``weight_scale`` (N̄, or 1 when normalised: the value is weight_scale x a divergence, and
+    the trainer logs ``effective_weight`` = weight x weight_scale) and, for ``"both"``,
+    ``context`` and ``target`` (each statistic, unnormalised).
     """
 
     @attrs.frozen(kw_only=True)
     class Params:
         on: Literal["context", "target", "both", "prediction"] = param(
-            "context", "which latents to regularise (context is flattened over its W frames)"
+            "context",
+            "which latents to regularise (context: its W frames flattened, or frame by frame "
+            "with per_frame)",
         )
         num_directions: int = param(256, "random unit directions per step (M)", positive)
         num_points: int = param(17, "quadrature points in [0, t_max] (T, at least 2)", positive)
         t_max: float = param(3.0, "upper end of the integration grid", positive)
+        per_frame: bool = param(
+            False,
+            "context: one statistic per context frame (N = B), averaged over the W frames, so "
+            "null_level applies; flattened, the W correlated frames of a window read up to "
+            "W x null_level even when Gaussian",
+        )
+        normalize: bool = param(
+            False,
+            "divide the statistic by N (batch x frames x world size): a divergence whose weight "
+            "means the same at any batch and world size; to keep a recipe's figures, multiply "
+            "its weight by N (the logged weight_scale)",
+        )
 
         def __attrs_post_init__(self) -> None:
             if self.num_points < 2:
@@ -177,14 +209,29 @@ class SIGRegLoss(Loss):
         return generator
 
     def _latents(self, outputs: StepOutputs) -> dict[str, torch.Tensor]:
+        """name -> latents [B, W, D] (context) or [B, D]."""
         on = self.params.on
-        chosen = {
+        return {
             "context": {"context": outputs.context},
             "target": {"target": outputs.target},
             "prediction": {"prediction": outputs.prediction},
             "both": {"context": outputs.context, "target": outputs.target},
         }[on]
-        return {name: z.reshape(-1, z.shape[-1]) for name, z in chosen.items()}
+
+    def _statistic(
+        self, z: torch.Tensor, directions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """z: [B, W, D] or [B, D] -> (statistic: 0-d, N: 0-d, its null level in units of
+        ``null_level``: W for flattened frames of a window, else 1)."""
+        grid = (self.t, self.phi, self.weights)
+        if z.ndim == 3 and self.params.per_frame:
+            batch, frames = z.shape[:2]
+            projections = (z.float() @ directions.float()).reshape(batch, -1)  # [B, W*M]
+            statistic, num_samples = epps_pulley(projections, grid=grid)  # [W*M], N = B
+            return statistic.mean(), num_samples, 1.0
+        frames = z.shape[1] if z.ndim == 3 else 1
+        statistic, num_samples = sigreg_statistic(z.reshape(-1, z.shape[-1]), directions, grid=grid)
+        return statistic, num_samples, float(frames)
 
     def forward(self, outputs: StepOutputs) -> LossOutput:
         latents = self._latents(outputs)
@@ -193,17 +240,22 @@ class SIGRegLoss(Loss):
         directions = random_directions(
             first.shape[-1], self.params.num_directions, generator, first.device
         )
-        statistics = {
-            name: sigreg_statistic(z, directions, grid=(self.t, self.phi, self.weights))
-            for name, z in latents.items()
-        }
-        value = torch.stack([s for s, _ in statistics.values()]).mean()
+        statistics = {name: self._statistic(z, directions) for name, z in latents.items()}
+        value = torch.stack([s for s, _, _ in statistics.values()]).mean()
+        counts = torch.stack([n for _, n, _ in statistics.values()])
+        null = self.null_level * sum(w for _, _, w in statistics.values()) / len(statistics)
+        scale = counts.mean()  # N̄: the value is N̄ x a divergence
+        weight_scale = scale
+        if self.params.normalize:
+            value, null, weight_scale = value / scale, null / scale, torch.ones_like(scale)
         metrics: dict[str, object] = {
             "null_level": self.null_level,
-            "num_samples": float(next(iter(statistics.values()))[1]),
+            "null_level_effective": null,
+            "num_samples": counts[0],
+            "weight_scale": weight_scale,
         }
         if len(statistics) > 1:
-            metrics.update({name: s.detach() for name, (s, _) in statistics.items()})
+            metrics.update({name: s.detach() for name, (s, _, _) in statistics.items()})
         return LossOutput(value=value, metrics=metrics)
 
 

@@ -175,7 +175,7 @@ steps_per_epoch = 5
 batch_size = 16
 lr = 3e-3
 warmup_steps = 2
-val_batches = 2
+val_windows = 32
 patience = 0
 threads = 1
 

@@ -24,10 +24,12 @@ def as_tensor(values) -> torch.Tensor:
     return torch.tensor(np.asarray(values), dtype=torch.float32)
 
 
-def report(prediction, target, last_context, k):
+def report(prediction, target, last_context, k, copy_last=None):
+    """``copy_last`` (target space) defaults to ``last_context``, as with a shared encoder."""
     return validation_report(
         prediction=as_tensor(prediction),
         target=as_tensor(target),
+        copy_last=as_tensor(last_context if copy_last is None else copy_last),
         last_context=as_tensor(last_context),
         k=torch.tensor(k),
         horizons=HORIZONS,
@@ -108,12 +110,19 @@ def test_model_figures_match_the_definitions(samples):
     assert not any(key.endswith("/k8") for key in out)
 
 
-def test_copy_last_baseline_predicts_the_last_context_latent(samples):
+def test_copy_last_baselines_in_the_target_and_the_context_space(samples):
+    """``baseline/copy_last`` predicts the target encoder's latent of the last context frame,
+    ``baseline/copy_last_context`` the context encoder's; both against the same targets."""
     prediction, target, last_context, k = samples
-    out = report(prediction, target, last_context, k)
-    expected = expected_figures(last_context, target, k, "baseline/copy_last/")
+    in_target_space = np.asarray(last_context) * 0.7 + 0.3  # another encoder's view
+    out = report(prediction, target, last_context, k, copy_last=in_target_space)
+    expected = expected_figures(in_target_space, target, k, "baseline/copy_last/")
+    expected |= expected_figures(last_context, target, k, "baseline/copy_last_context/")
     for key, value in expected.items():
         assert out[key] == pytest.approx(value, rel=1e-5), key
+    assert out["baseline/copy_last/err_signal"] != pytest.approx(
+        out["baseline/copy_last_context/err_signal"]
+    )
 
 
 def test_mean_baseline_predicts_the_mean_of_all_validation_targets(samples):
@@ -129,7 +138,7 @@ def test_per_k_figures_share_the_denominator(samples):
     prediction, target, last_context, k = samples
     out = report(prediction, target, last_context, k)
     counts = {h: k.count(h) for h in (1, 2, 4)}
-    for prefix in ("", "baseline/copy_last/", "baseline/mean/"):
+    for prefix in ("", "baseline/copy_last/", "baseline/copy_last_context/", "baseline/mean/"):
         pooled = sum(out[f"{prefix}err_signal/k{h}"] * n for h, n in counts.items()) / len(k)
         assert pooled == pytest.approx(out[f"{prefix}err_signal"], rel=1e-5)
 
@@ -159,3 +168,61 @@ def test_latent_figures_of_context_and_target(samples):
         assert out[f"variance/{name}/min"] == pytest.approx(variance.min(), rel=1e-5)
         assert out[f"variance/{name}/mean"] == pytest.approx(variance.mean(), rel=1e-5)
         assert out[f"isotropy/{name}"] == pytest.approx((s[-1] / s[0]) ** 2, rel=1e-4)
+
+
+def test_mean_baseline_of_gaussian_latents_reads_about_0_8():
+    """Predicting the mean of Gaussian latents reads E|x - μ| / σ = sqrt(2/π) ≈ 0.80, not 1.0:
+    the "learned nothing" level is ``baseline/mean``, not a fixed 1.0."""
+    target = torch.randn(20000, 8, generator=torch.Generator().manual_seed(0))
+    out = validation_report(
+        prediction=target,
+        target=target,
+        copy_last=target,
+        last_context=target,
+        k=torch.ones(20000, dtype=torch.int64),
+        horizons=(1,),
+    )
+    assert out["baseline/mean/err_signal"] == pytest.approx(math.sqrt(2 / math.pi), abs=0.01)
+
+
+# ----------------------------------------------------------------------------- validate
+def test_validate_copies_the_last_frame_through_the_target_encoder(tmp_path, tiny_data):
+    """With an EMA target encoder that differs from the context encoder, copy-last is the
+    *target* encoder on the unmasked last context frame (issue 10, item 1); the context
+    encoder's version is kept under ``baseline/copy_last_context``."""
+    from lejepa_core.data.reader import TrajectoryData
+    from lejepa_core.training import distributed
+    from lejepa_core.training.diagnostics import prediction_report
+    from lejepa_core.training.run import build_run, build_samplers
+    from lejepa_core.training.validate import validate
+    from tests.conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, tiny_data)
+    data = TrajectoryData.open(tiny_data, device="cpu", normalize=recipe.data.normalize)
+    _, val_batches = build_samplers(recipe, data, torch.device("cpu"))
+    run = build_run(recipe, data, torch.device("cpu"), distributed.DistInfo())
+    with torch.no_grad():  # the EMA copy drifts away from the context encoder
+        for p in run.target_encoder.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    out = validate(run, val_batches)
+
+    with torch.no_grad():
+        last = torch.cat([b.context_obs[:, -1] for b in val_batches])
+        target = torch.cat([run.target_encoder(b.target_obs) for b in val_batches])
+        k = torch.cat([b.k for b in val_batches])
+        sigma = target.std()
+        horizons = tuple(recipe.data.horizons)
+        expected = prediction_report(
+            run.target_encoder(last), target, k, horizons, "baseline/copy_last/", sigma=sigma
+        )
+        expected |= prediction_report(
+            run.model.context_encoder(last),
+            target,
+            k,
+            horizons,
+            "baseline/copy_last_context/",
+            sigma=sigma,
+        )
+    for key, value in expected.items():
+        assert out[key] == pytest.approx(value, rel=1e-5), key
+    assert out["baseline/copy_last/err_signal"] < 0.9 * out["baseline/copy_last_context/err_signal"]

@@ -56,7 +56,7 @@ def test_smoke_forward_backward_shapes_and_metrics(name):
     assert out.loss.dim() == 0
     (out.z_q.square().mean() + out.loss).backward()
     assert z.grad is not None and torch.isfinite(z.grad).all()
-    expected = {"usage", "usage_window", "perplexity"}
+    expected = {"usage", "usage_relative", "usage_window", "perplexity"}
     if name == "vq":
         expected |= {"dead_codes", "replaced_codes"}
     assert expected <= set(out.metrics)
@@ -239,6 +239,23 @@ def test_usage_and_perplexity_equal_metrics_module():
     window_counts = code_histogram(torch.cat(codes), 12)
     torch.testing.assert_close(out.metrics["usage_window"], codebook_usage(window_counts))
     torch.testing.assert_close(out.metrics["perplexity"], perplexity(code_histogram(codes[-1], 12)))
+
+
+def test_usage_relative_is_usage_over_what_the_batch_can_reach():
+    """A batch of N vectors uses at most N of K codes: usage is capped at N / K, usage_relative
+    = usage / min(1, N / K) reads 1 when every vector has its own code."""
+    model = vq(codebook_size=8).eval()  # eval: the codebook stays as it is
+    with torch.no_grad():
+        model.codebook.copy_(torch.randn(8, D, generator=torch.Generator().manual_seed(0)) * 10)
+    z = model.codebook[:4].clone()  # N = 4 vectors, each on its own code
+    out = model(z)
+    assert float(out.metrics["usage"]) == 4 / 8  # capped at N / K
+    assert float(out.metrics["usage_relative"]) == 1.0
+    z = model.codebook[[0, 0, 1, 1]].clone()  # two codes for four vectors
+    assert float(model(z).metrics["usage_relative"]) == 0.5
+    z = model.codebook[[i % 8 for i in range(16)]].clone()  # N > K: plain usage
+    out = model(z)
+    assert float(out.metrics["usage_relative"]) == float(out.metrics["usage"]) == 1.0
 
 
 @pytest.mark.parametrize("name", ["vq", "gumbel", "fsq"])

@@ -179,7 +179,7 @@ normalize = false
 epochs = 1
 steps_per_epoch = 2
 batch_size = 8
-val_batches = 1
+val_windows = 8
 threads = 1
 [log]
 every = 1

@@ -197,6 +197,116 @@ def test_params_validation():
         SIGRegLoss.Params(num_directions=0)
 
 
+# ----------------------------------------------------------------------------- null level of W frames
+def _sigreg(**params) -> SIGRegLoss:
+    return SIGRegLoss(SIGRegLoss.Params(num_directions=64, **params), SPEC)
+
+
+def test_flattened_frames_of_one_window_read_w_times_the_null_and_per_frame_fixes_it():
+    """W = 4 context frames that are the same Gaussian sample (consecutive frames nearly are):
+    flattened to [B*W, D] they read W x null_level although every frame is N(0, I);
+    ``per_frame`` reads null_level, and ``null_level_effective`` says which applies."""
+    flat, per_frame = _sigreg(), _sigreg(per_frame=True)
+    values = {"flat": [], "per_frame": []}
+    for seed in range(20):
+        frame = gaussian(256, 8, 100 + seed)
+        context = frame[:, None, :].expand(256, 4, 8)  # [B, W, D]
+        for name, loss in (("flat", flat), ("per_frame", per_frame)):
+            out = loss(step_outputs(context, generator=torch.Generator().manual_seed(seed)))
+            values[name].append(float(out.value))
+    assert np.mean(values["flat"]) == pytest.approx(4 * null_level(), rel=0.1)
+    assert np.mean(values["per_frame"]) == pytest.approx(null_level(), rel=0.1)
+    context = gaussian(64, 8, 1).reshape(16, 4, 8)
+    flat_out = flat(step_outputs(context, generator=torch.Generator().manual_seed(0)))
+    frame_out = per_frame(step_outputs(context, generator=torch.Generator().manual_seed(0)))
+    assert flat_out.metrics["null_level_effective"] == pytest.approx(4 * null_level())
+    assert frame_out.metrics["null_level_effective"] == pytest.approx(null_level())
+    assert float(frame_out.metrics["num_samples"]) == 16  # N = B per frame
+    assert float(frame_out.metrics["weight_scale"]) == 16
+
+
+def test_per_frame_is_the_mean_of_the_frames_statistics():
+    context = gaussian(48, 8, 2).reshape(16, 3, 8) * torch.tensor([1.0, 2.0, 0.5])[None, :, None]
+    directions = random_directions(8, 64, torch.Generator().manual_seed(3), CPU)
+    expected = np.mean([float(sigreg_statistic(context[:, w], directions)[0]) for w in range(3)])
+    out = _sigreg(per_frame=True)(step_outputs(context, generator=torch.Generator().manual_seed(3)))
+    assert float(out.value) == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- normalised form
+def _value_and_gradient(loss: SIGRegLoss, x: torch.Tensor, weight: torch.Tensor, seed: int):
+    """Loss of the latents ``x @ weight`` ([B, W, D]) and its gradient w.r.t. the shared
+    ``weight``: what an encoder's parameters receive."""
+    weight = weight.clone().requires_grad_(True)
+    out = loss(step_outputs(x @ weight, generator=torch.Generator().manual_seed(seed)))
+    (gradient,) = torch.autograd.grad(out.value, weight)
+    return float(out.value.detach()), gradient, out
+
+
+def test_normalised_value_and_gradient_do_not_depend_on_the_batch_size():
+    """The normalised form is a divergence: the same batch repeated 8 times (an 8x larger
+    batch with the same distribution) gives the same value and the same gradient on a shared
+    parameter; the unnormalised form is N x that divergence, value and gradient 8x larger."""
+    x = gaussian(64 * 2, 8, 4).reshape(64, 2, 8) * 0.5  # N(0, I/4): shrunk latents
+    weight = torch.eye(8) + 0.1 * gaussian(8, 8, 5)
+    big = x.repeat(8, 1, 1)
+    normalised, plain = _sigreg(normalize=True), _sigreg()
+    v_small, g_small, out_small = _value_and_gradient(normalised, x, weight, 6)
+    v_big, g_big, out_big = _value_and_gradient(normalised, big, weight, 6)
+    assert v_big == pytest.approx(v_small, rel=1e-4)
+    torch.testing.assert_close(g_big, g_small, rtol=1e-3, atol=1e-6)
+    p_small, pg_small, _ = _value_and_gradient(plain, x, weight, 6)
+    p_big, pg_big, _ = _value_and_gradient(plain, big, weight, 6)
+    assert p_big == pytest.approx(8 * p_small, rel=1e-4)
+    torch.testing.assert_close(pg_big, 8 * pg_small, rtol=1e-3, atol=1e-5)
+    assert v_small == pytest.approx(p_small / 128, rel=1e-6)  # N = B x W = 128
+    assert (
+        float(out_small.metrics["weight_scale"]) == 1.0
+        and float(out_big.metrics["weight_scale"]) == 1.0
+    )
+    assert float(out_small.metrics["null_level_effective"]) == pytest.approx(2 * null_level() / 128)
+
+
+def test_normalised_gradient_is_batch_size_independent_on_fresh_samples():
+    """Independent N(0, I/4) latents, B = 256 and 2048 (the issue's measurement): the gradient
+    reaching a shared parameter keeps its size when normalised (like a mean-reduced L1's) and
+    grows about 8x when not."""
+    weight = torch.eye(8)
+    norms = {}
+    for normalize in (True, False):
+        for batch in (256, 2048):
+            x = gaussian(batch * 2, 8, batch).reshape(batch, 2, 8) * 0.5
+            _, gradient, _ = _value_and_gradient(_sigreg(normalize=normalize), x, weight, 7)
+            norms[normalize, batch] = float(gradient.norm())
+    assert norms[True, 2048] / norms[True, 256] == pytest.approx(1.0, abs=0.15)
+    assert norms[False, 2048] / norms[False, 256] == pytest.approx(8.0, rel=0.15)
+
+
+def test_rescaled_normalised_weight_reproduces_the_unnormalised_recipe():
+    """multi_k_physics: weight 0.001 on the unnormalised statistic with N = 512 x 4 = 2048 is
+    weight 2.048 on the normalised one, bit for bit (N is a power of two)."""
+    context = gaussian(512 * 4, 32, 8).reshape(512, 4, 32) * 0.7
+    spec = ModelSpec(obs_shape=(4,), latent_dim=32, context_frames=4)
+    old = SIGRegLoss(SIGRegLoss.Params(num_directions=32), spec)
+    new = SIGRegLoss(SIGRegLoss.Params(num_directions=32, normalize=True), spec)
+    a = old(step_outputs(context, generator=torch.Generator().manual_seed(9)))
+    b = new(step_outputs(context, generator=torch.Generator().manual_seed(9)))
+    assert torch.equal(0.001 * a.value, 2.048 * b.value)
+    assert float(a.metrics["weight_scale"]) * 0.001 == pytest.approx(2.048)
+
+
+def test_both_uses_the_mean_sample_count():
+    """``on = "both"``: weight_scale is the mean N of the context (B x W) and the target (B)."""
+    context, target = gaussian(48, 8, 10).reshape(16, 3, 8), gaussian(16, 8, 11)
+    plain = _sigreg(on="both")(step_outputs(context, target, generator=torch.Generator()))
+    normalised = _sigreg(on="both", normalize=True)(
+        step_outputs(context, target, generator=torch.Generator())
+    )
+    assert float(plain.metrics["weight_scale"]) == (48 + 16) / 2
+    assert float(normalised.value) == pytest.approx(float(plain.value) / 32, rel=1e-6)
+    assert plain.metrics["null_level_effective"] == pytest.approx((3 + 1) / 2 * null_level())
+
+
 # ----------------------------------------------------------------------------- DDP
 
 

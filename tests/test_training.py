@@ -112,6 +112,36 @@ def test_pre_clip_gradient_norm_is_logged(tmp_path, tiny_data, monkeypatch):
     assert all(r["clip_fraction"] == 1.0 for r in records if r["split"] == "train")
 
 
+def test_grad_norm_max_is_the_largest_pre_clip_norm_of_each_log_window(
+    tmp_path, tiny_data, monkeypatch
+):
+    """``grad_norm`` is the window's mean, ``grad_norm_max`` its maximum (a spike a mean of 50
+    steps flattens), in every train record; the last window is shorter (7 steps, every 3)."""
+    real = torch.nn.utils.clip_grad_norm_
+    norms = []
+
+    def spy(params, max_norm, *args, **kwargs):
+        norm = real(params, max_norm, *args, **kwargs)
+        norms.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    recipe = tiny_recipe(
+        tmp_path, tiny_data, ("log.every=3", "train.epochs=1", "train.steps_per_epoch=7")
+    )
+    result = train(recipe, out=tmp_path / "run")
+    records = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    train_records = [r for r in records if r["split"] == "train"]
+    windows = [norms[0:3], norms[3:6], norms[6:7]]
+    assert [r["step"] for r in train_records] == [3, 6, 7]
+    for record, window in zip(train_records, windows, strict=True):
+        assert record["grad_norm_max"] == pytest.approx(max(window), rel=1e-6)
+        assert record["grad_norm"] == pytest.approx(sum(window) / len(window), rel=1e-6)
+    assert len(set(norms[0:3])) == 3  # the maximum differs from the mean
+
+
 class NaNWindowLoss(Loss):
     """Test loss: 0 x prediction, NaN for steps in [start, stop)."""
 
@@ -232,12 +262,19 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
         "loss/sigreg",
         "loss/l1/error_to_signal",
         "grad_norm",
+        "grad_norm_max",
         "clip_fraction",
         "lr",
         "samples_per_s",
         "ema_momentum",
         "nonfinite_steps",
+        "loss/sigreg/null_level_effective",
+        "loss/sigreg/effective_weight",
     } <= train_keys
+    # SIGReg unnormalised, weight 0.01: its weight on the divergence is 0.01 x N, N = B x W = 32
+    first = next(r for r in records if r["split"] == "train")
+    assert first["loss/sigreg/effective_weight"] == pytest.approx(0.01 * 16 * 2)
+    assert first["loss/sigreg/null_level_effective"] == pytest.approx(2 * 1.0525, rel=1e-4)
     val = [r for r in records if r["split"] == "val"]
     assert [r["epoch"] for r in val] == [0, 1]
     expected = {
@@ -245,6 +282,7 @@ def test_run_dir_contents_and_metric_keys(tmp_path, tiny_data):
         "err_signal",
         "cosine",
         "baseline/copy_last/err_signal",
+        "baseline/copy_last_context/err_signal",
         "baseline/mean/err_signal",
         "rank/context",
         "rank/target",

@@ -180,6 +180,44 @@ def test_rank_zero_figure_decides(tmp_path, tiny_data, monkeypatch):
     assert [r["best"] for r in _records(tmp_path / "run", "val")] == [True, True, True]
 
 
+# ----------------------------------------------------------------------------- validation
+def test_validation_windows_and_figures_do_not_depend_on_the_batch_size(tmp_path, tiny_data):
+    """``train.val_windows`` windows, drawn once and only then cut into batches: batch sizes 16
+    and 7 (which does not divide 32) validate the same windows and, on the same model, give the
+    same err/σ, baselines, ranks and (window-weighted) L1 loss."""
+    from lejepa_core.training.validate import validate
+
+    data = TrajectoryData.open(tiny_data, device="cpu", normalize=True)
+    windows, figures = [], []
+    for batch_size in (16, 7):
+        recipe = tiny_recipe(
+            tmp_path, tiny_data, (f"train.batch_size={batch_size}", "train.val_windows=32")
+        )
+        _, val_batches = build_samplers(recipe, data, CPU)
+        assert [len(b.k) for b in val_batches] == (
+            [16, 16] if batch_size == 16 else [7, 7, 7, 7, 4]
+        )
+        windows.append(
+            [torch.cat([getattr(b, name) for b in val_batches]) for name in ("episode", "t", "k")]
+        )
+        run = build_run(recipe, data, CPU, distributed.DistInfo())  # same seed: same weights
+        figures.append(validate(run, val_batches))
+    assert all(torch.equal(a, b) for a, b in zip(*windows, strict=True))
+    first, second = figures
+    for key in ("err_signal", "err_signal/k1", "baseline/copy_last/err_signal", "rank/target"):
+        assert second[key] == pytest.approx(first[key], rel=1e-5), key
+    assert second["loss/l1"] == pytest.approx(first["loss/l1"], rel=1e-5)
+
+
+def test_val_batches_is_refused_with_the_replacement():
+    from lejepa_core.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="train.val_batches: replaced by train.val_windows"):
+        load_recipe(
+            Path(__file__).parents[1] / "recipes" / "multi_k_physics.toml", ["train.val_batches=8"]
+        )
+
+
 # ----------------------------------------------------------------------------- DDP, gloo
 def _free_port() -> int:
     with socket.socket() as s:

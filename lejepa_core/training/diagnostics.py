@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from tensorboardX import SummaryWriter
 
@@ -70,25 +72,33 @@ def validation_report(
     *,
     prediction: torch.Tensor,
     target: torch.Tensor,
+    copy_last: torch.Tensor,
     last_context: torch.Tensor,
     k: torch.Tensor,
     horizons: tuple[int, ...],
 ) -> dict[str, float]:
     """Model and baseline figures on the same validation samples.
 
-    prediction, target, last_context (context-encoder latent of the last, unmasked, context
-    frame): [N, D]; k: [N]. Baselines: ``baseline/copy_last`` predicts ``last_context`` (what
-    the residual predictor starts from); ``baseline/mean`` predicts the mean validation target.
+    prediction, target: [N, D]; copy_last: the *target* encoder's latent of the last (unmasked)
+    context frame, [N, D]; last_context: the context encoder's latent of that frame, [N, D];
+    k: [N]. Baselines, all against the same targets and σ:
+
+    - ``baseline/copy_last``: "nothing moves" in the target's space (``copy_last``), so the gap
+      between the context and the EMA target encoder does not count as dynamics;
+    - ``baseline/copy_last_context``: the context encoder's latent (what the residual predictor
+      starts from); equal to ``copy_last`` with a shared target encoder;
+    - ``baseline/mean``: the mean validation target (about 0.8 for Gaussian latents:
+      E|x - μ| / σ = sqrt(2/π)).
     """
     sigma = target.float().std().clamp_min(1e-12)
     out = prediction_report(prediction, target, k, horizons, sigma=sigma)
-    out.update(
-        prediction_report(
-            last_context, target, k, horizons, artifacts.COPY_LAST_PREFIX, sigma=sigma
-        )
-    )
-    mean = target.float().mean(dim=0, keepdim=True).expand_as(target)
-    out.update(prediction_report(mean, target, k, horizons, artifacts.MEAN_PREFIX, sigma=sigma))
+    baselines = {
+        artifacts.COPY_LAST_PREFIX: copy_last,
+        artifacts.COPY_LAST_CONTEXT_PREFIX: last_context,
+        artifacts.MEAN_PREFIX: target.float().mean(dim=0, keepdim=True).expand_as(target),
+    }
+    for prefix, estimate in baselines.items():
+        out.update(prediction_report(estimate, target, k, horizons, prefix, sigma=sigma))
     out[artifacts.TARGET_STD] = to_float(sigma)
     out.update(latent_report(last_context, "context"))
     out.update(latent_report(target, "target"))
@@ -96,24 +106,74 @@ def validation_report(
 
 
 class RunningMeans:
-    """Means of scalar metrics between two log points (values kept as tensors: no sync)."""
+    """Means of scalar metrics between two log points (values kept as tensors: no sync).
 
-    def __init__(self) -> None:
+    ``add(values, weight=n)`` counts the values ``n`` times (validation weights each batch by
+    its number of windows, so a shorter last batch is not over-counted). For the keys in
+    ``max_of`` the maximum is kept too (a running 0-d tensor, no sync) and ``pop`` reports it
+    as ``artifacts.max_key(key)`` (``grad_norm_max``): a spike a mean would flatten.
+    """
+
+    def __init__(self, max_of: tuple[str, ...] = ()) -> None:
+        self.max_of = frozenset(max_of)
         self.sums: dict[str, Any] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)
+        self.counts: dict[str, float] = defaultdict(float)
+        self.maxima: dict[str, Any] = {}
 
-    def add(self, values: dict[str, Any]) -> None:
+    def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
-            self.sums[key] = self.sums[key] + value
-            self.counts[key] += 1
+            self.sums[key] = self.sums[key] + weight * value
+            self.counts[key] += weight
+            if key in self.max_of:
+                seen = self.maxima.get(key)
+                self.maxima[key] = (
+                    value
+                    if seen is None
+                    else torch.maximum(torch.as_tensor(seen), torch.as_tensor(value))
+                )
 
     def pop(self) -> dict[str, float]:
         out = {key: to_float(self.sums[key]) / self.counts[key] for key in self.sums}
+        out.update({artifacts.max_key(key): to_float(m) for key, m in self.maxima.items()})
         self.sums.clear()
         self.counts.clear()
+        self.maxima.clear()
         return out
+
+
+@attrs.define
+class LogWindow:
+    """The steps since the last ``train`` record: means of their figures (and the maximum of
+    ``grad_norm`` and ``quantizer/replaced_codes``), count, start time."""
+
+    means: RunningMeans = attrs.field(
+        factory=lambda: RunningMeans(max_of=(artifacts.GRAD_NORM, artifacts.REPLACED_CODES))
+    )
+    steps: int = 0
+    started: float = attrs.field(factory=time.perf_counter)
+
+    def add(self, metrics: dict[str, Any] | None) -> None:
+        """One step's figures; None for a skipped (non-finite) step: counted, not averaged."""
+        self.steps += 1
+        if metrics is not None:
+            self.means.add(metrics)
+
+
+def effective_weights(
+    labels: list[str], weights: list[float], loss_metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """``loss/<label>/effective_weight`` = weight x the loss's ``weight_scale`` metric (from
+    ``StepLoss.metrics``, ``<label>/<metric>``), for the losses that report one. SIGReg's value
+    is weight_scale x a divergence (weight_scale = N unless normalised), so a weight that
+    silently grows with the batch shows in the log. Values stay tensors (no sync)."""
+    out = {}
+    for label, weight in zip(labels, weights, strict=True):
+        scale = loss_metrics.get(f"{label}/{artifacts.WEIGHT_SCALE}")
+        if scale is not None:
+            out[f"{artifacts.LOSS_PREFIX}{label}/{artifacts.EFFECTIVE_WEIGHT}"] = weight * scale
+    return out
 
 
 class MetricsLog:

@@ -5,12 +5,15 @@
                   -> non-finite guard (skip the step) -> AdamW -> EMA update -> lr schedule
     log_window:   every log.every steps: the ``train`` record of metrics.jsonl + tensorboardX
                   (rank 0) and the progress bar
-    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out batches, last/best
+    end_of_epoch: every steps_per_epoch steps: validation on fixed held-out windows, last/best
                   checkpoints, early stopping (rank 0's figure decides on every rank)
+    log_validation: every log.diagnostics_every steps between epoch ends: the validation record
+    health:       every record above goes through the health checks (warnings, stop rules)
 
 and ends with ``summary.json``. Where the rest lives: ``run.py`` (Run, TrainState, checkpoint
 contents, run directory), ``validate.py``, ``step.py`` (the differentiable step), ``optim.py``
-(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, metrics.jsonl).
+(AdamW, schedule), ``target.py`` (EMA), ``diagnostics.py`` (figures, log window,
+metrics.jsonl), ``health.py`` (health checks).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from lejepa_core.interfaces import StepOutputs
 from lejepa_core.progress import Progress, progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
-from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
+from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
+from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.run import (
     Run,
     build_run,
@@ -48,7 +52,7 @@ from lejepa_core.training.run import (
 from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
 from lejepa_core.training.step import StepLoss
 from lejepa_core.training.target import ema_momentum, ema_update
-from lejepa_core.training.validate import validate
+from lejepa_core.training.validate import log_validation, validate
 
 
 @attrs.define
@@ -56,7 +60,7 @@ class TrainResult:
     """How ``train`` ended (on every rank; only rank 0 wrote ``run_dir``)."""
 
     run_dir: Path | None
-    status: str  # finished | early_stopped | interrupted | stopped
+    status: str  # finished | early_stopped | interrupted | stopped | health_stopped
     step: int
     epoch: int
     summary: dict[str, Any]  # summary.json (``Summary.to_dict()``)
@@ -72,20 +76,6 @@ class StepResult:
     momentum: float
     stop_requested: bool
     metrics: dict[str, Any] | None
-
-
-@attrs.define
-class LogWindow:
-    """The steps since the last ``train`` record: means of their figures, count, start time."""
-
-    means: RunningMeans = attrs.field(factory=RunningMeans)
-    steps: int = 0
-    started: float = attrs.field(factory=time.perf_counter)
-
-    def add(self, result: StepResult) -> None:
-        self.steps += 1
-        if result.metrics is not None:
-            self.means.add(result.metrics)
 
 
 # ----------------------------------------------------------------------------- train
@@ -161,6 +151,10 @@ def _loop(
     params = [p for p in run.model.parameters() if p.requires_grad]
     loss_generator = torch.Generator(device=run.device)
     window = LogWindow()
+    history = read_records(run.run_dir, up_to_step=state.step) if state.step else []
+    warn = (lambda line: print(line, file=sys.stderr)) if run.dist.is_main else None
+    health = run_monitor(run.recipe, warn=warn, agree=distributed.broadcast_object, history=history)
+    diagnostics_every = run.recipe.log.diagnostics_every or t.steps_per_epoch
     last_val: dict[str, float] = {}
     status = "finished"
     started, start_step = time.perf_counter(), state.step
@@ -169,21 +163,26 @@ def _loop(
     while state.step < run.total_steps:
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
         result = train_step(run, step_module, batch, params, loss_generator, stop)
-        window.add(result)
+        window.add(result.metrics)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
         if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
-            log_window(run, window, result, epoch, log, bar)
+            health.observe(log_window(run, window, result, epoch, log, bar))
         if state.step % t.steps_per_epoch == 0:
             last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
             bar.note(_epoch_line(run, epoch, last_val))
+            health.observe({**last_val, artifacts.STEP: state.step, artifacts.SPLIT: "val"})
             if stop_early:
                 status = "early_stopped"
                 break
+        elif state.step % diagnostics_every == 0:
+            health.observe(log_validation(run, val_batches, epoch, log))
         if on_step is not None:
             on_step(run)
-        if result.stop_requested or (stop_at_step is not None and state.step >= stop_at_step):
+        at_stop_step = stop_at_step is not None and state.step >= stop_at_step
+        if result.stop_requested or health.stopped or at_stop_step:
             status = "interrupted" if result.stop_requested else "stopped"
+            status = "health_stopped" if health.stopped else status
             if run.checkpoints is not None and state.step % t.steps_per_epoch != 0:
                 run.save(run.checkpoints / artifacts.LAST_CHECKPOINT)
             break
@@ -191,6 +190,7 @@ def _loop(
     summary = run.summary(
         status, last_val, wall_seconds=time.perf_counter() - started, start_step=start_step
     )
+    summary.health = health.summary()
     if run.run_dir is not None and run.dist.is_main:
         summary.write(run.run_dir)
     return TrainResult(
@@ -261,6 +261,7 @@ def train_step(
         clipped = grad_norm > max_norm
         state.clipped_total += int(clipped)  # the flags' sync above already waited for it
         metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+        metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
     _advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1
     state.samples_seen += run.world_batch
@@ -318,10 +319,10 @@ def log_window(
     epoch: int,
     log: MetricsLog,
     bar: Callable[..., None],
-) -> None:
+) -> dict[str, Any]:
     """The ``train`` record of the steps in ``window`` (means, skipped steps excluded; ``lr``
     and ``ema_momentum`` of ``last``, the latest step) to metrics.jsonl / tensorboardX, and the
-    progress bar; then ``window`` starts again."""
+    progress bar; then ``window`` starts again. Returns the record."""
     state = run.state
     record = window.means.pop()
     elapsed = max(1e-9, time.perf_counter() - window.started)
@@ -344,6 +345,7 @@ def log_window(
         loss=record.get(artifacts.LOSS_TOTAL, float("nan")),
         rate=record[artifacts.SAMPLES_PER_S],
     )
+    return record
 
 
 def end_of_epoch(

@@ -90,8 +90,10 @@ def rank_device(name: str) -> torch.device:
 def build_samplers(
     recipe: Recipe, data: Any, device: torch.device
 ) -> tuple[WindowSampler, list[Batch]]:
-    """The sampler of the training episodes and the fixed validation batches (held-out
-    episodes, ``data.val_fraction`` split by ``data.split_seed``)."""
+    """The sampler of the training episodes and the fixed validation batches: ``train.val_windows``
+    windows of the held-out episodes (``data.val_fraction`` split by ``data.split_seed``), drawn
+    in one draw from a seed of ``data.split_seed``, then cut into batches of at most
+    ``train.batch_size`` (memory only: the windows do not depend on the batch size)."""
     d, t = recipe.data, recipe.train
     train_episodes, val_episodes = data.episode_split(d.val_fraction, d.split_seed)
     if len(val_episodes) == 0:
@@ -100,10 +102,24 @@ def build_samplers(
         )
     kwargs = dict(context_frames=d.context_frames, horizons=tuple(d.horizons), device=device)
     train_sampler = WindowSampler(data, train_episodes, **kwargs)
-    val_batches = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
-        t.batch_size, t.val_batches, derive_seed(d.split_seed, "validation") % (2**31)
+    (windows,) = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
+        t.val_windows, 1, derive_seed(d.split_seed, "validation") % (2**31)
     )
-    return train_sampler, val_batches
+    return train_sampler, split_batch(windows, t.batch_size)
+
+
+def split_batch(batch: Batch, size: int) -> list[Batch]:
+    """``batch`` cut into consecutive batches of at most ``size`` windows (the same windows in
+    the same order whatever ``size``: the validation sample does not depend on batch_size)."""
+    fields = attrs.asdict(batch, recurse=False)  # name -> [N, ...] tensor or None
+
+    def part(value: torch.Tensor | None, start: int) -> torch.Tensor | None:
+        return None if value is None else value[start : start + size]
+
+    return [
+        Batch(**{name: part(value, start) for name, value in fields.items()})
+        for start in range(0, batch.k.shape[0], size)
+    ]
 
 
 @attrs.define

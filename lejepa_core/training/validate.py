@@ -1,6 +1,10 @@
-"""Validation at the end of an epoch: fixed held-out batches, unmasked context, fixed loss seeds.
+"""Validation: ``train.val_windows`` fixed held-out windows (in batches of at most
+``train.batch_size``), unmasked context, fixed loss seeds.
 
-Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = B x the number of validation batches.
+Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = ``train.val_windows``, all batches.
+Losses and quantizer metrics are means over batches weighted by their windows; a loss of the
+whole batch (SIGReg, InfoNCE) still depends on the batch size, the figures of
+``validation_report`` (err/σ, baselines, ranks) do not: they are computed on all N windows.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from typing import Any
 import torch
 
 from lejepa_core import artifacts
-from lejepa_core.training.diagnostics import RunningMeans, validation_report
+from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, validation_report
 from lejepa_core.training.run import Run
 from lejepa_core.training.runtime import autocast, derive_seed
 
@@ -32,7 +36,8 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     collected: dict[str, list[torch.Tensor]] = {
         "prediction": [],  # [B, D] each
         "target": [],  # [B, D]
-        "last_context": [],  # [B, D]: context latent of the last context frame
+        "copy_last": [],  # [B, D]: target encoder on the last (unmasked) context frame
+        "last_context": [],  # [B, D]: context encoder on the same frame
         "k": [],  # [B]
     }
     loss_generator = torch.Generator(device=run.device)
@@ -52,19 +57,23 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
                 step=run.state.step,
                 apply_mask=False,
             )
+            windows = batch.k.shape[0]  # the last batch may be shorter: weight by windows
             losses.add(
                 {
                     artifacts.LOSS_TOTAL: step_loss.total,
                     **{f"{artifacts.LOSS_PREFIX}{k}": v for k, v in step_loss.parts.items()},
-                }
+                },
+                weight=windows,
             )
             if out.quantizer_output is not None:
                 quant.add(
                     {
                         f"{artifacts.QUANTIZER_PREFIX}{k}": v
                         for k, v in out.quantizer_output.metrics.items()
-                    }
+                    },
+                    weight=windows,
                 )
+            collected["copy_last"].append(target_encoder(batch.context_obs[:, -1]).float())
             collected["last_context"].append(out.context[:, -1])
             collected["prediction"].append(out.prediction)
             collected["target"].append(out.target)
@@ -75,3 +84,16 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     report.update(quant.pop())
     report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
     return report
+
+
+def log_validation(run: Run, batches: list[Any], epoch: int, log: MetricsLog) -> dict[str, Any]:
+    """Diagnostics between epoch ends (``log.diagnostics_every``): ``validate`` and write the
+    ``val`` record, without ``best``: best.pt and early stopping stay per epoch. Returns it."""
+    record = {
+        artifacts.STEP: run.state.step,
+        artifacts.EPOCH: epoch,
+        artifacts.SPLIT: "val",
+        **validate(run, batches),
+    }
+    log.write(record)
+    return record
