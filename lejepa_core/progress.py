@@ -26,6 +26,8 @@ PLAIN_INTERVAL_S = 30.0
 class Progress:
     """What ``progress_bar`` yields; the base class is the disabled display (does nothing)."""
 
+    enabled = False
+
     def __call__(self, completed: int | None = None, advance: int = 0, **fields: Any) -> None:
         """Move to ``completed`` (or by ``advance``) and set the named fields."""
 
@@ -55,6 +57,8 @@ def _duration(seconds: float) -> str:
 
 
 class _PlainLines(Progress):
+    enabled = True
+
     """``label done/total pct% <fields> <time left>``, a line every ``interval`` seconds."""
 
     def __init__(self, stream: TextIO, total: int, label: str, start: int, fields, interval):
@@ -93,6 +97,8 @@ class _PlainLines(Progress):
 
 
 class _RichBar(Progress):
+    enabled = True
+
     def __init__(self, bar: Any, task: Any, shown):
         self.bar, self.task, self.shown = bar, task, shown
 

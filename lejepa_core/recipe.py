@@ -277,21 +277,24 @@ def _component(
     return ComponentConfig(name=name, params=params)
 
 
-#: Keys that were removed, with what replaces them (a precise error instead of "unknown key").
-_REPLACED_KEYS = {
-    ("train", "val_batches"): "replaced by train.val_windows (a number of windows, independent "
-    "of batch_size): use val_windows = val_batches x batch_size",
-}
-
-
 def _replaced_keys(data: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    """``data`` without the keys of ``_REPLACED_KEYS``, each reported in ``errors``."""
-    data = dict(data)
-    for (table, key), message in _REPLACED_KEYS.items():
-        if isinstance(data.get(table), dict) and key in data[table]:
-            errors.append(f"{table}.{key}: {message}")
-            data[table] = {k: v for k, v in data[table].items() if k != key}
-    return data
+    """Old keys in their new form: ``train.val_batches`` (until 0.2) becomes ``val_windows =
+    val_batches x batch_size`` (the same sample), with a warning, so older runs still load."""
+    train = data.get("train")
+    if not isinstance(train, dict) or "val_batches" not in train:
+        return data
+    train = dict(train)
+    batches = train.pop("val_batches")
+    if "val_windows" in train or not isinstance(batches, int) or isinstance(batches, bool):
+        errors.append("train.val_batches: replaced by train.val_windows; give val_windows only")
+    else:
+        batch_size = train.get("batch_size", TrainConfig().batch_size)
+        train["val_windows"] = windows = batches * batch_size
+        note = f"read as val_windows = {batches} x {batch_size} = {windows}"
+        print(
+            f"warning: train.val_batches is replaced by train.val_windows; {note}", file=sys.stderr
+        )
+    return {**data, "train": train}
 
 
 def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = None) -> Recipe:

@@ -51,7 +51,7 @@ val_fraction = 0.25
 epochs = 1
 steps_per_epoch = 3
 batch_size = 8
-val_batches = 1
+val_windows = 8
 warmup_steps = 1
 device = "cpu"
 

@@ -476,14 +476,25 @@ def test_copy_last_is_labelled_by_the_encoder_when_both_are_logged():
     assert "copy-last latent" in one and not any("encoder)" in label for label in one)
 
 
-def test_health_checks_head_the_report(logged_report, report):
+def test_health_checks_head_the_report(logged_report):
     page = Page(logged_report.read_text(encoding="utf-8"))
     assert page.headings[0] == "Health checks"
     text = " ".join("".join(page.text).split())
     assert "2 check(s) tripped" in text
     for entry in HEALTH:
         assert entry["check"] in text and entry["action"] in text
-    assert "Health checks" not in Page(report.read_text(encoding="utf-8")).headings  # old run
+
+
+def test_a_run_from_before_health_checks_has_no_health_section(logged_run, tmp_path):
+    from lejepa_core.report import write_report
+
+    run = tmp_path / "old"
+    shutil.copytree(logged_run, run, ignore=shutil.ignore_patterns("report"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary.pop("health", None)
+    (run / "summary.json").write_text(json.dumps(summary))
+    page = Page(write_report(run, model_pictures=False).read_text(encoding="utf-8"))
+    assert "Health checks" not in page.headings
 
 
 def test_health_checks_all_passed(logged_run, tmp_path):

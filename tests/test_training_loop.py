@@ -218,6 +218,17 @@ def test_val_batches_is_refused_with_the_replacement():
         )
 
 
+def test_an_old_recipe_with_val_batches_reads_as_the_same_windows(tmp_path, capsys):
+    text = (Path(__file__).parents[1] / "recipes" / "multi_k_physics.toml").read_text()
+    text = text.replace("val_windows = 4096", "val_batches = 8")
+    assert "val_batches = 8" in text
+    old = tmp_path / "old.toml"
+    old.write_text(text)
+    recipe = load_recipe(old)
+    assert recipe.train.val_windows == 8 * recipe.train.batch_size
+    assert "read as val_windows = 8 x 512 = 4096" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- DDP, gloo
 def _free_port() -> int:
     with socket.socket() as s:

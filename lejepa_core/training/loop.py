@@ -35,9 +35,9 @@ from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import TrainingError
 from lejepa_core.interfaces import StepOutputs
-from lejepa_core.progress import Progress, progress_bar
+from lejepa_core.progress import Progress
 from lejepa_core.recipe import Recipe
-from lejepa_core.training import distributed
+from lejepa_core.training import console, distributed
 from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
 from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.run import (
@@ -125,7 +125,7 @@ def train(
         try:
             with (
                 StopFlag() as stop,
-                _progress(show_progress, run.total_steps, run.state.step) as bar,
+                console.progress(show_progress, run.total_steps, run.state.step) as bar,
             ):
                 result = _loop(
                     run, step_module, sampler, val_batches, log, stop, bar, stop_at_step, on_step
@@ -152,7 +152,7 @@ def _loop(
     loss_generator = torch.Generator(device=run.device)
     window = LogWindow()
     history = read_records(run.run_dir, up_to_step=state.step) if state.step else []
-    warn = (lambda line: print(line, file=sys.stderr)) if run.dist.is_main else None
+    warn = console.warner(bar) if run.dist.is_main else None
     health = run_monitor(run.recipe, warn=warn, agree=distributed.broadcast_object, history=history)
     diagnostics_every = run.recipe.log.diagnostics_every or t.steps_per_epoch
     last_val: dict[str, float] = {}
@@ -170,7 +170,7 @@ def _loop(
             health.observe(log_window(run, window, result, epoch, log, bar))
         if state.step % t.steps_per_epoch == 0:
             last_val, stop_early = end_of_epoch(run, val_batches, epoch, log)
-            bar.note(_epoch_line(run, epoch, last_val))
+            bar.note(console.epoch_line(run, epoch, last_val))
             health.observe({**last_val, artifacts.STEP: state.step, artifacts.SPLIT: "val"})
             if stop_early:
                 status = "early_stopped"
@@ -383,24 +383,3 @@ def end_of_epoch(
         and state.step < run.total_steps
     )
     return report, stop
-
-
-def _progress(enabled: bool, total: int, start: int) -> Progress:
-    """The training bar: epoch, loss of the last log window, samples/s (``-`` until it ends)."""
-    fields = {"epoch": (None, "epoch {}"), "loss": (None, "loss {:.4f}")}
-    fields["rate"] = (None, "{:.0f} samples/s")
-    return progress_bar(enabled, total, label="train", start=start, fields=fields)
-
-
-def _epoch_line(run: Run, epoch: int, val: dict[str, float]) -> str:
-    """The per-epoch line: err/σ, copy-last err/σ (val loss when monitored), best marker."""
-    keys = {"val err/σ": artifacts.ERR_SIGNAL}
-    keys["copy-last err/σ"] = artifacts.COPY_LAST_PREFIX + artifacts.ERR_SIGNAL
-    if run.recipe.train.monitor == "loss":
-        keys["val loss"] = artifacts.LOSS_TOTAL
-    figures = [
-        f"{name} {val[key]:.4f}" if key in val else f"{name} -" for name, key in keys.items()
-    ]
-    return "  ".join(
-        [f"epoch {epoch}", *figures, *(["best"] if run.state.best_epoch == epoch else [])]
-    )
