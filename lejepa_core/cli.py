@@ -2,7 +2,10 @@
 
 Only this module turns domain errors into exit codes: a ``UserInputError`` (bad recipe, flag,
 file, unknown component) prints one ``Error: ...`` line on stderr and exits 2; any other
-``LejepaError`` exits 1. No traceback either way (``LEJEPA_DEBUG=1`` re-raises).
+``LejepaError`` exits 1; ``Interrupted`` (a run stopped by a signal, after saving) exits
+128 + the signal (130 SIGINT, 143 SIGTERM); Ctrl-C anywhere else exits 130. The machine
+failing under a command (an ``OSError`` such as a full disk, running out of memory) exits 1.
+No traceback in any of these cases (``LEJEPA_DEBUG=1`` re-raises).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import sys
 import click
 
 from lejepa_core import __version__
-from lejepa_core.errors import LejepaError, UserInputError
+from lejepa_core.errors import Interrupted, LejepaError, UserInputError
 
 # command name -> "module:attribute" of a click.Command, imported on first use (fast start-up)
 BUILTIN_COMMANDS = {
@@ -32,8 +35,23 @@ BUILTIN_COMMANDS = {
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+    """One ``Error: ...`` line on stderr (a message of several lines is joined), then exit."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    click.echo(f"Error: {line}", err=True)
     sys.exit(code)
+
+
+def _machine_failure(exc: BaseException) -> str | None:
+    """The one-line message of a failure of the machine rather than of lejepa (an ``OSError``
+    such as a full disk, out of memory), None for anything else (a bug: let it show)."""
+    if isinstance(exc, OSError):
+        what = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{what}{where}"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        first = (str(exc).splitlines() or [""])[0]
+        return f"out of memory ({first or type(exc).__name__}); lower train.batch_size or the model size"
+    return None
 
 
 class LejepaGroup(click.Group):
@@ -64,6 +82,8 @@ class LejepaGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            _fail(str(exc), exc.exit_code)
         except UserInputError as exc:
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
@@ -72,6 +92,19 @@ class LejepaGroup(click.Group):
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
             _fail(str(exc), 1)
+        except KeyboardInterrupt:
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail("interrupted (Ctrl-C)", 130)
+        except UnicodeDecodeError as exc:  # a file read as text that is not UTF-8
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(f"a file is not UTF-8 text ({exc})", 2)
+        except (OSError, MemoryError, RuntimeError) as exc:
+            message = _machine_failure(exc)
+            if message is None or os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(message, 1)
 
 
 @click.group(cls=LejepaGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,16 @@ from typing import Any, Literal
 import attrs
 
 from lejepa_core.errors import RecipeError, UnknownComponentError
-from lejepa_core.params import each, in_range, non_empty, non_negative, param, positive
+from lejepa_core.params import (
+    each,
+    file_path,
+    in_range,
+    non_empty,
+    non_negative,
+    param,
+    positive,
+    registered_env_id,
+)
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
 
 if sys.version_info >= (3, 11):
@@ -52,6 +62,12 @@ class LossConfig(ComponentConfig):
 
     weight: float = 1.0
     label: str = ""
+
+
+def _below_one(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """0 <= value < 1 (AdamW's betas)."""
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{attribute.name}: expected values in [0, 1), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -77,9 +93,12 @@ class DataConfig:
     path: str = param(
         "data/bouncing_balls.h5",
         "HDF5 trajectory file (relative to the working directory); generated first if missing",
+        file_path,
     )
     env_id: str = param(
-        "lejepa/BouncingBalls-v0", "gymnasium id used to generate the file when it is missing"
+        "lejepa/BouncingBalls-v0",
+        "gymnasium id used to generate the file when it is missing",
+        registered_env_id,
     )
     env_kwargs: dict[str, Any] = param({}, "keyword arguments of the environment")
     episodes: int = param(200, "episodes to generate when the file is missing", positive)
@@ -110,7 +129,7 @@ class TrainConfig:
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
-    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas")
+    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas", each(_below_one))
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
     grad_clip: float | None = param(
@@ -149,7 +168,9 @@ class LogConfig:
     every: int = param(50, "log training metrics every N steps", positive)
     tensorboard: bool = param(True, "write tensorboardX event files")
     progress: bool = param(True, "show a progress bar")
-    runs_dir: str = param("runs", "parent of run directories when --out is not given")
+    runs_dir: str = param(
+        "runs", "parent of run directories when --out is not given", file_path
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -258,6 +279,9 @@ def _component(
         label = structure_value(table.get("label", ""), str, f"{path}.label", errors)
         if weight is None or label is None:
             return None
+        if not (math.isfinite(weight) and weight >= 0):
+            errors.append(f"{path}.weight: expected a finite number >= 0, got {weight!r}")
+            return None
         return LossConfig(name=name, params=params, weight=weight, label=label)
     return ComponentConfig(name=name, params=params)
 
@@ -296,6 +320,9 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
             _component("loss", t, f"losses[{i}]", errors, registry, loss=True)
             for i, t in enumerate(losses)
         )
+        weights = [c.weight for c in kwargs["losses"] if c is not None]
+        if len(weights) == len(losses) and not any(w > 0 for w in weights):
+            errors.append("losses: every loss has weight 0; give at least one a positive weight")
     kwargs.setdefault("model", ModelConfig())
     if errors:
         raise RecipeError(errors, source=source or None)
@@ -350,6 +377,11 @@ def read_recipe_data(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"recipe file not found: {path}") from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML recipes are UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
