@@ -69,6 +69,12 @@ def in_range(low: float, high: float) -> Callable:
     return check
 
 
+def below_one(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """0 <= value < 1 (e.g. AdamW's betas)."""
+    if value is not None and not 0.0 <= value < 1.0:
+        _fail(attribute, "a value in [0, 1)", value)
+
+
 def one_of(options: Sequence[Any]) -> Callable:
     def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value not in options:

@@ -31,6 +31,7 @@ import attrs
 
 from lejepa_core.errors import RecipeError, UnknownComponentError
 from lejepa_core.params import (
+    below_one,
     each,
     file_path,
     in_range,
@@ -62,12 +63,6 @@ class LossConfig(ComponentConfig):
 
     weight: float = 1.0
     label: str = ""
-
-
-def _below_one(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """0 <= value < 1 (AdamW's betas)."""
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{attribute.name}: expected values in [0, 1), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -129,7 +124,7 @@ class TrainConfig:
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
-    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas", each(_below_one))
+    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas", each(below_one))
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
     grad_clip: float | None = param(
@@ -168,9 +163,7 @@ class LogConfig:
     every: int = param(50, "log training metrics every N steps", positive)
     tensorboard: bool = param(True, "write tensorboardX event files")
     progress: bool = param(True, "show a progress bar")
-    runs_dir: str = param(
-        "runs", "parent of run directories when --out is not given", file_path
-    )
+    runs_dir: str = param("runs", "parent of run directories when --out is not given", file_path)
 
 
 @attrs.frozen(kw_only=True)
