@@ -1,0 +1,83 @@
+"""Temporary files of atomic writes, the stale ones a killed process leaves, write failures.
+
+Every file lejepa writes atomically (datasets, checkpoints) is first written to
+``.<name>.<pid>.<random>.tmp`` next to its destination, then moved over it with
+``os.replace``. A process killed with SIGKILL cannot remove its temporary file; the next
+writer of the same destination does, once the process named in it is gone
+(``remove_stale_temp_files``). Nothing here imports torch or h5py.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+
+def temp_prefix(name: str) -> str:
+    """``.<name>.<pid>.``: the start of this process's temporary files for ``name`` (a long
+    name is shortened so that the temporary name stays within 255 bytes)."""
+    return f".{name[:200]}.{os.getpid()}."
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (True when it cannot be told: another
+    user's process, or Windows, where ``os.kill(pid, 0)`` would signal it)."""
+    if pid == os.getpid():
+        return True
+    if sys.platform == "win32" or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory: str | Path, name: str) -> list[Path]:
+    """Remove the temporary files of ``directory/name`` whose writing process is gone (pid in
+    the name; see the module docstring); returns what was removed."""
+    directory = Path(directory)
+    pattern = re.compile(re.escape(f".{name[:200]}.") + r"(\d+)\..*\.tmp\Z")
+    removed = []
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None or process_alive(int(match.group(1))):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def free_space(directory: str | Path) -> str:
+    """Free space on the file system of ``directory``, for messages (``"1.5 MiB"``)."""
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024 or unit == "GiB":
+            return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
+        free /= 1024
+    return "unknown"  # pragma: no cover
+
+
+def write_failure(path: str | Path, exc: BaseException) -> str:
+    """One line on why writing ``path`` failed: the OS's reason and the free space left."""
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+    else:
+        text = (str(exc).splitlines() or [""])[0]
+        reason = text.split("] ", 1)[-1].strip(" .") or type(exc).__name__
+    return f"cannot write {path}: {reason} ({free_space(Path(path).parent)} free there)"
