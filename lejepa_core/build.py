@@ -7,6 +7,7 @@ without generating anything; ``build_components`` and ``build_model`` build from
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import attrs
 import gymnasium
 import h5py
 import numpy as np
+import torch
 from torch import nn
 
 from lejepa_core.data import schema
@@ -38,10 +40,13 @@ class Components:
 
 def _describe_file(path: Path) -> dict[str, Any]:
     """Observation shape/dtype and decoded root attributes of a dataset file (nothing loaded)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file (data.path names an HDF5 trajectory file)")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
+        reason = str(exc).split("(")[0].strip().rstrip(",") or type(exc).__name__
+        raise DatasetError(f"{path}: not a readable HDF5 file ({reason})") from None
     with f:
         file_attrs = schema.validate(path, f, scan_values=False)
         obs = f[schema.OBSERVATIONS]
@@ -59,8 +64,11 @@ def _describe_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
         env = gymnasium.make(env_id, **env_kwargs)
     except gymnasium.error.Error as exc:
         raise UserInputError(f"data.env_id: cannot make environment {env_id!r}: {exc}") from None
-    except TypeError as exc:
-        raise UserInputError(f"data.env_kwargs: {env_id!r} rejected its arguments: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the env's constructor raises
+        first = (str(exc).splitlines() or [""])[0]
+        raise UserInputError(
+            f"data.env_kwargs: {env_id!r} rejected its arguments {env_kwargs}: {first}"
+        ) from None
     try:
         space = env.observation_space
         metadata = dict(env.metadata)
@@ -155,3 +163,47 @@ def build_model(recipe: Recipe, spec: ModelSpec) -> JEPAModel:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def training_memory(recipe: Recipe, spec: ModelSpec) -> tuple[int, int]:
+    """(parameters, bytes) training ``recipe`` needs at the least: weights, gradients and the
+    two AdamW moments of every parameter, the EMA copy of the encoder, and the float32 windows
+    of one training batch and of the fixed validation batches. Components are built on the
+    meta device (nothing allocated); one that cannot be built there counts no parameters."""
+    registry = get_registry()
+    kinds = [("encoder", recipe.encoder), ("predictor", recipe.predictor)]
+    kinds += [("quantizer", recipe.quantizer), ("masker", recipe.masker)]
+    kinds += [("loss", config) for config in recipe.losses]
+    counts = {}
+    for kind, config in kinds:
+        if config is None:
+            continue
+        try:
+            with torch.device("meta"):
+                module = registry.build(kind, config, spec)
+        except Exception:  # noqa: BLE001 - needs real tensors to build (or is invalid: built later)
+            continue
+        counts[kind] = counts.get(kind, 0) + count_parameters(module)
+    parameters = sum(counts.values())
+    ema = counts.get("encoder", 0) if recipe.target.mode == "ema" else 0
+    window = (spec.context_frames + 1) * (math.prod(spec.obs_shape) + spec.latent_dim)
+    batches = recipe.train.batch_size * (1 + recipe.train.val_batches)
+    return parameters, 4 * (4 * parameters + ema) + 4 * window * batches
+
+
+def check_memory(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
+    """``UserInputError`` with the figures when ``training_memory`` exceeds the memory
+    available on ``device`` (an absurd ``hidden_dim`` or ``batch_size``, refused before any
+    allocation fails)."""
+    from lejepa_core.data.reader import available_memory
+
+    parameters, need = training_memory(recipe, spec)
+    available = available_memory(device)
+    if need <= available:
+        return
+    gib = 2**30
+    raise UserInputError(
+        f"{recipe.source or 'recipe'}: training needs at least {need / gib:,.1f} GiB on "
+        f"{device} ({parameters:,} parameters; train.batch_size {recipe.train.batch_size:,}), "
+        f"{available / gib:,.1f} GiB is available; lower the model's sizes or train.batch_size"
+    )
