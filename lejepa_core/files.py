@@ -9,11 +9,14 @@ writer of the same destination does, once the process named in it is gone
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
 import sys
 from pathlib import Path
+
+from lejepa_core.errors import UserInputError
 
 
 def temp_prefix(name: str) -> str:
@@ -75,9 +78,37 @@ def free_space(directory: str | Path) -> str:
 
 def write_failure(path: str | Path, exc: BaseException) -> str:
     """One line on why writing ``path`` failed: the OS's reason and the free space left."""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.errno:
+        reason = os.strerror(exc.errno)  # h5py's own strerror is a paragraph
+    elif isinstance(exc, OSError) and exc.strerror:
         reason = exc.strerror
     else:
         text = (str(exc).splitlines() or [""])[0]
         reason = text.split("] ", 1)[-1].strip(" .") or type(exc).__name__
     return f"cannot write {path}: {reason} ({free_space(Path(path).parent)} free there)"
+
+
+def destination(out: str | Path) -> Path:
+    """The file to replace for ``out``: ``out`` itself, or the file a symbolic link points to
+    (the link is kept). ``UserInputError`` for a path with a NUL byte, a directory, or a link
+    that does not resolve (dangling: an unmounted volume?; or a loop): never replaced."""
+    text = os.fspath(out)
+    if "\x00" in text:
+        raise UserInputError(f"{text!r}: a path cannot contain a NUL byte")
+    path = Path(text)
+    if path.is_symlink():
+        try:
+            path = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+            what = (
+                "a symbolic link loop"
+                if loop
+                else f"a link to {os.readlink(text)}, which does not exist"
+            )
+            raise UserInputError(f"{text}: {what}; refusing to replace the link") from None
+    if path.is_dir():
+        raise UserInputError(f"{text}: is a directory, not a file")
+    if len(path.name.encode("utf-8", "surrogateescape")) > 255:
+        raise UserInputError(f"{text}: the file name is longer than 255 bytes")
+    return path

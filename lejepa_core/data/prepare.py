@@ -2,7 +2,8 @@
 
 Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (on rank 0,
 the other ranks wait), opens it with ``TrajectoryData`` and checks that it was generated
-from the recipe's env id and kwargs.
+from the recipe's env id and kwargs. A ``data.path`` that is a symbolic link which does not
+resolve (an unmounted volume, a loop) is an error, never a missing file to generate.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from lejepa_core.data.generate import generate_dataset
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError
+from lejepa_core.files import destination
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 
@@ -33,6 +35,7 @@ def open_data(
     """
     d = recipe.data
     path = Path(d.path)
+    destination(path)  # a dangling link, a link loop, a NUL byte: an error, never regenerated
     if not path.exists():
         if not generate:
             raise DatasetError(
