@@ -21,6 +21,7 @@ from torch import nn
 from lejepa_core.data import schema
 from lejepa_core.envinfo import EnvInfo
 from lejepa_core.errors import DatasetError, UserInputError
+from lejepa_core.files import destination
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
 from lejepa_core.registry import ensure_envs_registered, get_registry
@@ -93,7 +94,7 @@ def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
     """
     if data is not None:
         found = {"obs_shape": data.obs_shape, "obs_dtype": data.obs_dtype, "attrs": data.attrs}
-    elif Path(recipe.data.path).exists():
+    elif destination(recipe.data.path).exists():  # a link that does not resolve: an error
         found = _describe_file(Path(recipe.data.path))
     else:
         found = _describe_env(recipe.data.env_id, dict(recipe.data.env_kwargs))

@@ -48,14 +48,13 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException as exc:
+        failure = write_failure(path, exc) if isinstance(exc, (OSError, RuntimeError)) else None
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
-        if isinstance(exc, (OSError, RuntimeError)):
-            raise StorageError(
-                f"{write_failure(path, exc)}; the previous {path.name}, if any, is intact"
-            ) from None
+        if failure:
+            raise StorageError(f"{failure}; the previous {path.name}, if any, is intact") from None
         raise
     return path
 

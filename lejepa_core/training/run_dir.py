@@ -36,7 +36,8 @@ from datetime import datetime
 from pathlib import Path
 
 from lejepa_core import artifacts
-from lejepa_core.errors import CheckpointError, RunDirectoryError
+from lejepa_core.errors import CheckpointError, RunDirectoryError, StorageError
+from lejepa_core.files import write_failure
 from lejepa_core.recipe import Recipe
 
 LOCK_FILE = ".lock"
@@ -204,8 +205,12 @@ class RunDirectory:
         if self.force:
             for name in REPLACED_BY_FORCE:
                 (self.path / name).unlink(missing_ok=True)
-        (self.path / artifacts.CHECKPOINTS).mkdir(exist_ok=True)
-        (self.path / artifacts.RESOLVED_RECIPE).write_text(self.recipe.to_toml(), encoding="utf-8")
+        resolved = self.path / artifacts.RESOLVED_RECIPE
+        try:
+            (self.path / artifacts.CHECKPOINTS).mkdir(exist_ok=True)
+            resolved.write_text(self.recipe.to_toml(), encoding="utf-8")
+        except OSError as exc:  # a full disk
+            raise StorageError(write_failure(resolved, exc)) from None
         return self.path
 
     def _make(self) -> Path:
