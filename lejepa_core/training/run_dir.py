@@ -61,13 +61,8 @@ class RunLock:
                 f"{self.run_dir}: cannot create its lock file: {exc.strerror}"
             ) from None
         if not _try_lock(handle):
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
             handle.close()
-            raise RunDirectoryError(
-                f"{self.run_dir} is in use by another lejepa run (pid {holder}); wait for it "
-                "to end, or choose another directory"
-            )
+            raise self._in_use()
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -79,6 +74,27 @@ class RunLock:
         if self._handle is not None:
             self._handle.close()  # closing the file releases the lock
             self._handle = None
+
+    def check_free(self) -> None:
+        """``RunDirectoryError`` naming the holder when another process holds the lock; no
+        file is created (the directory may be one that is refused anyway)."""
+        try:
+            handle = open(self.path, encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            return  # no lock file: nobody holds it
+        with handle:
+            if not _try_lock(handle):
+                raise self._in_use()
+
+    def _in_use(self) -> RunDirectoryError:
+        try:
+            holder = self.path.read_text(encoding="utf-8").strip() or "unknown"
+        except (OSError, UnicodeDecodeError):
+            holder = "unknown"
+        return RunDirectoryError(
+            f"{self.run_dir} is in use by another lejepa run (pid {holder}); wait for it to "
+            "end, or choose another directory"
+        )
 
 
 def _try_lock(handle) -> bool:
@@ -189,6 +205,7 @@ class RunDirectory:
                 for stale in (self.resume / artifacts.CHECKPOINTS).glob(".*.tmp"):
                     stale.unlink(missing_ok=True)
         elif self.is_main and self.out is not None:
+            RunLock(self.out).check_free()  # a run going on there: name it first
             check_out_dir(self.out, force=self.force)
         elif self.is_main:
             check_runs_dir(Path(self.recipe.log.runs_dir))
