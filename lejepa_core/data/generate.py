@@ -28,6 +28,7 @@ import collections
 import itertools
 import json
 import multiprocessing
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -163,7 +164,9 @@ def _write_blocks(
     if workers > 1 and len(jobs) > 1:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = context.Pool(min(workers, len(jobs)))  # before any progress thread starts
+        # before any progress thread starts; the workers ignore Ctrl-C (the main process
+        # stops them: one line, no worker tracebacks)
+        pool = context.Pool(min(workers, len(jobs)), initializer=_ignore_sigint)
     try:
         results = _in_order(pool, jobs, 2 * workers) if pool else map(run_block, jobs)
         with _progress(progress, jobs[-1].stop) as advance:
@@ -185,6 +188,10 @@ def _write_blocks(
             pool.join()
         close_envs()
     return seeding
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _in_order(pool, jobs: list[Job], window: int) -> Iterator[BlockResult]:
