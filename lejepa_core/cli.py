@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 
 import click
 
@@ -54,6 +55,16 @@ def _machine_failure(exc: BaseException) -> str | None:
     return None
 
 
+def _thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A helper thread (tensorboardX's event writer) that dies of an ``OSError`` (a full disk)
+    prints one warning line, not a traceback; the main thread reports its own failures."""
+    if isinstance(args.exc_value, OSError) and not os.environ.get("LEJEPA_DEBUG"):
+        name = args.thread.name if args.thread is not None else "a thread"
+        click.echo(f"warning: {name} stopped: {_machine_failure(args.exc_value)}", err=True)
+        return
+    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+
+
 class LejepaGroup(click.Group):
     """Lazy built-in commands, plugin commands (``register_commands``), error mapping."""
 
@@ -80,6 +91,7 @@ class LejepaGroup(click.Group):
         return self.commands.get(name)
 
     def invoke(self, ctx: click.Context):
+        threading.excepthook = _thread_failure
         try:
             return super().invoke(ctx)
         except Interrupted as exc:

@@ -63,21 +63,31 @@ def remove_stale_temp_files(directory: str | Path, name: str) -> list[Path]:
     return removed
 
 
+def free_bytes(directory: str | Path) -> int | None:
+    """Bytes free on the file system of ``directory`` (None when it cannot be told)."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
 def free_space(directory: str | Path) -> str:
     """Free space on the file system of ``directory``, for messages (``"1.5 MiB"``)."""
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
+    free = free_bytes(directory)
+    if free is None:
         return "unknown"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB"):
+        if free < 1024:
             return f"{free:.0f} {unit}" if unit == "B" else f"{free:.1f} {unit}"
         free /= 1024
-    return "unknown"  # pragma: no cover
+    return f"{free:.1f} GiB"
 
 
 def write_failure(path: str | Path, exc: BaseException) -> str:
-    """One line on why writing ``path`` failed: the OS's reason and the free space left."""
+    """One line on why writing ``path`` failed: the OS's reason and the free space left
+    (libraries that lose the errno, like torch's zip writer, on a full disk: "No space left
+    on device" with their own words in parentheses)."""
+    directory = Path(path) if Path(path).is_dir() else Path(path).parent
     if isinstance(exc, OSError) and exc.errno:
         reason = os.strerror(exc.errno)  # h5py's own strerror is a paragraph
     elif isinstance(exc, OSError) and exc.strerror:
@@ -85,7 +95,10 @@ def write_failure(path: str | Path, exc: BaseException) -> str:
     else:
         text = (str(exc).splitlines() or [""])[0]
         reason = text.split("] ", 1)[-1].strip(" .") or type(exc).__name__
-    return f"cannot write {path}: {reason} ({free_space(Path(path).parent)} free there)"
+        free = free_bytes(directory)
+        if free is not None and free < 64 * 1024:
+            reason = f"{os.strerror(errno.ENOSPC)} ({reason})"
+    return f"cannot write {path}: {reason} ({free_space(directory)} free there)"
 
 
 def destination(out: str | Path) -> Path:

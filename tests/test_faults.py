@@ -131,8 +131,10 @@ def test_a_checkpoint_of_another_model_is_one_line(tmp_path, run_copy, tiny_data
     for name in ("last.pt", "best.pt"):
         shutil.copy(tmp_path / "other" / "checkpoints" / name, run_copy / "checkpoints" / name)
     error_line(cli("eval", run_copy, "--device", "cpu"), 2, "best.pt")
-    line = error_line(cli("run", "--resume", run_copy, "--device", "cpu"), 2, "last.pt")
+    result = cli("run", "--resume", run_copy, "--device", "cpu")
+    line = error_line(result, 2, "last.pt")
     assert "another model" in line and "shape of" in line
+    assert result.stderr.strip() == line  # no warning line before it
 
 
 # ---------------------------------------------------------- 2. data.path links
@@ -364,27 +366,25 @@ def test_a_really_full_disk(small_disk, recipe):
         assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
         assert sorted(p.name for p in small_disk.iterdir()) == ["old.h5"]
         assert (small_disk / "old.h5").read_bytes() == b"x" * 1000
-    (small_disk / "filler").write_bytes(b"\0" * (2 * 2**20 - 100 * 2**10))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lejepa_core.cli",
-            "run",
-            str(recipe),
-            "--out",
-            str(small_disk / "r"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 1, done.stderr[-3000:]
-    line = done.stderr.strip()
-    assert line.startswith("Error: cannot write") and "\n" not in line, line
-    assert "Traceback" not in done.stderr
-    assert not [p for p in small_disk.rglob("*.tmp")]
+    (small_disk / "old.h5").unlink()
+    run = [sys.executable, "-m", "lejepa_core.cli", "run", str(recipe), "--device", "cpu"]
+    for free_kib in (4, 8, 12, 20, 100):  # the recipe, metrics.jsonl, the events, checkpoints
+        filler = small_disk / "filler"
+        filler.write_bytes(b"\0" * (2 * 2**20 - free_kib * 2**10))
+        done = subprocess.run(
+            [*run, "--out", str(small_disk / "r")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 1, done.stderr[-3000:]
+        line = done.stderr.strip()
+        assert line.startswith("Error: cannot write") and "\n" not in line, line
+        assert "No space left on device" in line and "Traceback" not in done.stderr
+        assert not list(small_disk.rglob("*.tmp"))
+        shutil.rmtree(small_disk / "r", ignore_errors=True)
+        filler.unlink()
 
 
 # ---------------------------------------------------------- 7. not UTF-8

@@ -295,12 +295,12 @@ def resume_run(run: Run, run_dir: Path) -> None:
     """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning when the recipe differs)."""
     path = run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT
     saved = ckpt.load_checkpoint(path, map_location=run.device)
+    run.load(saved, path=path)  # a checkpoint of another model: its one error line, no warning
     if saved["recipe_hash"] != run.recipe.hash():
         print(
             f"warning: resuming {run_dir} with a recipe that differs from its checkpoint's",
             file=sys.stderr,
         )
-    run.load(saved, path=path)
 
 
 def wrap_model(run: Run, *, compile: bool) -> nn.Module:
