@@ -46,7 +46,8 @@ def _machine_failure(exc: BaseException) -> str | None:
     """The one-line message of a failure of the machine rather than of lejepa (an ``OSError``
     such as a full disk, out of memory), None for anything else (a bug: let it show)."""
     if isinstance(exc, OSError):
-        what = exc.strerror or str(exc) or type(exc).__name__
+        # the errno's own words: some libraries (h5py) put a paragraph in strerror
+        what = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
         where = f": {exc.filename}" if exc.filename else ""
         return f"{what}{where}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
@@ -62,7 +63,7 @@ def _thread_failure(args: threading.ExceptHookArgs) -> None:
         name = args.thread.name if args.thread is not None else "a thread"
         click.echo(f"warning: {name} stopped: {_machine_failure(args.exc_value)}", err=True)
         return
-    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+    threading.__excepthook__(args)
 
 
 class LejepaGroup(click.Group):
