@@ -1,7 +1,8 @@
 """``lejepa generate``, ``lejepa convert`` and ``lejepa inspect`` (added to the group by cli.py).
 
-The commands raise ``UserInputError``/``DatasetError``; the ``lejepa`` group turns them into
-one ``Error: ...`` line and exit code 2.
+The commands raise ``UserInputError``/``DatasetError`` (exit code 2) and ``StorageError`` (a
+full disk: exit code 1); the ``lejepa`` group turns them into one ``Error: ...`` line. An
+existing ``--out`` is replaced only with ``--force`` (``--overwrite``).
 """
 
 from __future__ import annotations
