@@ -45,7 +45,7 @@ def remove_stale_temp_files(directory: str | Path, name: str) -> list[Path]:
     """Remove the temporary files of ``directory/name`` whose writing process is gone (pid in
     the name; see the module docstring); returns what was removed."""
     directory = Path(directory)
-    pattern = re.compile(re.escape(f".{name[:200]}.") + r"(\d+)\..*\.tmp\Z")
+    pattern = re.compile(re.escape(f".{name[:200]}.") + r"(\d+)\.[0-9a-z_]+\.tmp\Z")
     removed = []
     try:
         entries = list(directory.iterdir())

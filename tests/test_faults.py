@@ -575,3 +575,20 @@ def test_stale_temp_files_are_removed_at_the_next_start(tmp_path, run_copy):
     result = cli("run", "--resume", run_copy, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert not any(path.exists() for path in left)
+
+
+def test_only_temp_files_of_the_same_destination_and_a_dead_process_are_removed(tmp_path):
+    from lejepa_core.files import remove_stale_temp_files
+
+    dead = _dead_pid()
+    removed = tmp_path / f".data.h5.{dead}.ab12cd34.tmp"
+    kept = [
+        tmp_path / f".data.h5.123.h5.{dead}.ab12cd34.tmp",  # another file, "data.h5.123.h5"
+        tmp_path / f".data.h5.{os.getpid()}.ab12cd34.tmp",  # a process still running
+        tmp_path / f".other.h5.{dead}.ab12cd34.tmp",
+        tmp_path / "data.h5",
+    ]
+    for path in [removed, *kept]:
+        path.write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path, "data.h5") == [removed]
+    assert all(path.exists() for path in kept)
