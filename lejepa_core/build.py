@@ -192,19 +192,28 @@ def training_memory(recipe: Recipe, spec: ModelSpec) -> tuple[int, int]:
     return parameters, 4 * (4 * parameters + ema) + 4 * window * batches
 
 
-def check_memory(recipe: Recipe, spec: ModelSpec, device: torch.device) -> None:
+def check_memory(recipe: Recipe, spec: ModelSpec, device: torch.device | str) -> None:
     """``UserInputError`` with the figures when ``training_memory`` exceeds the memory
     available on ``device`` (an absurd ``hidden_dim`` or ``batch_size``, refused before any
-    allocation fails)."""
+    allocation fails). ``device`` may be a name (``train.device``); one this machine lacks
+    (``check`` of a CUDA recipe on a laptop) is not checked, but the weights, built on the
+    CPU, must fit there."""
     from lejepa_core.data.reader import available_memory
+    from lejepa_core.training.runtime import resolve_device
 
     parameters, need = training_memory(recipe, spec)
+    what = "training needs at least"
+    if isinstance(device, str):
+        try:
+            device = resolve_device(device)
+        except UserInputError:
+            device, need, what = torch.device("cpu"), 4 * parameters, "building the model needs"
     available = available_memory(device)
     if need <= available:
         return
     gib = 2**30
     raise UserInputError(
-        f"{recipe.source or 'recipe'}: training needs at least {need / gib:,.1f} GiB on "
-        f"{device} ({parameters:,} parameters; train.batch_size {recipe.train.batch_size:,}), "
+        f"{recipe.source or 'recipe'}: {what} {need / gib:,.1f} GiB on {device} "
+        f"({parameters:,} parameters; train.batch_size {recipe.train.batch_size:,}), "
         f"{available / gib:,.1f} GiB is available; lower the model's sizes or train.batch_size"
     )

@@ -50,7 +50,8 @@ def _machine_failure(exc: BaseException) -> str | None:
         what = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
         where = f": {exc.filename}" if exc.filename else ""
         return f"{what}{where}"
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    allocator = isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    if isinstance(exc, MemoryError) or allocator or type(exc).__name__ == "OutOfMemoryError":
         first = (str(exc).splitlines() or [""])[0]
         return f"out of memory ({first or type(exc).__name__}); lower train.batch_size or the model size"
     return None

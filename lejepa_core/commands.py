@@ -22,11 +22,10 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE and build every component; train nothing."""
     from lejepa_core.build import build_components, check_memory, count_parameters, model_spec
     from lejepa_core.recipe import load_recipe
-    from lejepa_core.training.runtime import resolve_device
 
     loaded = load_recipe(recipe, overrides)
     spec = model_spec(loaded)
-    check_memory(loaded, spec, resolve_device(loaded.train.device))  # before allocating
+    check_memory(loaded, spec, loaded.train.device)  # before anything is allocated
     components = build_components(loaded, spec)
     registry = get_registry()
     table = Table(

@@ -455,6 +455,13 @@ def test_absurd_sizes_are_refused_with_the_figure(tmp_path, recipe, override):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without CUDA")
+def test_check_of_a_cuda_recipe_without_cuda_checks_the_build_only(recipe):
+    assert cli("check", recipe, "--set", "train.device='cuda'").exit_code == 0
+    huge = ("--set", "train.device='cuda'", "--set", "encoder.hidden_dim=1000000000")
+    error_line(cli("check", recipe, *huge), 2, "building the model needs", "GiB on cpu")
+
+
 # ---------------------------------------------------------- 9. Ctrl-C during start-up
 def test_ctrl_c_during_start_up(tmp_path, recipe, monkeypatch):
     from lejepa_core.training import run as run_module
