@@ -137,6 +137,13 @@ def build_components(recipe: Recipe, spec: ModelSpec, registry: Any = None) -> C
             raise UserInputError(
                 f"{recipe.source or 'recipe'}: {table} ({config.name}): {exc}"
             ) from None
+        except RuntimeError as exc:  # sizes no tensor can have (torch's overflow check)
+            if "overflow" not in str(exc).lower():
+                raise
+            first = str(exc).splitlines()[0]
+            raise UserInputError(
+                f"{recipe.source or 'recipe'}: {table} ({config.name}): sizes too large ({first})"
+            ) from None
 
     return Components(
         encoder=build("encoder", "encoder", recipe.encoder),

@@ -53,7 +53,7 @@ def _machine_failure(exc: BaseException) -> str | None:
     allocator = isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
     if isinstance(exc, MemoryError) or allocator or type(exc).__name__ == "OutOfMemoryError":
         first = (str(exc).splitlines() or [""])[0]
-        return f"out of memory ({first or type(exc).__name__}); lower train.batch_size or the model size"
+        return f"out of memory ({first or type(exc).__name__})"
     return None
 
 

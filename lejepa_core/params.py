@@ -40,9 +40,12 @@ def _fail(attribute: attrs.Attribute, expected: str, value: Any) -> None:
 
 
 def finite(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """Not NaN or +-inf (None allowed: optional fields)."""
+    """Not NaN or +-inf, an integer within 64 bits as TOML defines them (None allowed:
+    optional fields)."""
     if isinstance(value, float) and not math.isfinite(value):
         _fail(attribute, "a finite number", value)
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        _fail(attribute, "a 64-bit integer", value)
 
 
 def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

@@ -155,7 +155,7 @@ class TrainConfig:
         "auto", "'auto': bf16 autocast on CUDA, fp32 on CPU"
     )
     compile: bool = param(False, "wrap the models in torch.compile")
-    threads: int = param(0, "CPU threads for torch (0: torch's default)", non_negative)
+    threads: int = param(0, "CPU threads for torch (0: torch's default)", in_range(0, 4096))
 
 
 @attrs.frozen(kw_only=True)

@@ -283,6 +283,10 @@ def test_a_never_finite_monitored_figure_is_not_a_silent_success(tmp_path, recip
             "losses: every loss has weight 0",
         ),
         ("train.betas=[0.9, 1.0]", "train.betas: expected a value in [0, 1), got 1.0"),
+        ("train.seed=1000000000000000000000", "train.seed: expected a 64-bit integer"),
+        ("data.horizons=[1, 100000000000000000000]", "data.horizons: expected a 64-bit integer"),
+        ("train.threads=100000", "train.threads: expected a value in [0, 4096]"),
+        ("encoder.hidden_dim=4611686018427387904", "encoder (mlp): sizes too large"),
     ],
 )
 def test_values_that_used_to_pass_validation(recipe, override, expected):
