@@ -3,7 +3,8 @@
 Only this module turns domain errors into exit codes: a ``UserInputError`` (bad recipe, flag,
 file, unknown component) prints one ``Error: ...`` line on stderr and exits 2; any other
 ``LejepaError`` exits 1; ``Interrupted`` (a run stopped by a signal, after saving) exits
-128 + the signal (130 SIGINT, 143 SIGTERM); Ctrl-C anywhere else exits 130. The machine
+128 + the signal (130 SIGINT, 143 SIGTERM); Ctrl-C anywhere else exits 130 (a second
+signal during training: 130 / 143 at once). The machine
 failing under a command (an ``OSError`` such as a full disk, running out of memory) exits 1.
 No traceback in any of these cases (``LEJEPA_DEBUG=1`` re-raises).
 """
@@ -106,9 +107,11 @@ class LejepaGroup(click.Group):
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
             _fail(str(exc), 1)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
+            if str(exc) == "SIGTERM":
+                _fail("terminated (SIGTERM)", 143)
             _fail("interrupted (Ctrl-C)", 130)
         except UnicodeDecodeError as exc:  # a file read as text that is not UTF-8
             if os.environ.get("LEJEPA_DEBUG"):

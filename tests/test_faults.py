@@ -551,6 +551,21 @@ def test_a_signal_saves_then_exits_with_its_code(tmp_path, recipe, monkeypatch, 
     assert '"status": "interrupted"' in (out / "summary.json").read_text()
 
 
+def test_a_second_signal_gives_up_at_once_with_its_code(tmp_path, recipe, monkeypatch):
+    from lejepa_core.training import loop
+
+    real = loop.train_step
+
+    def step_then_two_signals(run, *args, **kwargs):
+        if run.state.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(run, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_step", step_then_two_signals)
+    error_line(cli("run", recipe, "--out", tmp_path / "r"), 143, "terminated (SIGTERM)")
+
+
 # ---------------------------------------------------------- 14. no imports through env ids
 def test_check_never_imports_a_module_named_in_env_id(tmp_path, recipe, monkeypatch):
     marker = tmp_path / "imported"
