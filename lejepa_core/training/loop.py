@@ -185,8 +185,8 @@ def _loop(
     )
     if run.run_dir is not None and run.dist.is_main:
         summary.write(run.run_dir)
-    if last_val and run.never_finite_error() is not None:  # validated, never a best
-        raise run.never_finite_error()
+    if last_val and (never_finite := run.never_finite_error()) is not None:  # no best.pt
+        raise never_finite
     return TrainResult(
         run_dir=run.run_dir,
         status=status,
