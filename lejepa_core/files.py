@@ -4,7 +4,9 @@ Every file lejepa writes atomically (datasets, checkpoints) is first written to
 ``.<name>.<pid>.<random>.tmp`` next to its destination, then moved over it with
 ``os.replace``. A process killed with SIGKILL cannot remove its temporary file; the next
 writer of the same destination does, once the process named in it is gone
-(``remove_stale_temp_files``). Nothing here imports torch or h5py.
+(``remove_stale_temp_files``). ``write_failure`` words a failed write (a full disk) as one
+line; ``destination`` resolves the file to replace (a symbolic link is written through, one
+that does not resolve is an error). Nothing here imports torch or h5py.
 """
 
 from __future__ import annotations
