@@ -7,6 +7,7 @@ without generating anything; ``build_components`` and ``build_model`` build from
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ import attrs
 import gymnasium
 import h5py
 import numpy as np
+import torch
 from torch import nn
 
 from lejepa_core.data import schema
 from lejepa_core.envinfo import EnvInfo
 from lejepa_core.errors import DatasetError, UserInputError
+from lejepa_core.files import destination
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
 from lejepa_core.registry import ensure_envs_registered, get_registry
@@ -38,10 +41,13 @@ class Components:
 
 def _describe_file(path: Path) -> dict[str, Any]:
     """Observation shape/dtype and decoded root attributes of a dataset file (nothing loaded)."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: not a file (data.path names an HDF5 trajectory file)")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({exc})") from None
+        reason = str(exc).split("(")[0].strip().rstrip(",") or type(exc).__name__
+        raise DatasetError(f"{path}: not a readable HDF5 file ({reason})") from None
     with f:
         file_attrs = schema.validate(path, f, scan_values=False)
         obs = f[schema.OBSERVATIONS]
@@ -59,8 +65,11 @@ def _describe_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
         env = gymnasium.make(env_id, **env_kwargs)
     except gymnasium.error.Error as exc:
         raise UserInputError(f"data.env_id: cannot make environment {env_id!r}: {exc}") from None
-    except TypeError as exc:
-        raise UserInputError(f"data.env_kwargs: {env_id!r} rejected its arguments: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the env's constructor raises
+        first = (str(exc).splitlines() or [""])[0]
+        raise UserInputError(
+            f"data.env_kwargs: {env_id!r} rejected its arguments {env_kwargs}: {first}"
+        ) from None
     try:
         space = env.observation_space
         metadata = dict(env.metadata)
@@ -85,7 +94,7 @@ def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
     """
     if data is not None:
         found = {"obs_shape": data.obs_shape, "obs_dtype": data.obs_dtype, "attrs": data.attrs}
-    elif Path(recipe.data.path).exists():
+    elif destination(recipe.data.path).exists():  # a link that does not resolve: an error
         found = _describe_file(Path(recipe.data.path))
     else:
         found = _describe_env(recipe.data.env_id, dict(recipe.data.env_kwargs))
@@ -128,6 +137,13 @@ def build_components(recipe: Recipe, spec: ModelSpec, registry: Any = None) -> C
             raise UserInputError(
                 f"{recipe.source or 'recipe'}: {table} ({config.name}): {exc}"
             ) from None
+        except RuntimeError as exc:  # sizes no tensor can have (torch's overflow check)
+            if "overflow" not in str(exc).lower():
+                raise
+            first = str(exc).splitlines()[0]
+            raise UserInputError(
+                f"{recipe.source or 'recipe'}: {table} ({config.name}): sizes too large ({first})"
+            ) from None
 
     return Components(
         encoder=build("encoder", "encoder", recipe.encoder),
@@ -155,3 +171,56 @@ def build_model(recipe: Recipe, spec: ModelSpec) -> JEPAModel:
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def training_memory(recipe: Recipe, spec: ModelSpec) -> tuple[int, int]:
+    """(parameters, bytes) training ``recipe`` needs at the least: weights, gradients and the
+    two AdamW moments of every parameter, the EMA copy of the encoder, and the float32 windows
+    of one training batch and of the fixed validation batches. Components are built on the
+    meta device (nothing allocated); one that cannot be built there counts no parameters."""
+    registry = get_registry()
+    kinds = [("encoder", recipe.encoder), ("predictor", recipe.predictor)]
+    kinds += [("quantizer", recipe.quantizer), ("masker", recipe.masker)]
+    kinds += [("loss", config) for config in recipe.losses]
+    counts = {}
+    for kind, config in kinds:
+        if config is None:
+            continue
+        try:
+            with torch.device("meta"):
+                module = registry.build(kind, config, spec)
+        except Exception:  # noqa: BLE001 - needs real tensors to build (or is invalid: built later)
+            continue
+        counts[kind] = counts.get(kind, 0) + count_parameters(module)
+    parameters = sum(counts.values())
+    ema = counts.get("encoder", 0) if recipe.target.mode == "ema" else 0
+    window = (spec.context_frames + 1) * (math.prod(spec.obs_shape) + spec.latent_dim)
+    batches = recipe.train.batch_size * (1 + recipe.train.val_batches)
+    return parameters, 4 * (4 * parameters + ema) + 4 * window * batches
+
+
+def check_memory(recipe: Recipe, spec: ModelSpec, device: torch.device | str) -> None:
+    """``UserInputError`` with the figures when ``training_memory`` exceeds the memory
+    available on ``device`` (an absurd ``hidden_dim`` or ``batch_size``, refused before any
+    allocation fails). ``device`` may be a name (``train.device``); one this machine lacks
+    (``check`` of a CUDA recipe on a laptop) is not checked, but the weights, built on the
+    CPU, must fit there."""
+    from lejepa_core.data.reader import available_memory
+    from lejepa_core.training.runtime import resolve_device
+
+    parameters, need = training_memory(recipe, spec)
+    what = "training needs at least"
+    if isinstance(device, str):
+        try:
+            device = resolve_device(device)
+        except UserInputError:
+            device, need, what = torch.device("cpu"), 4 * parameters, "building the model needs"
+    available = available_memory(device)
+    if need <= available:
+        return
+    gib = 2**30
+    raise UserInputError(
+        f"{recipe.source or 'recipe'}: {what} {need / gib:,.1f} GiB on {device} "
+        f"({parameters:,} parameters; train.batch_size {recipe.train.batch_size:,}), "
+        f"{available / gib:,.1f} GiB is available; lower the model's sizes or train.batch_size"
+    )

@@ -2,7 +2,11 @@
 
 Only this module turns domain errors into exit codes: a ``UserInputError`` (bad recipe, flag,
 file, unknown component) prints one ``Error: ...`` line on stderr and exits 2; any other
-``LejepaError`` exits 1. No traceback either way (``LEJEPA_DEBUG=1`` re-raises).
+``LejepaError`` exits 1; ``Interrupted`` (a run stopped by a signal, after saving) exits
+128 + the signal (130 SIGINT, 143 SIGTERM); Ctrl-C anywhere else exits 130 (a second
+signal during training: 130 / 143 at once). The machine
+failing under a command (an ``OSError`` such as a full disk, running out of memory) exits 1.
+No traceback in any of these cases (``LEJEPA_DEBUG=1`` re-raises).
 """
 
 from __future__ import annotations
@@ -10,11 +14,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 
 import click
 
 from lejepa_core import __version__
-from lejepa_core.errors import LejepaError, UserInputError
+from lejepa_core.errors import Interrupted, LejepaError, UserInputError
 
 # command name -> "module:attribute" of a click.Command, imported on first use (fast start-up)
 BUILTIN_COMMANDS = {
@@ -33,8 +38,35 @@ BUILTIN_COMMANDS = {
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"Error: {message}", err=True)
+    """One ``Error: ...`` line on stderr (a message of several lines is joined), then exit."""
+    line = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    click.echo(f"Error: {line}", err=True)
     sys.exit(code)
+
+
+def _machine_failure(exc: BaseException) -> str | None:
+    """The one-line message of a failure of the machine rather than of lejepa (an ``OSError``
+    such as a full disk, out of memory), None for anything else (a bug: let it show)."""
+    if isinstance(exc, OSError):
+        # the errno's own words: some libraries (h5py) put a paragraph in strerror
+        what = os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{what}{where}"
+    allocator = isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    if isinstance(exc, MemoryError) or allocator or type(exc).__name__ == "OutOfMemoryError":
+        first = (str(exc).splitlines() or [""])[0]
+        return f"out of memory ({first or type(exc).__name__})"
+    return None
+
+
+def _thread_failure(args: threading.ExceptHookArgs) -> None:
+    """A helper thread (tensorboardX's event writer) that dies of an ``OSError`` (a full disk)
+    prints one warning line, not a traceback; the main thread reports its own failures."""
+    if isinstance(args.exc_value, OSError) and not os.environ.get("LEJEPA_DEBUG"):
+        name = args.thread.name if args.thread is not None else "a thread"
+        click.echo(f"warning: {name} stopped: {_machine_failure(args.exc_value)}", err=True)
+        return
+    threading.__excepthook__(args)
 
 
 class LejepaGroup(click.Group):
@@ -63,8 +95,11 @@ class LejepaGroup(click.Group):
         return self.commands.get(name)
 
     def invoke(self, ctx: click.Context):
+        threading.excepthook = _thread_failure
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            _fail(str(exc), exc.exit_code)
         except UserInputError as exc:
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
@@ -73,6 +108,21 @@ class LejepaGroup(click.Group):
             if os.environ.get("LEJEPA_DEBUG"):
                 raise
             _fail(str(exc), 1)
+        except KeyboardInterrupt as exc:
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            if str(exc) == "SIGTERM":
+                _fail("terminated (SIGTERM)", 143)
+            _fail("interrupted (Ctrl-C)", 130)
+        except UnicodeDecodeError as exc:  # a file read as text that is not UTF-8
+            if os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(f"a file is not UTF-8 text ({exc})", 2)
+        except (OSError, MemoryError, RuntimeError) as exc:
+            message = _machine_failure(exc)
+            if message is None or os.environ.get("LEJEPA_DEBUG"):
+                raise
+            _fail(message, 1)
 
 
 @click.group(cls=LejepaGroup, context_settings={"help_option_names": ["-h", "--help"]})

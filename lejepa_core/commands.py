@@ -25,11 +25,12 @@ def _console() -> Console:
 def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE, build every component and run one training step (forward and
     backward) on a tiny synthetic batch; train nothing."""
-    from lejepa_core.build import build_components, count_parameters, model_spec
+    from lejepa_core.build import build_components, check_memory, count_parameters, model_spec
     from lejepa_core.recipe import load_recipe
 
     loaded = load_recipe(recipe, overrides)
     spec = model_spec(loaded)
+    check_memory(loaded, spec, loaded.train.device)  # before anything is allocated
     components = build_components(loaded, spec)
     one_training_step(loaded, spec)
     registry = get_registry()

@@ -1,7 +1,8 @@
 """Domain exceptions: the library raises these; only the CLI turns them into exit codes.
 
 Exit codes (see ``lejepa_core.cli``): a ``UserInputError`` (bad recipe, bad file, unknown
-name) exits 2 with one line on stderr; any other ``LejepaError`` exits 1.
+name) exits 2 with one line on stderr; any other ``LejepaError`` exits 1; ``Interrupted``
+exits 130 (SIGINT) or 143 (SIGTERM).
 """
 
 from __future__ import annotations
@@ -51,3 +52,21 @@ class CheckpointError(UserInputError):
 
 class TrainingError(LejepaError):
     """Training cannot continue (for example: non-finite losses keep happening)."""
+
+
+class RunDirectoryError(UserInputError):
+    """A run directory cannot be used: another run holds it, it is a non-empty directory that
+    is not a run, or ``log.runs_dir`` is not a directory."""
+
+
+class StorageError(LejepaError):
+    """Writing failed (disk full, quota, read-only file system); the destination is intact."""
+
+
+class Interrupted(LejepaError):
+    """The run stopped on SIGINT/SIGTERM after saving; the CLI exits ``128 + signal``
+    (130 for SIGINT, 143 for SIGTERM), the shell's convention."""
+
+    def __init__(self, message: str, *, exit_code: int):
+        self.exit_code = exit_code
+        super().__init__(message)

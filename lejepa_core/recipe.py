@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +30,17 @@ from typing import Any, Literal
 import attrs
 
 from lejepa_core.errors import RecipeError, UnknownComponentError
-from lejepa_core.params import each, in_range, non_empty, non_negative, param, positive
+from lejepa_core.params import (
+    below_one,
+    each,
+    file_path,
+    in_range,
+    non_empty,
+    non_negative,
+    param,
+    positive,
+    registered_env_id,
+)
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
 from lejepa_core.training.health import HealthConfig  # next to the checks that read it
 
@@ -78,9 +89,12 @@ class DataConfig:
     path: str = param(
         "data/bouncing_balls.h5",
         "HDF5 trajectory file (relative to the working directory); generated first if missing",
+        file_path,
     )
     env_id: str = param(
-        "lejepa/BouncingBalls-v0", "gymnasium id used to generate the file when it is missing"
+        "lejepa/BouncingBalls-v0",
+        "gymnasium id used to generate the file when it is missing",
+        registered_env_id,
     )
     env_kwargs: dict[str, Any] = param({}, "keyword arguments of the environment")
     episodes: int = param(200, "episodes to generate when the file is missing", positive)
@@ -111,7 +125,7 @@ class TrainConfig:
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
-    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas")
+    betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas", each(below_one))
     warmup_steps: int = param(200, "linear warm-up steps before the cosine decay", non_negative)
     min_lr_ratio: float = param(0.05, "final learning rate as a fraction of lr", in_range(0.0, 1.0))
     grad_clip: float | None = param(
@@ -147,7 +161,7 @@ class TrainConfig:
         "auto", "'auto': bf16 autocast on CUDA, fp32 on CPU"
     )
     compile: bool = param(False, "wrap the models in torch.compile")
-    threads: int = param(0, "CPU threads for torch (0: torch's default)", non_negative)
+    threads: int = param(0, "CPU threads for torch (0: torch's default)", in_range(0, 4096))
 
 
 @attrs.frozen(kw_only=True)
@@ -155,7 +169,7 @@ class LogConfig:
     every: int = param(50, "log training metrics every N steps", positive)
     tensorboard: bool = param(True, "write tensorboardX event files")
     progress: bool = param(True, "show a progress bar")
-    runs_dir: str = param("runs", "parent of run directories when --out is not given")
+    runs_dir: str = param("runs", "parent of run directories when --out is not given", file_path)
     diagnostics_every: int = param(
         0,
         "validation diagnostics (val record, health checks) every N steps; 0: once per epoch. "
@@ -273,6 +287,9 @@ def _component(
         label = structure_value(table.get("label", ""), str, f"{path}.label", errors)
         if weight is None or label is None:
             return None
+        if not (math.isfinite(weight) and weight >= 0):
+            errors.append(f"{path}.weight: expected a finite number >= 0, got {weight!r}")
+            return None
         return LossConfig(name=name, params=params, weight=weight, label=label)
     return ComponentConfig(name=name, params=params)
 
@@ -332,6 +349,9 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
             _component("loss", t, f"losses[{i}]", errors, registry, loss=True)
             for i, t in enumerate(losses)
         )
+        weights = [c.weight for c in kwargs["losses"] if c is not None]
+        if len(weights) == len(losses) and not any(w > 0 for w in weights):
+            errors.append("losses: every loss has weight 0; give at least one a positive weight")
     kwargs.setdefault("model", ModelConfig())
     if errors:
         raise RecipeError(errors, source=source or None)
@@ -386,6 +406,11 @@ def read_recipe_data(path: str | Path) -> dict[str, Any]:
         raise RecipeError(f"recipe file not found: {path}") from None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML recipes are UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -6,6 +6,7 @@ from click.testing import CliRunner
 from lejepa_core import hookimpl
 from lejepa_core import registry as registry_module
 from lejepa_core.cli import BUILTIN_COMMANDS, main
+from lejepa_core.errors import RecipeError
 from lejepa_core.registry import get_plugin_manager
 from tests.toy_plugin import (
     TOY_RECIPE,
@@ -95,6 +96,19 @@ def test_check_lists_each_loss_under_its_index(toy, recipe):
         (
             ["check", "{recipe}", "--set", "data.env_id=NoSuchEnv-v9"],
             "data.env_id: cannot make environment 'NoSuchEnv-v9'",
+        ),
+        (["check", "{recipe}", "--set", "train.lr=inf"], "train.lr: expected a finite number"),
+        (
+            ["check", "{recipe}", "--set", "losses.0.weight=-0.5"],
+            "losses[0].weight: expected a finite number >= 0, got -0.5",
+        ),
+        (
+            ["check", "{recipe}", "--set", "data.env_id='os:CartPole-v1'"],
+            "would import the module 'os'",
+        ),
+        (
+            ["check", "{recipe}", "--set", "log.runs_dir=''"],
+            'log.runs_dir: expected a path, got ""',
         ),
     ],
 )
@@ -310,3 +324,48 @@ def test_resume_warning_names_the_keys_that_differ(tmp_path, tiny_data):
         f"warning: resuming {out} with a recipe that differs from its checkpoint's: "
         "log.every (2 -> 1), train.epochs (1 -> 2)"
     ) in resumed.output
+
+
+@pytest.fixture
+def failing_command():
+    """A throwaway command ``fail-with`` raising what ``failing_command.error`` holds."""
+    box = {}
+
+    @click.command("fail-with")
+    def fail_with():
+        raise box["error"]
+
+    main.add_command(fail_with)
+    yield box
+    main.commands.pop("fail-with")
+
+
+@pytest.mark.parametrize(
+    "error, code, expected",
+    [
+        (
+            OSError(28, "No space left on device", "/data/x.h5"),
+            1,
+            "No space left on device: /data/x.h5",
+        ),
+        (MemoryError(), 1, "out of memory (MemoryError)"),
+        (KeyboardInterrupt(), 130, "interrupted (Ctrl-C)"),
+        (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), 2, "not UTF-8"),
+        (RecipeError("first line\n  second line"), 2, "first line second line"),
+    ],
+)
+def test_failures_of_the_machine_and_multi_line_messages_are_one_line(
+    failing_command, error, code, expected
+):
+    failing_command["error"] = error
+    result = CliRunner().invoke(main, ["fail-with"], catch_exceptions=False)
+    assert result.exit_code == code, result.output
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith("Error: ") and expected in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_bug_still_shows_its_traceback(failing_command):
+    failing_command["error"] = RuntimeError("a bug in lejepa")
+    with pytest.raises(RuntimeError, match="a bug in lejepa"):
+        CliRunner().invoke(main, ["fail-with"], catch_exceptions=False)

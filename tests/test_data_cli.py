@@ -194,3 +194,31 @@ def test_convert_real_minari_dataset(tmp_path, monkeypatch):
         for e, episode in enumerate(dataset.iterate_episodes()):
             rows = slice(int(data.episode_offsets[e]), int(data.episode_offsets[e + 1]))
             np.testing.assert_array_equal(data.observations[rows].numpy(), episode.observations)
+
+
+@pytest.mark.parametrize("flag", ["--force", "--overwrite"])
+def test_generate_never_replaces_an_existing_file_without_force(tmp_path, flag):
+    out = tmp_path / "data.h5"
+    out.write_bytes(b"an existing dataset")
+    args = ["generate", "CartPole-v1", "--episodes", "2", "--steps", "5", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        result.stderr.strip() == f"Error: --out {out}: the file exists; pass --force to replace it"
+    )
+    assert out.read_bytes() == b"an existing dataset"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.h5"]
+    result = CliRunner().invoke(cli, [*args, "--quiet", flag], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with TrajectoryData.open(out) as data:
+        assert data.num_episodes == 2
+
+
+def test_convert_never_replaces_an_existing_file_without_force(tmp_path):
+    _write_minari(tmp_path / "minari")
+    out = tmp_path / "data.h5"
+    out.write_bytes(b"an existing dataset")
+    args = ["convert", str(tmp_path / "minari"), "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2 and "pass --force" in result.stderr
+    assert out.read_bytes() == b"an existing dataset"

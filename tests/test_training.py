@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from lejepa_core import Loss, LossOutput, hookimpl
-from lejepa_core.errors import TrainingError
+from lejepa_core.errors import StorageError, TrainingError
 from lejepa_core.params import param
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training.loop import train
@@ -60,7 +60,7 @@ def test_atomic_checkpoint_failure_leaves_old_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):
         ckpt.save_atomic({"format_version": ckpt.FORMAT_VERSION, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
     assert torch.equal(ckpt.load_checkpoint(path)["w"], torch.ones(3))

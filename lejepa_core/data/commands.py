@@ -1,7 +1,8 @@
 """``lejepa generate``, ``lejepa convert`` and ``lejepa inspect`` (added to the group by cli.py).
 
-The commands raise ``UserInputError``/``DatasetError``; the ``lejepa`` group turns them into
-one ``Error: ...`` line and exit code 2.
+The commands raise ``UserInputError``/``DatasetError`` (exit code 2) and ``StorageError`` (a
+full disk: exit code 1); the ``lejepa`` group turns them into one ``Error: ...`` line. An
+existing ``--out`` is replaced only with ``--force`` (``--overwrite``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,15 @@ from pathlib import Path
 import click
 
 from lejepa_core.errors import UserInputError
+from lejepa_core.files import destination
+
+FORCE_HELP = "Replace --out when it exists (by default an existing file is never replaced)."
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """``--out`` may be replaced only with ``--force``; a link that does not resolve never."""
+    if destination(out).exists() and not force:
+        raise UserInputError(f"--out {out}: the file exists; pass --force to replace it")
 
 
 def _parse_kwargs(value: str | None) -> dict:
@@ -76,12 +86,14 @@ def _parse_kwargs(value: str | None) -> dict:
     help="Lossless compression; auto: lzf except for float observations/states (raw, for speed).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--force", "--overwrite", "force", is_flag=True, help=FORCE_HELP)
 def generate_command(
-    env_id, episodes, steps, out, seed, workers, env_kwargs, policy, compression, quiet
+    env_id, episodes, steps, out, seed, workers, env_kwargs, policy, compression, quiet, force
 ):
     """Roll out ENV_ID (any registered gymnasium id) and write a trajectory file."""
     from lejepa_core.data.generate import generate_dataset
 
+    _check_out(out, force)
     path = generate_dataset(
         env_id,
         episodes=episodes,
@@ -106,10 +118,12 @@ def generate_command(
     help="HDF5 file to write (atomically); its directory is created when missing.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def convert_command(minari_dir, out, quiet):
+@click.option("--force", "--overwrite", "force", is_flag=True, help=FORCE_HELP)
+def convert_command(minari_dir, out, quiet, force):
     """Import a Minari dataset directory (HDF5 storage) into lejepa's format."""
     from lejepa_core.data.convert import convert_minari
 
+    _check_out(out, force)
     path = convert_minari(minari_dir, out=out, progress=not quiet)
     click.echo(f"wrote {path}")
 

@@ -25,9 +25,12 @@ process runs which block, and blocks are written in order.
 from __future__ import annotations
 
 import collections
+import ctypes
 import itertools
 import json
 import multiprocessing
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -168,7 +171,9 @@ def _write_blocks(
     if workers > 1 and len(jobs) > 1:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = context.Pool(min(workers, len(jobs)))  # before any progress thread starts
+        # before any progress thread starts; the workers ignore Ctrl-C (the main process
+        # stops them: one line, no worker tracebacks)
+        pool = context.Pool(min(workers, len(jobs)), initializer=_worker_signals)
     try:
         results = _in_order(pool, jobs, 2 * workers) if pool else map(run_block, jobs)
         with _progress(progress, jobs[-1].stop) as advance:
@@ -191,6 +196,19 @@ def _write_blocks(
             pool.join()
         close_envs()
     return seeding
+
+
+def _worker_signals() -> None:
+    """In a pool worker: Ctrl-C is ignored (the main process stops the pool), SIGTERM ends it
+    quietly, and on Linux it is killed when the main process dies (no orphan computing on and
+    printing broken-pipe tracebacks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _in_order(pool, jobs: list[Job], window: int) -> Iterator[BlockResult]:

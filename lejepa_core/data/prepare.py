@@ -4,7 +4,9 @@ Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (o
 the other ranks wait), opens it with ``TrajectoryData`` and checks that it was generated
 from the recipe's env id and kwargs. With ``data.normalize``, observations are standardised
 with the statistics of the *training* episodes only (``data.val_fraction``/``split_seed``),
-or with the statistics a trained run stored (``stats``).
+or with the statistics a trained run stored (``stats``). A ``data.path`` that is a symbolic
+link which does not resolve (an unmounted volume, a loop) is an error, never a missing file to
+generate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from lejepa_core.data.generate import generate_dataset
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError
+from lejepa_core.files import destination
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 
@@ -41,6 +44,7 @@ def open_data(
     """
     d = recipe.data
     path = Path(d.path)
+    destination(path)  # a dangling link, a link loop, a NUL byte: an error, never regenerated
     if not path.exists():
         if not generate:
             raise DatasetError(

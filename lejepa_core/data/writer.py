@@ -3,7 +3,11 @@
 Rows are appended a block of whole episodes at a time into a temporary file next to the
 destination; ``commit`` writes the offsets, seeds and statistics, fsyncs and ``os.replace``s
 it over the destination. Any failure (or ``abort``) removes the temporary file, so an
-interrupted run leaves no half-written file and never damages an existing one::
+interrupted run leaves no half-written file and never damages an existing one. A failed
+write (a full disk) is a ``StorageError``; the temporary file ``.<name>.<pid>.<random>.tmp``
+is removed, and one left by a killed process is removed by the next writer of the same file
+(``lejepa_core.files``). A destination that is a symbolic link is written through: the file it
+points to is replaced and the link kept; a link that does not resolve is an error::
 
     with TrajectoryWriter(out, obs_shape=(3, 4), obs_dtype="float32", ...) as writer:
         writer.append(observations, actions, lengths=lengths, seeds=seeds)
@@ -24,7 +28,8 @@ import numpy as np
 
 from lejepa_core import __version__
 from lejepa_core.data import schema
-from lejepa_core.errors import UserInputError
+from lejepa_core.errors import StorageError, UserInputError
+from lejepa_core.files import destination, remove_stale_temp_files, temp_prefix, write_failure
 
 # Target uncompressed size of one chunk: small enough that streaming reads of scattered
 # windows decompress little, large enough to keep per-chunk overhead low when writing.
@@ -155,7 +160,7 @@ class TrajectoryWriter:
         reward_dtype: str = "float32",
         dataset_attrs: dict[str, dict[str, Any]] | None = None,
     ):
-        self.out = Path(out)
+        self.out = destination(out)
         self.attrs = dict(attrs or {})
         self.obs_shape = tuple(int(d) for d in obs_shape)
         feature_names = tuple(self.attrs.get("feature_names") or ())
@@ -168,7 +173,8 @@ class TrajectoryWriter:
         self._done = False
         if not self.out.parent.is_dir():
             raise schema.fail(self.out, f"directory {self.out.parent} does not exist")
-        self.tmp = self.out.parent / f".{self.out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        remove_stale_temp_files(self.out.parent, self.out.name)  # left by a killed writer
+        self.tmp = self.out.parent / f"{temp_prefix(self.out.name)}{secrets.token_hex(4)}.tmp"
         _compression_kwargs(compression, np.dtype("float32"))  # unknown names fail early
         self.compression = compression or "none"
         self._file: h5py.File | None = None
@@ -198,8 +204,11 @@ class TrajectoryWriter:
                 )
                 for key, value in (dataset_attrs or {}).get(name, {}).items():
                     self._datasets[name].attrs[key] = schema.to_attr(value)
-        except BaseException:
+        except BaseException as exc:
+            failure = write_failure(self.out, exc) if isinstance(exc, OSError) else None
             self.abort()
+            if failure:
+                raise StorageError(failure) from None
             raise
 
     # -- writing ---------------------------------------------------------------------------
@@ -250,10 +259,13 @@ class TrajectoryWriter:
                 self.out, f"non-finite observations in the episodes from {self.num_episodes} on"
             )
         self.stats.merge(stats)
-        for name, array in given.items():
-            ds = self._datasets[name]
-            ds.resize(self._rows + n, axis=0)
-            ds[self._rows : self._rows + n] = array
+        try:
+            for name, array in given.items():
+                ds = self._datasets[name]
+                ds.resize(self._rows + n, axis=0)
+                ds[self._rows : self._rows + n] = array
+        except OSError as exc:  # a full disk: the caller's abort removes the temporary file
+            raise StorageError(write_failure(self.out, exc)) from None
         self._rows += n
         self._lengths.append(lengths)
         self._seeds.append(seeds)
@@ -307,8 +319,11 @@ class TrajectoryWriter:
                 os.close(fd)
             os.replace(self.tmp, self.out)
             _fsync_dir(self.out.parent)
-        except BaseException:
+        except BaseException as exc:
+            failure = write_failure(self.out, exc) if isinstance(exc, OSError) else None
             self.abort()
+            if failure:
+                raise StorageError(failure) from None
             raise
         self._done = True
         return self.out
@@ -318,7 +333,7 @@ class TrajectoryWriter:
         self._done = True
         try:
             if self._file is not None and self._file.id.valid:
-                self._file.close()
+                _close_discarding(self._file)
         except Exception:  # noqa: BLE001 - closing a broken file must not hide the real error
             pass
         self.tmp.unlink(missing_ok=True)
@@ -331,6 +346,22 @@ class TrajectoryWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _close_discarding(file: h5py.File) -> None:
+    """Close an HDF5 file whose contents are thrown away. Its pending writes are sent to the
+    null device first: after a failed write (a full disk) HDF5 cannot flush them, and a file it
+    could not close crashes the interpreter at exit."""
+    try:
+        handle = file.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, int(handle))
+        finally:
+            os.close(null)
+    except (OSError, TypeError, ValueError, RuntimeError):
+        pass
+    file.close()
 
 
 def make_parent_dir(out: str | Path) -> None:

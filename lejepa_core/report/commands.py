@@ -7,7 +7,31 @@ is not a run directory is a ``CheckpointError``: one line, exit 2). The report's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from lejepa_core.errors import CheckpointError
+
+RUN_TEXT_FILES = ("resolved_recipe.toml", "metrics.jsonl", "summary.json", "eval.json")
+
+
+def _not_utf8(run_dirs: list[str]) -> CheckpointError:
+    """The one-line error naming the first file of ``run_dirs`` that is not UTF-8 text (the
+    ``UnicodeDecodeError`` a reader raised does not say which file it was reading)."""
+    for run_dir in run_dirs:
+        for name in RUN_TEXT_FILES:
+            path = Path(run_dir) / name
+            try:
+                path.read_bytes().decode("utf-8")
+            except OSError:
+                continue
+            except UnicodeDecodeError as exc:
+                return CheckpointError(
+                    f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                    f"{exc.start}); a run's files are UTF-8"
+                )
+    return CheckpointError(f"{', '.join(run_dirs)}: a file of the run is not UTF-8 text")
 
 
 @click.command("report")
@@ -44,9 +68,12 @@ def report_command(run_dir, model_pictures, episodes, max_k, device) -> None:
     curves, per-k figures, latent PCA, rollouts. See docs/report.md."""
     from lejepa_core.report.page import write_report
 
-    path = write_report(
-        run_dir, model_pictures=model_pictures, device=device, episodes=episodes, max_k=max_k
-    )
+    try:
+        path = write_report(
+            run_dir, model_pictures=model_pictures, device=device, episodes=episodes, max_k=max_k
+        )
+    except UnicodeDecodeError:
+        raise _not_utf8([run_dir]) from None
     click.echo(f"written: {path}")
 
 
@@ -64,5 +91,8 @@ def compare_command(run_dirs, out) -> None:
     summaries and the recipe keys that differ, in one HTML file."""
     from lejepa_core.report.page import write_compare
 
-    path = write_compare(list(run_dirs), out)
+    try:
+        path = write_compare(list(run_dirs), out)
+    except UnicodeDecodeError:
+        raise _not_utf8(list(run_dirs)) from None
     click.echo(f"written: {path}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lejepa_core.errors import CheckpointError, UserInputError
+from lejepa_core.errors import CheckpointError, Interrupted, UserInputError
 
 
 def _summary_table(result) -> None:
@@ -97,8 +97,19 @@ def _fmt(value, digits: int = 4) -> str:
     "false unless set]",
 )
 @click.option("--report", is_flag=True, help="Write the HTML report of the run when it ends.")
-def run_command(recipe, overrides, out, resume, device, nproc, compile_, report) -> None:
-    """Train RECIPE (a TOML file); with --resume RUN_DIR continue an interrupted run."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty --out directory that holds no run (its metrics.jsonl, "
+    "summary.json and eval.json are replaced).",
+)
+def run_command(recipe, overrides, out, resume, device, nproc, compile_, report, force) -> None:
+    """Train RECIPE (a TOML file); with --resume RUN_DIR continue an interrupted run.
+
+    Exit codes: 0 finished (or stopped early); 2 bad input (recipe, flags, data file,
+    checkpoint, a run directory in use or not empty); 1 a failure while training (non-finite
+    losses, a full disk); 130 / 143 interrupted by SIGINT / SIGTERM after saving last.pt.
+    """
     from lejepa_core.recipe import load_recipe
 
     if nproc < 1:
@@ -122,12 +133,13 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
 
     if nproc > 1:
         from lejepa_core.training import distributed
-        from lejepa_core.training.run import new_run_dir
+        from lejepa_core.training.run_dir import default_run_dir
 
         if resume is None and out is None:
-            out = str(new_run_dir(loaded, None))
+            out = str(default_run_dir(loaded))  # created by rank 0
         args = ["run"] + ([recipe] if recipe else []) + [a for o in overrides for a in ("--set", o)]
         args += ["--resume", resume] if resume else ["--out", out]
+        args += ["--force"] if force else []
         args += ["--device", device] if device else []
         args += [] if compile_ is None else ["--compile" if compile_ else "--no-compile"]
         code = distributed.launch(nproc, args)
@@ -137,13 +149,20 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report)
     else:
         from lejepa_core.training.loop import train
 
-        result = train(loaded, out=out, resume=resume, device=device, compile=compile_)
+        result = train(loaded, out=out, resume=resume, device=device, compile=compile_, force=force)
         from lejepa_core.training.distributed import env_info
 
         if not env_info().is_main:
             return
         _summary_table(result)
         run_dir = result.run_dir
+        if result.signal and not env_info().enabled:  # under torchrun: its launcher decides
+            code = 130 if result.signal == "SIGINT" else 143
+            raise Interrupted(
+                f"interrupted by {result.signal} at step {result.step}; checkpoints/last.pt "
+                f"saved; continue with: lejepa run --resume {run_dir}",
+                exit_code=code,
+            )
     if report:
         from lejepa_core.report.page import write_report
 

@@ -22,6 +22,8 @@ from tensorboardX import SummaryWriter
 
 from lejepa_core import artifacts
 from lejepa_core import metrics as M
+from lejepa_core.errors import StorageError
+from lejepa_core.files import write_failure
 
 
 def to_float(value: Any) -> float:
@@ -224,8 +226,11 @@ class MetricsLog:
         if not self.enabled:
             return
         clean = {key: _json_value(value) for key, value in record.items()}
-        self.file.write(json.dumps(clean) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(clean) + "\n")
+            self.file.flush()
+        except OSError as exc:  # a full disk: one line naming the file (lejepa_core.files)
+            raise StorageError(write_failure(self.file.name, exc)) from None
         if self.writer is not None:
             split, step = record[artifacts.SPLIT], int(record[artifacts.STEP])
             for key, value in clean.items():
@@ -237,12 +242,37 @@ class MetricsLog:
                     self.writer.add_scalar(f"{split}/{key}", value, step)
 
     def close(self) -> None:
+        """Close both, each even when the other fails; a failure to write their last bytes (a
+        full disk) is a ``StorageError`` naming the file."""
+        failure = None
         if self.file is not None:
-            self.file.close()
-            self.file = None
+            file, self.file = self.file, None
+            try:
+                file.close()
+            except OSError as exc:
+                failure = write_failure(file.name, exc)
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            writer, self.writer = self.writer, None
+            try:
+                writer.close()
+            except OSError as exc:
+                _abandon_events(writer)
+                failure = failure or write_failure(f"{writer.logdir}/events.out.tfevents.*", exc)
+        if failure:
+            raise StorageError(failure)
+
+
+def _abandon_events(writer: SummaryWriter) -> None:
+    """After tensorboardX failed to close (a full disk): stop its thread and mark it closed,
+    or it retries at exit and prints a traceback."""
+    events = getattr(getattr(writer, "file_writer", None), "event_writer", None)
+    if events is None:
+        return
+    events._closed = True
+    try:
+        events._worker.stop()
+    except Exception:  # noqa: BLE001 - the thread may be gone already
+        pass
 
 
 def truncate_metrics(path: Path, step: int) -> int:

@@ -31,7 +31,6 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lejepa_core import artifacts
-from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import TrainingError
 from lejepa_core.interfaces import StepOutputs
@@ -42,13 +41,11 @@ from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_we
 from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.run import (
     Run,
-    build_run,
-    build_samplers,
-    prepare_run_dir,
     rank_device,
-    resume_run,
+    start_run,
     wrap_model,
 )
+from lejepa_core.training.run_dir import RunDirectory
 from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
 from lejepa_core.training.step import StepLoss
 from lejepa_core.training.target import ema_momentum, ema_update
@@ -64,6 +61,7 @@ class TrainResult:
     step: int
     epoch: int
     summary: dict[str, Any]  # summary.json (``Summary.to_dict()``)
+    signal: str = ""  # "SIGINT" / "SIGTERM" when a signal interrupted it (on this rank)
 
 
 @attrs.define
@@ -89,8 +87,10 @@ def train(
     stop_at_step: int | None = None,
     on_step: Callable[[Run], None] | None = None,
     data: Any = None,
+    force: bool = False,
 ) -> TrainResult:
-    """Train ``recipe``; returns how it ended. ``resume``: a run directory to continue.
+    """Train ``recipe``; returns how it ended. ``resume``: a run directory to continue;
+    force: write into a non-empty ``out`` that holds no run (``run_dir.py``).
 
     stop_at_step: stop (saving ``last.pt``) once this global step is reached, as if
     interrupted; on_step: called after every optimisation step (tests, tools);
@@ -102,21 +102,18 @@ def train(
         if recipe.train.threads:
             torch.set_num_threads(recipe.train.threads)
         show_progress = recipe.log.progress and dist_info.is_main  # plain lines off a TTY
-        run_dir = prepare_run_dir(recipe, out=out, resume=resume, is_main=dist_info.is_main)
-        if data is None:
-            data = open_data(
-                recipe, torch_device, is_main=dist_info.is_main, progress=show_progress
-            )
-        sampler, val_batches = build_samplers(recipe, data, torch_device)
-        run = build_run(recipe, data, torch_device, dist_info, run_dir)
-        if resume is not None:
-            resume_run(run, run_dir)
-        step_module = wrap_model(
-            run, compile=compile if compile is not None else recipe.train.compile
+        directory = RunDirectory(
+            recipe, out=out, resume=resume, force=force, is_main=dist_info.is_main
         )
-
+        with directory.starting():  # the directory is created (and locked) once all is built
+            run, sampler, val_batches = start_run(
+                recipe, directory, torch_device, dist_info, data=data, progress=show_progress
+            )
+            step_module = wrap_model(
+                run, compile=compile if compile is not None else recipe.train.compile
+            )
         log = MetricsLog(
-            run_dir,
+            run.run_dir,
             tensorboard=recipe.log.tensorboard,
             enabled=dist_info.is_main,
             resume_step=run.state.step if resume is not None else None,
@@ -132,6 +129,7 @@ def train(
                 )
         finally:
             log.close()
+            directory.release()
         distributed.barrier()
         return result
 
@@ -193,12 +191,15 @@ def _loop(
     summary.health = health.summary()
     if run.run_dir is not None and run.dist.is_main:
         summary.write(run.run_dir)
+    if last_val and (never_finite := run.never_finite_error()) is not None:  # no best.pt
+        raise never_finite
     return TrainResult(
         run_dir=run.run_dir,
         status=status,
         step=state.step,
         epoch=summary.epochs_completed,
         summary=summary.to_dict(),
+        signal=stop.signal_name if status == "interrupted" else "",
     )
 
 
@@ -277,10 +278,11 @@ def _skip_step(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
     state.nonfinite_total += 1
     if state.nonfinite_consecutive >= run.recipe.train.max_nonfinite_steps:
         last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
+        last = last if last is not None and last.is_file() else None  # none written yet
         raise TrainingError(
             f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {state.step} "
             f"(loss {to_float(loss)}, gradient norm {to_float(grad_norm)}); the last good "
-            f"checkpoint is {last or 'not saved'}. Lower train.lr or check the data."
+            f"checkpoint is {last or 'none (no epoch has ended yet)'}. Lower train.lr or check the data."
         )
 
 
@@ -362,6 +364,7 @@ def end_of_epoch(
     report = validate(run, val_batches)
     monitored = distributed.broadcast_object(report[artifacts.monitored_key(t.monitor)])
     improved = state.update_best(monitored, epoch, min_delta=t.min_delta)
+    run.warn_if_not_finite(monitored, epoch)
     log.write(
         {
             artifacts.STEP: state.step,

@@ -1,8 +1,9 @@
-"""A training run: its directory, what ``train`` builds (``Run``), and its checkpoints.
+"""A training run: what ``train`` builds (``Run``), and its checkpoints.
 
-    prepare_run_dir -> rank_device -> build_samplers (train sampler, fixed validation batches)
-    -> build_run (model, EMA target encoder, AdamW, lr schedule, generators; in that order:
-       the order fixes the initial weights) -> resume_run -> wrap_model (compile, DDP)
+    rank_device -> RunDirectory (run_dir.py: checked, locked) -> open_data -> build_samplers
+    (train sampler, fixed validation batches) -> build_run (model, EMA target encoder, AdamW,
+    lr schedule, generators; in that order: the order fixes the initial weights)
+    -> RunDirectory.create / resume_run -> wrap_model (compile, DDP)
 
 ``Run.checkpoint_state`` is everything a bit-exact resume needs; ``Run.load`` restores it.
 It also holds ``model_input`` (``lejepa_core.model_input``: observation shape and dtype,
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,8 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lejepa_core import artifacts
 from lejepa_core.artifacts import Summary
-from lejepa_core.build import build_model, model_spec
+from lejepa_core.build import build_model, check_memory, model_spec
+from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import CheckpointError, RecipeError, TrainingError, UserInputError
 from lejepa_core.model_input import ModelInput
@@ -35,45 +36,10 @@ from lejepa_core.recipe import Recipe, read_recipe_data
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
 from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
+from lejepa_core.training.run_dir import RunDirectory
 from lejepa_core.training.runtime import derive_seed, resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import make_ema_copy
-
-
-def new_run_dir(recipe: Recipe, out: str | Path | None) -> Path:
-    """``--out`` (must not hold a run yet), else ``<runs_dir>/<recipe>-<YYYYmmdd-HHMMSS>``."""
-    if out is not None:
-        run_dir = Path(out)
-        if (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).exists():
-            raise CheckpointError(
-                f"{run_dir} already holds a run; use --resume {run_dir} to continue it"
-            )
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}"
-        suffix = 1
-        while run_dir.exists():
-            suffix += 1
-            run_dir = Path(recipe.log.runs_dir) / f"{recipe.name}-{stamp}-{suffix}"
-    (run_dir / artifacts.CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
-def prepare_run_dir(
-    recipe: Recipe, *, out: str | Path | None, resume: str | Path | None, is_main: bool
-) -> Path | None:
-    """The directory of the run to resume (it must hold ``checkpoints/last.pt``), or, on rank 0,
-    a new one (``new_run_dir``) holding ``resolved_recipe.toml``; None on the other ranks."""
-    if resume is not None:
-        run_dir = Path(resume)
-        if not (run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT).is_file():
-            raise CheckpointError(f"{run_dir}: no checkpoints/last.pt to resume from")
-        return run_dir
-    if not is_main:
-        return None
-    run_dir = new_run_dir(recipe, out)
-    (run_dir / artifacts.RESOLVED_RECIPE).write_text(recipe.to_toml(), encoding="utf-8")
-    return run_dir
 
 
 def rank_device(name: str) -> torch.device:
@@ -196,6 +162,9 @@ class Run:
         }
 
     def load(self, state: dict[str, Any], *, path: Path) -> None:
+        problem = ckpt.mismatch(self.model, state.get("model"))
+        if problem is not None:  # one line, not torch's list of every key
+            raise CheckpointError(f"{path}: a checkpoint of another model ({problem})")
         try:
             self.model.load_state_dict(state["model"])
             if self.target_encoder is not None:
@@ -242,6 +211,27 @@ class Run:
             recipe_hash=self.recipe.hash(),
             parameters=sum(p.numel() for p in self.model.parameters()),
             final_validation=final_validation,
+        )
+
+    def warn_if_not_finite(self, monitored: float, epoch: int) -> None:
+        """A NaN/inf monitored validation figure never counts as best: say so (rank 0)."""
+        if not math.isfinite(monitored) and self.dist.is_main:
+            print(
+                f"warning: validation {self.recipe.train.monitor} is {monitored} at epoch "
+                f"{epoch}; best.pt is not updated",
+                file=sys.stderr,
+            )
+
+    def never_finite_error(self) -> TrainingError | None:
+        """The error of a run whose monitored validation figure was never finite (no best.pt
+        can exist), None otherwise."""
+        if math.isfinite(self.state.best_val):
+            return None
+        last = self.checkpoints / artifacts.LAST_CHECKPOINT if self.checkpoints else None
+        return TrainingError(
+            f"validation {self.recipe.train.monitor} was never finite (NaN or inf at every "
+            f"epoch), so no best.pt was written; the last weights are in {last or 'no file'}; "
+            "check the data and the losses, or lower train.lr"
         )
 
     def save(self, path: Path) -> None:
@@ -306,11 +296,35 @@ def build_run(
     )
 
 
+def start_run(
+    recipe: Recipe,
+    directory: RunDirectory,
+    device: torch.device,
+    dist_info: distributed.DistInfo,
+    *,
+    data: Any = None,
+    progress: bool = False,
+) -> tuple[Run, WindowSampler, list[Batch]]:
+    """Everything before the first step, in order: the data (opened unless given), the memory
+    check, the samplers, the run, its directory (created only now) and, when resuming, the
+    checkpoint. Returns the run, the training sampler and the validation batches."""
+    if data is None:
+        data = open_data(recipe, device, is_main=dist_info.is_main, progress=progress)
+    check_memory(recipe, model_spec(recipe, data), device)
+    sampler, val_batches = build_samplers(recipe, data, device)
+    run = build_run(recipe, data, device, dist_info)
+    run.run_dir = directory.create()
+    if directory.resume is not None:
+        resume_run(run, run.run_dir)
+    return run, sampler, val_batches
+
+
 def resume_run(run: Run, run_dir: Path) -> None:
     """Load ``<run_dir>/checkpoints/last.pt`` into ``run`` (a warning naming the keys when the
     recipe differs)."""
     path = run_dir / artifacts.CHECKPOINTS / artifacts.LAST_CHECKPOINT
     saved = ckpt.load_checkpoint(path, map_location=run.device)
+    run.load(saved, path=path)  # a checkpoint of another model: its one error line, no warning
     if saved["recipe_hash"] != run.recipe.hash():
         changes = recipe_changes(_saved_recipe(saved, run_dir), run.recipe.to_dict())
         print(
@@ -318,7 +332,6 @@ def resume_run(run: Run, run_dir: Path) -> None:
             + (f": {', '.join(changes)}" if changes else ""),
             file=sys.stderr,
         )
-    run.load(saved, path=path)
 
 
 def _saved_recipe(saved: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:

@@ -53,8 +53,8 @@ class StopFlag:
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
-        if self.requested:  # second Ctrl-C: give up at once
-            raise KeyboardInterrupt
+        if self.requested:  # second Ctrl-C: give up at once (lejepa_core.cli: 130 / 143)
+            raise KeyboardInterrupt(signal.Signals(signum).name)
         self.requested = True
         self.signal_name = signal.Signals(signum).name
 
