@@ -195,8 +195,8 @@ def training_memory(recipe: Recipe, spec: ModelSpec) -> tuple[int, int]:
     parameters = sum(counts.values())
     ema = counts.get("encoder", 0) if recipe.target.mode == "ema" else 0
     window = (spec.context_frames + 1) * (math.prod(spec.obs_shape) + spec.latent_dim)
-    batches = recipe.train.batch_size * (1 + recipe.train.val_batches)
-    return parameters, 4 * (4 * parameters + ema) + 4 * window * batches
+    samples = recipe.train.batch_size + recipe.train.val_windows  # a batch + the val windows
+    return parameters, 4 * (4 * parameters + ema) + 4 * window * samples
 
 
 def check_memory(recipe: Recipe, spec: ModelSpec, device: torch.device | str) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import attrs
 
 from lejepa_core.errors import RecipeError, UnknownComponentError
+from lejepa_core.overrides import apply_overrides
 from lejepa_core.params import (
     below_one,
     each,
@@ -356,45 +357,6 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
     if errors:
         raise RecipeError(errors, source=source or None)
     return Recipe(**kwargs, source=source)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=3e-4"`` -> (["train", "lr"], 0.0003). Values are TOML literals; a bare
-    word that is not valid TOML is taken as a string. ``losses.1.weight`` indexes arrays."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise RecipeError(f"--set {text}: expected key.path=value")
-    try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()
-    return key.split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to parsed recipe data (validated afterwards, like the file)."""
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(path[:-1]):
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise RecipeError(f"--set {text}: {where}: expected an index below {len(node)}")
-                node = node[int(part)]
-            else:
-                node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise RecipeError(f"--set {text}: {where} is not a table")
-        last = path[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise RecipeError(f"--set {text}: expected an index below {len(node)}")
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return data
 
 
 def read_recipe_data(path: str | Path) -> dict[str, Any]:

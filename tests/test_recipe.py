@@ -6,9 +6,9 @@ import pytest
 from lejepa_core import registry as registry_module
 from lejepa_core.commands import params_rows
 from lejepa_core.errors import RecipeError
+from lejepa_core.overrides import apply_overrides
 from lejepa_core.recipe import (
     _PLAIN_TABLES,
-    apply_overrides,
     load_recipe,
     recipe_from_dict,
     tomllib,

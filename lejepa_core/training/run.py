@@ -314,6 +314,8 @@ def start_run(
     sampler, val_batches = build_samplers(recipe, data, device)
     run = build_run(recipe, data, device, dist_info)
     run.run_dir = directory.create()
+    if run.run_dir is not None and dist_info.is_main:
+        run.model_input.write(run.run_dir)
     if directory.resume is not None:
         resume_run(run, run.run_dir)
     return run, sampler, val_batches
