@@ -21,7 +21,8 @@ from typing import Any
 import attrs
 
 from lejepa_core.envinfo import EnvInfo
-from lejepa_core.errors import CheckpointError, DatasetError
+from lejepa_core.errors import CheckpointError, DatasetError, StorageError
+from lejepa_core.files import write_failure
 from lejepa_core.interfaces import ModelSpec
 
 FILE = "model_input.json"
@@ -117,7 +118,10 @@ class ModelInput:
 
     def write(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / FILE
-        path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        try:
+            path.write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
+        except OSError as exc:  # a full disk: one line naming the file
+            raise StorageError(write_failure(path, exc)) from None
         return path
 
     @classmethod

@@ -383,8 +383,10 @@ def test_a_really_full_disk(small_disk, recipe):
             text=True,
         )
         assert done.returncode == 1, done.stderr[-3000:]
-        line = done.stderr.strip()
-        assert line.startswith("Error: cannot write") and "\n" not in line, line
+        *warnings, line = done.stderr.strip().splitlines()
+        # tensorboardX's writer thread may hit the full disk first: one warning line for it
+        assert all(w.startswith("warning: ") and "stopped:" in w for w in warnings), warnings
+        assert len(warnings) <= 1 and line.startswith("Error: cannot write"), line
         assert "No space left on device" in line and "Traceback" not in done.stderr
         assert not list(small_disk.rglob("*.tmp"))
         shutil.rmtree(small_disk / "r", ignore_errors=True)
