@@ -37,6 +37,7 @@ from lejepa_core.progress import progress_bar
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, to_float
+from lejepa_core.training.grad_paths import gradient_shares, warn_gradient_paths
 from lejepa_core.training.run import (
     Run,
     build_run,
@@ -120,6 +121,7 @@ def train(
             )
         sampler, val_batches = build_samplers(recipe, data, torch_device)
         run = build_run(recipe, data, torch_device, dist_info, run_dir)
+        warn_gradient_paths(recipe, data, enabled=dist_info.is_main)  # losses that train nothing
         if resume is not None:
             resume_run(run, run_dir)
         step_module = wrap_model(
@@ -229,6 +231,8 @@ def train_step(
             step=step,
         )
     run.optimizer.zero_grad(set_to_none=True)
+    log_step = (step + 1) % recipe.log.every == 0 or step + 1 == run.total_steps
+    shares = gradient_shares(step_loss, run.model) if log_step else {}  # keeps the graph
     step_loss.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
@@ -254,7 +258,7 @@ def train_step(
         state.nonfinite_consecutive = 0
         clipped = grad_norm > max_norm
         state.clipped_total += int(clipped)  # the flags' sync above already waited for it
-        metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+        metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
     _advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1
     state.samples_seen += run.world_batch
