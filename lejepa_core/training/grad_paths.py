@@ -1,8 +1,8 @@
 """Which losses shape the model: a check before training, and the gradient shares logged in it.
 
     gradient_path_warnings(recipe, spec) -> list[str]
-        builds the model as training would (a fresh copy on the CPU; the global RNG is left
-        as it was), runs one forward on a tiny synthetic batch and asks autograd, for every
+        builds the model as training would (a throwaway copy; the global RNG is left as it
+        was), runs one forward on a tiny synthetic batch and asks autograd, for every
         loss with a non-zero weight, whether its value reaches a trainable parameter. A loss
         that reaches none (SIGReg ``on = "target"`` beside an EMA target encoder: the target
         latents carry no gradient) is logged every step but shapes nothing: one warning line
@@ -54,24 +54,30 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 
 
 # ----------------------------------------------------------------------------- the check
-def gradient_path_warnings(recipe: Recipe, spec: ModelSpec, *, batch: int = 8) -> list[str]:
+def gradient_path_warnings(
+    recipe: Recipe, spec: ModelSpec, *, device: str | torch.device = "cpu", batch: int = 8
+) -> list[str]:
     """One line per weighted loss whose value reaches no trainable parameter of the model
     (the masker's, the encoder's, the predictor's, the quantizer's or another loss's), or
-    only its own. Builds and runs a throwaway model on the CPU under ``torch.random.fork_rng``.
+    only its own. Builds and runs a throwaway model on ``device`` under
+    ``torch.random.fork_rng`` (the global RNG is left as it was).
 
     The synthetic batch: context [batch, W, *obs], target [batch, *obs] from
-    ``lejepa_core.testing.observations``, k cycling through ``spec.horizons``.
+    ``lejepa_core.testing.observations``, k cycling through ``spec.horizons``. Under
+    torch.distributed every rank must call it (losses such as SIGReg all-reduce; the ranks run
+    the same synthetic step, so their collectives match).
     """
     try:
-        return _check(recipe, spec, batch)
+        return _check(recipe, spec, torch.device(device), batch)
     except Exception as exc:  # a diagnostic: a forward that fails on synthetic data says so
         return [f"gradient paths not checked: one forward on a synthetic batch failed ({exc!r})"]
 
 
-def _check(recipe: Recipe, spec: ModelSpec, batch: int) -> list[str]:
-    with torch.random.fork_rng(devices=[]):
+def _check(recipe: Recipe, spec: ModelSpec, device: torch.device, batch: int) -> list[str]:
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(recipe.train.seed)
-        model = build_model(recipe, spec).train()
+        model = build_model(recipe, spec).to(device).train()
         target = make_ema_copy(model.context_encoder) if recipe.target.mode == "ema" else None
         g = torch.Generator().manual_seed(0)
         window = spec.context_frames
@@ -79,12 +85,12 @@ def _check(recipe: Recipe, spec: ModelSpec, batch: int) -> list[str]:
         target_obs = observations(spec, g, batch)
         k = torch.tensor([spec.horizons[i % len(spec.horizons)] for i in range(batch)])
         step_loss, outputs = model(
-            context,
-            target_obs,
-            k,
+            context.to(device),
+            target_obs.to(device),
+            k.to(device),
             target_encoder=target,
-            mask_generator=torch.Generator().manual_seed(1),
-            loss_generator=torch.Generator().manual_seed(2),
+            mask_generator=torch.Generator(device=device).manual_seed(1),
+            loss_generator=torch.Generator(device=device).manual_seed(2),
             step=0,
         )
         return _warnings(recipe, model, step_loss, outputs)
@@ -132,13 +138,15 @@ def _why(config: Any, loss: nn.Module, outputs: Any, recipe: Recipe) -> str:
     return " (it reads the target latents, which the EMA target encoder computes without gradients)"
 
 
-def warn_gradient_paths(recipe: Recipe, data: Any = None, *, enabled: bool = True) -> list[str]:
+def warn_gradient_paths(
+    recipe: Recipe, data: Any = None, *, device: str | torch.device = "cpu", show: bool = True
+) -> list[str]:
     """``gradient_path_warnings`` for ``recipe`` (``data``: an opened ``TrajectoryData``, or
-    None for the recipe's file or env), each line written to stderr as ``warning: ...``;
-    nothing when not ``enabled`` (ranks other than 0)."""
-    if not enabled:
-        return []
-    lines = gradient_path_warnings(recipe, model_spec(recipe, data))
+    None for the recipe's file or env) on ``device``, each line written to stderr as
+    ``warning: ...`` when ``show`` (rank 0; every rank must call it under torch.distributed)."""
+    lines = gradient_path_warnings(recipe, model_spec(recipe, data), device=device)
+    if not show:
+        return lines
     for line in lines:
         print(f"warning: {line}", file=sys.stderr)
     return lines

@@ -121,7 +121,7 @@ def train(
             )
         sampler, val_batches = build_samplers(recipe, data, torch_device)
         run = build_run(recipe, data, torch_device, dist_info, run_dir)
-        warn_gradient_paths(recipe, data, enabled=dist_info.is_main)  # losses that train nothing
+        warn_gradient_paths(recipe, data, device=torch_device, show=dist_info.is_main)
         if resume is not None:
             resume_run(run, run_dir)
         step_module = wrap_model(
