@@ -155,6 +155,13 @@ def test_recipe_option_default_values_and_errors(tmp_path, tiny_data):
     assert build_model(shared, model_spec(shared)).mask_frames == "shared"
 
 
+def test_physics_recipes_share_masks_across_frames():
+    from lejepa_core.recipe import load_recipe
+
+    for name in ("multi_k_physics", "lejepa_physics"):
+        assert load_recipe(REPO / "recipes" / f"{name}.toml").train.mask_frames == "shared", name
+
+
 def test_training_step_shares_the_mask(tmp_path, tiny_data, monkeypatch):
     """A training run with mask_frames = shared feeds the encoder frames masked alike."""
     from lejepa_core.training import step as step_module
