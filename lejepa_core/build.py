@@ -166,6 +166,7 @@ def build_model(recipe: Recipe, spec: ModelSpec) -> JEPAModel:
         labels=recipe.loss_labels(),
         quantizer=components.quantizer,
         shared_target=recipe.target.mode == "shared",
+        mask_frames=recipe.train.mask_frames,
     )
 
 

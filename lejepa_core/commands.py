@@ -24,9 +24,11 @@ def _console() -> Console:
 )
 def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
     """Validate RECIPE, build every component and run one training step (forward and
-    backward) on a tiny synthetic batch; train nothing."""
+    backward) on a tiny synthetic batch; train nothing. Warns about weighted losses that no
+    gradient path connects to a trainable parameter (they would shape nothing)."""
     from lejepa_core.build import build_components, check_memory, count_parameters, model_spec
     from lejepa_core.recipe import load_recipe
+    from lejepa_core.training.grad_paths import gradient_path_warnings
 
     loaded = load_recipe(recipe, overrides)
     spec = model_spec(loaded)
@@ -55,6 +57,8 @@ def check_command(recipe: str, overrides: tuple[str, ...]) -> None:
         table.add_row(label, name, reg.plugin.distribution, f"{count:,}")
     table.add_row("total", "", "", f"{total:,}")
     _console().print(table)
+    for line in gradient_path_warnings(loaded, spec):
+        click.echo(f"warning: {line}")
     click.echo(
         f"OK: {recipe} is valid; {count_parameters(components.encoder):,} encoder parameters."
     )

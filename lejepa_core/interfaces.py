@@ -167,7 +167,10 @@ class Masker(Component, abc.ABC):
 
     Applied to context observations only. ``mask`` is a bool tensor, True where hidden,
     broadcastable to ``obs``. May read ``spec.feature_names`` (e.g. ``x, y, vx, vy``).
-    The trainer calls it on ``[B*W, *obs]`` (frames flattened into the batch).
+    The trainer calls it on ``[B*W, *obs]`` (frames flattened into the batch), or, with
+    ``train.mask_frames = "shared"``, once per frame on ``[B, *obs]`` with the generator's state
+    restored before each call: draw every random number from ``generator`` so that equal
+    states give equal masks.
     """
 
     kind = "masker"

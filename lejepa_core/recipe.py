@@ -152,6 +152,12 @@ class TrainConfig:
         "minimum decrease of the monitored validation figure that counts as improvement",
         non_negative,
     )
+    mask_frames: Literal["per_frame", "shared"] = param(
+        "per_frame",
+        "masking of the W context frames of a window: 'shared' hides the same elements in all "
+        "W frames (the masker's random draws repeated per frame), 'per_frame' draws a mask per "
+        "frame (a feature hidden in one frame is visible in its neighbours)",
+    )
     max_nonfinite_steps: int = param(
         10, "stop after this many consecutive non-finite losses", positive
     )

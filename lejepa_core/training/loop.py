@@ -38,6 +38,7 @@ from lejepa_core.progress import Progress
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import console, distributed
 from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
+from lejepa_core.training.grad_paths import gradient_shares
 from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.run import (
     Run,
@@ -236,6 +237,8 @@ def train_step(
             step=step,
         )
     run.optimizer.zero_grad(set_to_none=True)
+    log_step = (step + 1) % recipe.log.every == 0 or step + 1 == run.total_steps
+    shares = gradient_shares(step_loss, run.model) if log_step else {}  # keeps the graph
     step_loss.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
@@ -261,7 +264,7 @@ def train_step(
         state.nonfinite_consecutive = 0
         clipped = grad_norm > max_norm
         state.clipped_total += int(clipped)  # the flags' sync above already waited for it
-        metrics = _step_metrics(step_loss, outputs, grad_norm, clipped)
+        metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
         metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
     _advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1

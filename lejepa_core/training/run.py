@@ -35,6 +35,7 @@ from lejepa_core.model_input import ModelInput
 from lejepa_core.recipe import Recipe, read_recipe_data
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
+from lejepa_core.training.grad_paths import warn_gradient_paths
 from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
 from lejepa_core.training.run_dir import RunDirectory
 from lejepa_core.training.runtime import derive_seed, resolve_device
@@ -313,6 +314,7 @@ def start_run(
     check_memory(recipe, model_spec(recipe, data), device)
     sampler, val_batches = build_samplers(recipe, data, device)
     run = build_run(recipe, data, device, dist_info)
+    warn_gradient_paths(recipe, data, device=device, show=dist_info.is_main)
     run.run_dir = directory.create()
     if run.run_dir is not None and dist_info.is_main:
         run.model_input.write(run.run_dir)

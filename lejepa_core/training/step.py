@@ -47,20 +47,65 @@ def encode_frames(encoder: nn.Module, frames: torch.Tensor) -> torch.Tensor:
     return z.reshape(batch, window, -1)
 
 
+MASK_FRAMES = ("per_frame", "shared")
+"""``train.mask_frames``: a mask drawn per context frame, or one mask for the W frames of a window."""
+
+
+def mask_context(
+    masker: nn.Module,
+    context_obs: torch.Tensor,
+    generator: torch.Generator | None,
+    *,
+    shared: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Context frames [B, W, *obs] -> (masked frames [B*W, *obs], mask broadcastable to them).
+
+    per_frame (``shared=False``): one masker call on the flattened [B*W, *obs] frames, so each
+    frame draws its own mask. shared: the masker is called once per frame on [B, *obs] with the
+    generator's state restored before each call, so every frame of a window gets the same random
+    draws: the same elements hidden in all W frames (for any masker whose mask depends on its
+    random numbers and the batch shape, not on the values), each frame filled by the masker.
+    The generator ends where one [B, *obs] call leaves it.
+    """
+    batch, window = context_obs.shape[:2]
+    if not shared:
+        return masker(context_obs.reshape(batch * window, *context_obs.shape[2:]), generator)
+    if generator is None:  # the global RNG: a generator of its own, seeded from it
+        seed = int(torch.randint(2**62, (), device="cpu"))
+        generator = torch.Generator(device=context_obs.device).manual_seed(seed)
+    start = generator.get_state()
+    frames, masks = [], []
+    for w in range(window):
+        generator.set_state(start)
+        masked, mask = masker(context_obs[:, w], generator)  # [B, *obs], mask like [B, *obs]
+        frames.append(masked)
+        # a mask that broadcasts over the batch: give it the batch axis before stacking frames
+        size = (batch, *mask.shape[1:]) if mask.dim() == masked.dim() else masked.shape
+        masks.append(mask.expand(size))
+    flat = torch.stack(frames, 1).reshape(batch * window, *context_obs.shape[2:])
+    mask = torch.stack(masks, 1)  # [B, W, ...]
+    return flat, mask.reshape(batch * window, *mask.shape[2:])
+
+
 def forward_context(
     encoder: nn.Module,
     masker: nn.Module | None,
     quantizer: nn.Module | None,
     context_obs: torch.Tensor,
     mask_generator: torch.Generator | None,
+    *,
+    mask_frames: str = "per_frame",
 ) -> ContextOutputs:
-    """Mask the context frames [B, W, *obs] (flattened to [B*W, *obs] for the masker), encode
-    them to [B, W, D], and quantize the flattened [B*W, D] latents when a quantizer is set."""
+    """Mask the context frames [B, W, *obs] (``mask_context``: per frame or one mask shared by
+    a window's frames), encode them to [B, W, D], and quantize the flattened [B*W, D] latents
+    when a quantizer is set."""
     batch, window = context_obs.shape[:2]
     flat = context_obs.reshape(batch * window, *context_obs.shape[2:])
     mask = None
     if masker is not None:
-        flat, mask = masker(flat, mask_generator)
+        flat, mask = mask_context(
+            masker, context_obs, mask_generator, shared=mask_frames == "shared"
+        )
     z = encoder(flat)  # [B*W, D]
     context = z.reshape(batch, window, -1)
     if quantizer is None:
@@ -125,6 +170,7 @@ class JEPAModel(nn.Module):
         labels: list[str],
         quantizer: nn.Module | None = None,
         shared_target: bool = False,
+        mask_frames: str = "per_frame",
     ):
         super().__init__()
         self.context_encoder = encoder
@@ -135,6 +181,9 @@ class JEPAModel(nn.Module):
         self.weights = list(weights)
         self.labels = list(labels)
         self.shared_target = shared_target
+        if mask_frames not in MASK_FRAMES:
+            raise ValueError(f"mask_frames: expected one of {MASK_FRAMES}, got {mask_frames!r}")
+        self.mask_frames = mask_frames
         self.needs_unmasked = any("context_unmasked" in getattr(m, "requires", ()) for m in losses)
 
     def predict(self, context_obs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -161,7 +210,12 @@ class JEPAModel(nn.Module):
         """context_obs [B, W, *obs], target_obs [B, *obs], k [B] -> (StepLoss, StepOutputs)."""
         masker = self.masker if apply_mask else None
         ctx = forward_context(
-            self.context_encoder, masker, self.quantizer, context_obs, mask_generator
+            self.context_encoder,
+            masker,
+            self.quantizer,
+            context_obs,
+            mask_generator,
+            mask_frames=self.mask_frames,
         )
         encoder = (
             self.context_encoder if self.shared_target or target_encoder is None else target_encoder
