@@ -33,7 +33,14 @@ from tests.conftest import tiny_recipe
 CHROMIUM = (
     shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 )
-CURVES = {"losses", "validation_loss", "prediction", "effective_rank", "optimisation"}
+CURVES = {
+    "losses",
+    "validation_loss",
+    "prediction",
+    "effective_rank",
+    "optimisation",
+    "gradient_share",
+}
 REPORT_PACKAGE = Path(__file__).resolve().parents[1] / "lejepa_core" / "report"
 
 
