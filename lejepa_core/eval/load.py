@@ -27,7 +27,7 @@ from lejepa_core.eval.probe import Probe
 from lejepa_core.interfaces import ModelSpec
 from lejepa_core.model_input import ModelInput
 from lejepa_core.recipe import Recipe, load_recipe
-from lejepa_core.training.checkpoint import load_checkpoint
+from lejepa_core.training.checkpoint import WEIGHTS_FORMATS, load_checkpoint
 from lejepa_core.training.runtime import resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import make_ema_copy
@@ -111,7 +111,7 @@ def load_run(
     if not path.is_file() and checkpoint == "best":
         path = run_dir / artifacts.CHECKPOINTS / "last.pt"
     torch_device = resolve_device(device or "auto")
-    state = load_checkpoint(path, map_location=torch_device)
+    state = load_checkpoint(path, map_location=torch_device, formats=WEIGHTS_FORMATS)
     stored = state.get("model_input")
     stored = ModelInput.from_dict(stored, where=str(path)) if stored else ModelInput.read(run_dir)
     opened = None

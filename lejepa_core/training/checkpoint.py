@@ -116,9 +116,20 @@ def _read_failure(exc: Exception) -> str:
     return f"damaged or not a checkpoint ({type(exc).__name__}: {first[:200]})"
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+#: Formats whose model and target-encoder weights read as today's (loading a trained model
+#: needs no scheduler state: format 1 differs only there).
+WEIGHTS_FORMATS = (1, 2)
+
+
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    formats: tuple[int, ...] = (FORMAT_VERSION,),
+) -> dict[str, Any]:
     """Load a checkpoint written by ``save_atomic``: its digest verified, its tensors finite;
-    ``CheckpointError`` naming the file otherwise."""
+    ``CheckpointError`` naming the file otherwise. ``formats``: the formats the caller reads
+    (resuming: this one; loading weights for evaluation: ``WEIGHTS_FORMATS``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -127,13 +138,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # noqa: BLE001 - any unpickling/zip failure means a bad file
         raise CheckpointError(f"{path}: cannot read checkpoint: {_read_failure(exc)}") from None
     version = state.get("format_version") if isinstance(state, dict) else None
-    if isinstance(version, int) and version != FORMAT_VERSION:
+    if isinstance(version, int) and version not in formats:
         raise CheckpointError(
             f"{path}: checkpoint format {version}, this lejepa reads format {FORMAT_VERSION} "
             f"only ({'an older' if version < FORMAT_VERSION else 'a newer'} lejepa wrote it); "
             "start a new run, or use the lejepa version that wrote it"
         )
-    if version != FORMAT_VERSION:
+    if version not in formats:
         raise CheckpointError(f"{path}: not a lejepa checkpoint (format {FORMAT_VERSION} expected)")
     damaged = f"{path}: damaged checkpoint"
     remedy = "use the run's other checkpoint (best.pt / last.pt) or start a new run"
