@@ -23,8 +23,8 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MAX_SYNCS_PER_STEP = {
     "multi_k_physics": 1,
     "lejepa_physics": 1,
-    "arc_vq": 18,
-    "arc_fsq": 17,
+    "arc_vq": 15,
+    "arc_fsq": 15,
 }
 TINY = (
     "data.episodes=8",
