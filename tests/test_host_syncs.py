@@ -23,8 +23,8 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 MAX_SYNCS_PER_STEP = {
     "multi_k_physics": 1,
     "lejepa_physics": 1,
-    "arc_vq": 15,
-    "arc_fsq": 15,
+    "arc_vq": 3,
+    "arc_fsq": 3,
 }
 TINY = (
     "data.episodes=8",
