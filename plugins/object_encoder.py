@@ -283,9 +283,13 @@ class ObjectEncoder(Encoder):
         self.transformer = TransformerEncoder.from_params(params)
         self.head = nn.Linear(params.dim, spec.latent_dim)
 
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+    @torch.compiler.disable  # data-dependent (the convergence loop): stays out of the graph
+    def tokenize(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Grids ``[B, H, W]`` -> object features ``[B, M, F]``, padding mask ``[B, M]`` and grid
+        features ``[B, V + 3]``, without gradient (tokenisation is discrete). Plain tensors: a
+        compiled ``forward`` traces only the transformer around them."""
         p = self.params
-        with torch.no_grad():  # tokenisation is discrete: no gradient to the observation
+        with torch.no_grad():
             objects = extract_objects(
                 obs,
                 cell_values=self.cell_values,
@@ -301,10 +305,15 @@ class ObjectEncoder(Encoder):
                 cell_values=self.cell_values,
                 pad_value=self.pad_value,
             )  # [B, V + 3]
+        return objects.features, objects.padding_mask, global_features
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        object_features, padding_mask, global_features = self.tokenize(obs)
         grid = self.grid_token + self.embed_grid(global_features).unsqueeze(1)  # [B, 1, dim]
-        x = torch.cat([grid, self.embed_object(objects.features)], dim=1)  # [B, 1 + M, dim]
+        x = torch.cat([grid, self.embed_object(object_features)], dim=1)  # [B, 1 + M, dim]
         # [B, 1 + M]; the grid token is never padding
-        mask = F.pad(objects.padding_mask, (1, 0), value=False)
+        mask = F.pad(padding_mask, (1, 0), value=False)
         x = self.transformer(x, mask)  # [B, 1 + M, dim]
         pooled = x[:, 0] if p.pooling == "grid_token" else masked_mean(x, mask)  # [B, dim]
         return self.head(pooled)  # [B, D]
