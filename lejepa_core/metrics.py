@@ -35,11 +35,9 @@ def singular_values(z: torch.Tensor) -> torch.Tensor:
 def exp_entropy(weights: torch.Tensor, empty: float) -> torch.Tensor:
     """exp(entropy) of the distribution ``weights / weights.sum()`` ([K] -> 0-d); ``empty`` if all 0."""
     total = weights.sum()
-    if total <= 0:
-        return torch.tensor(empty)
-    p = weights / total
-    p = p[p > 0]
-    return torch.exp(-(p * p.log()).sum())
+    p = weights / total.clamp_min(torch.finfo(weights.dtype).tiny)
+    entropy = -torch.special.xlogy(p, p).sum()  # 0 log 0 = 0; fixed shapes, no host sync
+    return torch.where(total > 0, torch.exp(entropy), torch.full_like(entropy, empty))
 
 
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
@@ -65,7 +63,9 @@ def per_dimension_variance(z: torch.Tensor) -> torch.Tensor:
 
 def code_histogram(codes: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Counts of each code: codes [N] int (any shape, flattened) -> [codebook_size] float."""
-    return torch.bincount(codes.reshape(-1).long(), minlength=codebook_size).float()
+    flat = codes.reshape(-1).long()
+    counts = torch.zeros(codebook_size, device=codes.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))  # no sync
 
 
 def codebook_usage(counts: torch.Tensor) -> torch.Tensor:

@@ -203,7 +203,7 @@ class FeatureMasker(Masker):
         if self.token is not None:
             hidden = self.token.to(obs.dtype)
         else:
-            hidden = torch.tensor(self.params.fill_value, dtype=obs.dtype, device=obs.device)
+            hidden = obs.new_full((), self.params.fill_value)  # a fill: no host copy
         return torch.where(mask, hidden, obs), mask
 
 
@@ -272,7 +272,7 @@ class BlockMasker(Masker):
         in_cols = (cols >= left) & (cols < left + w)  # [B, nb, W]
         mask = (in_rows[..., :, None] & in_cols[..., None, :]).any(dim=1)  # [B, H, W]
         mask = mask.reshape(B, *([1] * (obs.dim() - 3)), self.height, self.width)
-        hidden = torch.tensor(self.params.fill_value, dtype=obs.dtype, device=obs.device)
+        hidden = obs.new_full((), self.params.fill_value)  # a fill: no host copy
         return torch.where(mask, hidden, obs), mask
 
 

@@ -225,29 +225,24 @@ class VectorQuantizer(_CodeMetrics):
         The choice is drawn on every rank (same RNG consumption) and rank 0's is broadcast, so
         the codebooks stay identical. Returns the number replaced (0-d tensor).
         """
-        dead = self.dead_code_mask()
-        dead_index = dead.nonzero().squeeze(1)  # host sync: the count decides the shapes below
-        num_dead = dead_index.numel()
-        if num_dead == 0:
-            return torch.zeros((), device=z.device)
-        rows = torch.randint(z.shape[0], (num_dead,), device=z.device)
+        dead = self.dead_code_mask()  # [K]
+        K, D = self.codebook.shape
+        # a candidate for every code, kept where the code is dead: fixed shapes, no host sync
+        rows = torch.randint(z.shape[0], (K,), device=z.device)
         scale = z.std(dim=0, keepdim=True) if z.shape[0] > 1 else torch.ones_like(z[:1])
-        noise = (
-            torch.randn(num_dead, z.shape[1], device=z.device)
-            * scale
-            * self.params.replacement_noise
-        )
-        new_codes = z[rows] + noise
+        noise = torch.randn(K, D, device=z.device) * scale * self.params.replacement_noise
+        new_codes = z[rows] + noise  # [K, D]
         if self.params.l2_normalize:
             new_codes = F.normalize(new_codes, dim=-1)
         if _distributed():
             torch.distributed.broadcast(new_codes, src=0)
-        self.codebook[dead_index] = new_codes
-        self.ema_embed_sum[dead_index] = new_codes
-        self.ema_cluster_size[dead_index] = 1.0
-        self.code_age[dead_index] = 0
-        self.usage_window.counts[:, dead_index] = 0.0
-        return torch.tensor(float(num_dead), device=z.device)
+        column = dead[:, None]  # [K, 1]
+        self.codebook.copy_(torch.where(column, new_codes, self.codebook))
+        self.ema_embed_sum.copy_(torch.where(column, new_codes, self.ema_embed_sum))
+        self.ema_cluster_size.masked_fill_(dead, 1.0)
+        self.code_age.masked_fill_(dead, 0)
+        self.usage_window.counts.masked_fill_(dead[None, :], 0.0)
+        return dead.sum().float()
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, z: torch.Tensor) -> QuantizerOutput:

@@ -242,10 +242,14 @@ def train_step(
     step_loss.total.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
-    flags = distributed.any_flag(
-        torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
+    clipped = grad_norm > max_norm
+    # a fill, not a host -> device copy of a Python float
+    stop_flag = torch.full((), float(stop.requested), device=bad.device)
+    flags = distributed.any_flag(torch.stack([bad.float(), stop_flag]))
+    # the one host sync per step: this rank's clip flag travels with the all-reduced flags
+    nonfinite, stop_now, was_clipped = (
+        bool(v) for v in torch.cat([flags, clipped.float()[None]]).tolist()
     )
-    nonfinite, stop_now = (bool(v) for v in flags.tolist())  # the one host sync per step
 
     momentum = ema_momentum(
         step,
@@ -262,8 +266,7 @@ def train_step(
         if run.target_encoder is not None:
             ema_update(run.target_encoder, run.model.context_encoder, momentum)
         state.nonfinite_consecutive = 0
-        clipped = grad_norm > max_norm
-        state.clipped_total += int(clipped)  # the flags' sync above already waited for it
+        state.clipped_total += int(was_clipped)
         metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
         metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
     _advance_schedule(run.scheduler, skipped=nonfinite)

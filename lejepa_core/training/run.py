@@ -373,15 +373,15 @@ def recipe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]
     ]
 
 
-def wrap_model(run: Run, *, compile: bool) -> nn.Module:
-    """``torch.compile`` the encoders and predictor (state-dict keys unchanged) when asked;
-    the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
+def wrap_model(run: Run, *, compile: bool, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` (``backend``) the encoders and predictor (state-dict keys unchanged)
+    when asked; the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
     model = run.model
     if compile:
-        model.context_encoder.compile()
-        model.predictor.compile()
+        model.context_encoder.compile(backend=backend)
+        model.predictor.compile(backend=backend)
         if run.target_encoder is not None:
-            run.target_encoder.compile()
+            run.target_encoder.compile(backend=backend)
     if not run.dist.enabled:
         return model
     return DistributedDataParallel(
