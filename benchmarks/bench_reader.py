@@ -11,6 +11,18 @@ context frames, horizons (1, 2, 4, 8). Rows:
   the raw file and an lzf-compressed copy;
 * the naive loop a user writes with h5py: per sample, ``ds[t-W+1 : t+1]`` and ``ds[t+k]``,
   on the same windows (identical batches), then ``torch.stack``.
+
+``--streaming``: ``on_device = "never"`` on an LZF ``lejepa/ArcGrid-v0`` file (procedural
+source, int8 [30, 30] grids, written by ``generate_dataset``; the arc recipes' W=2, horizons
+(1, 2, 4)), samples/s of ``WindowSampler.sample`` for
+
+* before: one h5py slice per run of consecutive rows, no prefetch (the previous reader);
+* whole-chunk gathers (each touched chunk decompressed once, LRU cache of decompressed
+  chunks), no prefetch; the same with a cache too small to hold the file (cold reads);
+* whole-chunk gathers with the background prefetch, alone and overlapping a simulated
+  training step (``--step-ms`` of busy work on the main thread per batch).
+
+    .venv/bin/python benchmarks/bench_reader.py --streaming [--episodes 2000] [--batch 256]
 """
 
 from __future__ import annotations
@@ -26,7 +38,9 @@ import numpy as np
 import torch
 from machine import machine_line
 
+from lejepa_core.data import row_reader
 from lejepa_core.data.reader import TrajectoryData
+from lejepa_core.data.row_reader import RowReader
 from lejepa_core.data.sampler import WindowSampler
 from lejepa_core.data.writer import TrajectoryWriter
 
@@ -88,14 +102,131 @@ def naive_batch(ds: h5py.Dataset, offsets: np.ndarray, batch) -> tuple[torch.Ten
     return torch.stack(context), torch.stack(target)
 
 
+def busy(ms: float) -> None:
+    """Keep the main thread busy for ``ms`` milliseconds, holding the GIL as little as a
+    training step does (torch kernels release it)."""
+    if ms <= 0:
+        return
+    a = torch.randn(256, 256)
+    stop = time.perf_counter() + ms / 1000
+    while time.perf_counter() < stop:
+        a @ a
+
+
+def streaming(args) -> None:
+    """The ``--streaming`` table (see the module docstring)."""
+    from lejepa_core.data.generate import generate_dataset
+    from lejepa_core.registry import ensure_envs_registered
+
+    ensure_envs_registered()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_reader_arc_"))
+    horizons, w, b = (1, 2, 4), 2, args.batch
+    try:
+        start = time.perf_counter()
+        path = generate_dataset(
+            "lejepa/ArcGrid-v0",
+            episodes=args.episodes,
+            steps=30,
+            out=tmp / "arc.h5",
+            env_kwargs={"source": "procedural"},
+            progress=False,
+        )
+        with h5py.File(path) as f:
+            ds = f["observations"]
+            layout = f"{list(ds.shape)} {ds.dtype} {ds.compression}, chunks {list(ds.chunks)}"
+            raw_mb = ds.nbytes / 2**20
+        print(
+            f"file: {args.episodes} episodes x 30 steps, observations {layout}, "
+            f"{raw_mb:.1f} MiB raw, {path.stat().st_size / 2**20:.1f} MiB on disk "
+            f"(generated in {time.perf_counter() - start:.1f} s); B={b}, W={w}, horizons={horizons}"
+        )
+        reference = None
+        results = []
+        cases = (
+            ("before: per-run h5py slices, no prefetch", "runs", False, 0.0, None),
+            ("whole-chunk gathers, no prefetch", "chunks", False, 0.0, None),
+            ("whole-chunk gathers, 8 MiB cache (cold reads), no prefetch", "chunks", False, 0.0, 8),
+            ("whole-chunk gathers + prefetch", "chunks", True, 0.0, None),
+            ("before, with a simulated step", "runs", False, args.step_ms, None),
+            (
+                "whole-chunk gathers, no prefetch, with the step",
+                "chunks",
+                False,
+                args.step_ms,
+                None,
+            ),
+            ("whole-chunk gathers + prefetch, with the step", "chunks", True, args.step_ms, None),
+        )
+        begin = time.perf_counter()
+        for _ in range(args.batches):
+            busy(args.step_ms)
+        step_alone_ms = (time.perf_counter() - begin) / args.batches * 1000
+        original_chunks = RowReader._read_chunks
+        original_cache = row_reader.DECOMPRESSED_CACHE_BYTES
+        for label, method, prefetch, step_ms, cache_mib in cases:
+            RowReader._read_chunks = RowReader._read_runs if method == "runs" else original_chunks
+            row_reader.DECOMPRESSED_CACHE_BYTES = (
+                original_cache if cache_mib is None else cache_mib * 2**20
+            )
+            with TrajectoryData.open(path, on_device="never") as data:
+                sampler = WindowSampler(
+                    data,
+                    torch.arange(data.num_episodes),
+                    context_frames=w,
+                    horizons=horizons,
+                    prefetch=prefetch,
+                )
+                check = sampler.sample(b, torch.Generator().manual_seed(1))
+                if reference is None:
+                    reference = check
+                assert torch.equal(check.context_obs, reference.context_obs)
+                generator = torch.Generator().manual_seed(0)
+                batches = args.batches if method == "runs" else args.batches * 20
+                if step_ms:
+                    batches = args.batches * 2
+                for _ in range(3):  # warm-up (and a filled cache, where it fits)
+                    sampler.sample(b, generator)
+                begin = time.perf_counter()
+                for _ in range(batches):
+                    sampler.sample(b, generator)
+                    busy(step_ms)
+                seconds = time.perf_counter() - begin
+                sampler.close()
+            results.append((label, step_ms, batches * b / seconds, seconds / batches * 1000))
+        RowReader._read_chunks = original_chunks
+        row_reader.DECOMPRESSED_CACHE_BYTES = original_cache
+        before = results[0][2]
+        print(f"simulated step alone: {step_alone_ms:.2f} ms per batch")
+        print("| method | step ms | samples/s | ms per batch | data stall ms | x before |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, step_ms, value, ms in results:
+            stall = ms - step_alone_ms if step_ms else ms
+            print(
+                f"| {label} | {step_ms:g} | {value:,.0f} | {ms:.2f} | {stall:.2f} | "
+                f"{value / before:.1f} |"
+            )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=4000)
+    parser.add_argument("--episodes", type=int, default=None, help="4000 (2000 with --streaming)")
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--batches", type=int, default=50)
+    parser.add_argument("--streaming", action="store_true", help="the LZF ArcGrid table")
+    parser.add_argument("--batch", type=int, default=256, help="batch size (--streaming)")
+    parser.add_argument(
+        "--step-ms", type=float, default=2.0, help="simulated step per batch (--streaming)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(machine_line("numpy", "h5py", "torch"))
+    if args.streaming:
+        args.episodes = args.episodes or 2000
+        streaming(args)
+        return
+    args.episodes = args.episodes or 4000
     tmp = Path(tempfile.mkdtemp(prefix="bench_reader_"))
     try:
         raw_path = make_file(tmp, args.episodes, args.steps)

@@ -214,3 +214,82 @@ def test_check_source_names_the_mismatch(tmp_path):
             match=r'b.h5: generated from lejepa/BouncingBalls-v0 \{"num_balls": 2\}, but data',
         ):
             data.check_source("lejepa/BouncingBalls-v0", {"num_balls": 3})
+
+
+def _write_compressed(p, compression, n=3000):
+    obs = np.random.default_rng(0).normal(size=(n, 5, 4)).astype(np.float32)
+    with TrajectoryWriter(
+        p,
+        obs_shape=(5, 4),
+        obs_dtype="float32",
+        action_shape=(),
+        action_dtype="int8",
+        compression=compression,
+    ) as writer:
+        writer.append(obs, np.zeros(n, np.int8), lengths=[1000, 1500, 500], seeds=[0, 1, 2])
+    return obs
+
+
+@pytest.mark.parametrize("compression", ["auto", "lzf"])
+def test_prefetch_gives_the_same_batches_as_no_prefetch(tmp_path, compression):
+    """Same seed, same batches: with and without the background prefetch, and the caller's
+    generator ends in the same state (checkpoints resume identically)."""
+    p = tmp_path / f"{compression}.h5"
+    _write_compressed(p, compression)
+    with TrajectoryData.open(p, on_device="never") as data:
+        plain = WindowSampler(
+            data, torch.arange(3), context_frames=4, horizons=(1, 9), prefetch=False
+        )
+        fetching = WindowSampler(data, torch.arange(3), context_frames=4, horizons=(1, 9))
+        assert fetching.prefetch and not plain.prefetch  # streamed data: on by default
+        g_plain, g_fetch = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        sizes = [64, 64, 64, 32, 32, 64]  # a batch-size change drops the prefetched batch
+        for i, size in enumerate(sizes):
+            if i == 4:  # a caller that reseeds: the prefetched batch is not used
+                g_plain.manual_seed(11)
+                g_fetch.manual_seed(11)
+            a, b = plain.sample(size, g_plain), fetching.sample(size, g_fetch)
+            for name in ("context_obs", "target_obs", "k", "episode", "t", "context_state"):
+                assert torch.equal(getattr(a, name), getattr(b, name)), (i, name)
+            assert torch.equal(g_plain.get_state(), g_fetch.get_state())
+        # validation batches drawn while a prefetch is in flight are unaffected
+        assert torch.equal(
+            fetching.fixed_batches(16, 1, seed=3)[0].target_obs,
+            plain.fixed_batches(16, 1, seed=3)[0].target_obs,
+        )
+        fetching.close()
+        c = fetching.sample(8, torch.Generator().manual_seed(1))  # starts again after close
+        assert torch.equal(c.t, plain.sample(8, torch.Generator().manual_seed(1)).t)
+        fetching.close()
+
+
+def test_resident_data_does_not_prefetch(path):
+    with TrajectoryData.open(path, on_device="always") as data:
+        assert not WindowSampler(data, torch.arange(6), context_frames=2, horizons=(1,)).prefetch
+
+
+def test_compressed_reads_decompress_each_chunk_once(tmp_path, monkeypatch):
+    """Whole-chunk gathers: a read touching a chunk many times asks HDF5 for it once, and a
+    later read is served from the decompressed cache."""
+    p = tmp_path / "lzf.h5"
+    obs = _write_compressed(p, "lzf")
+    with TrajectoryData.open(p, on_device="never") as data:
+        data._open_readers()
+        reader = data._readers["observations"]
+        assert reader.memmap is None and reader.ds.chunks[0] < 3000
+        calls = []
+        original = reader._chunk.__func__
+
+        def counting(self, chunk, chunk_rows):
+            calls.append((chunk, chunk in self._chunks))
+            return original(self, chunk, chunk_rows)
+
+        monkeypatch.setattr(type(reader), "_chunk", counting)
+        rows = np.unique(np.random.default_rng(1).integers(0, 3000, 400))
+        got, _ = data.read_rows(rows)
+        assert torch.equal(got, torch.from_numpy(obs[rows]))
+        touched = sorted(set((rows // reader.ds.chunks[0]).tolist()))
+        assert [c for c, _ in calls] == touched and not any(hit for _, hit in calls)
+        calls.clear()
+        data.read_rows(rows[:50])
+        assert calls and all(hit for _, hit in calls)

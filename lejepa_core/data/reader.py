@@ -11,7 +11,6 @@ Shape legend: ``T`` total steps of the file (episodes concatenated), ``E`` episo
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,31 +21,12 @@ import torch
 
 from lejepa_core.data import schema
 from lejepa_core.data.row_reader import RowReader
+from lejepa_core.data.staging import available_memory, fits, stage  # noqa: F401 - re-exported
 from lejepa_core.data.stats import episode_end_counts, observation_stats
 from lejepa_core.errors import DatasetError
 
 ON_DEVICE = ("auto", "always", "never")
-# "auto" loads the data when it takes at most this fraction of the available memory.
-AUTO_MEMORY_FRACTION = 0.5
 STREAM_CHUNK_CACHE_BYTES = 64 * 2**20
-
-
-def available_memory(device: torch.device) -> int:
-    """Free bytes on ``device``: CUDA ``mem_get_info``; CPU ``MemAvailable`` of /proc/meminfo."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 2**63 - 1  # unknown: assume it fits
 
 
 class TrajectoryData:
@@ -163,23 +143,15 @@ class TrajectoryData:
         need = obs_ds.nbytes + (f[schema.STATES].nbytes if self._has_states else 0)
         if self.normalize and not self._has_states:
             need += obs_ds.nbytes  # raw copy kept as `states`
-        resident = resident_guess or (
-            on_device == "auto" and need <= AUTO_MEMORY_FRACTION * available_memory(device)
-        )
+        resident = resident_guess or (on_device == "auto" and fits(need, device))
         self.resident = resident
         self.observations = None
         self.states = None
         if resident:
-            raw = schema.read_all(path, obs_ds)
-            if float_obs:
-                schema.check_finite(path, obs_ds, raw)
-            raw_t = torch.from_numpy(raw).to(device)
+            raw_t = stage(path, obs_ds, device)
             self.observations = raw_t  # standardised by `open` once the statistics are known
             if self._has_states:
-                states = schema.read_all(path, f[schema.STATES])
-                if states.dtype.kind == "f":
-                    schema.check_finite(path, f[schema.STATES], states)
-                self.states = torch.from_numpy(states).to(device)
+                self.states = stage(path, f[schema.STATES], device)
             elif float_obs:
                 self.states = raw_t
             for name in (schema.REWARDS,):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import h5py
@@ -9,14 +11,20 @@ import numpy as np
 
 from lejepa_core.data import schema
 
+# Decompressed chunks of a compressed dataset kept between reads (least recently used out).
+DECOMPRESSED_CACHE_BYTES = 256 * 2**20
+
 
 class RowReader:
     """Reads sets of rows of one dataset for the streaming sampler.
 
     Uncompressed datasets (the default for float observations) are memory-mapped: each
     chunk's byte offset in the file is looked up once, then rows are plain memory reads
-    served by the OS page cache. Compressed datasets are read with one h5py slice per run of
-    consecutive rows (HDF5 decompresses whole chunks; the 64 MiB chunk cache keeps recent ones).
+    served by the OS page cache. Chunked compressed datasets are read whole chunk by whole
+    chunk: each chunk a read touches is decompressed once and kept in a least-recently-used
+    cache of ``DECOMPRESSED_CACHE_BYTES``, and rows are gathered from it with numpy. Other
+    layouts are read with one h5py slice per run of consecutive rows. Reads are thread-safe
+    (the sampler's prefetch thread and the main thread may share a reader).
     """
 
     def __init__(self, path: Path, ds: h5py.Dataset):
@@ -25,6 +33,9 @@ class RowReader:
         self.dtype = ds.dtype
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * ds.dtype.itemsize
         self.memmap = None
+        self._lock = threading.Lock()
+        self._chunks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
         try:
             self._map()
         except Exception:  # noqa: BLE001 - any surprise: fall back to h5py reads
@@ -62,9 +73,12 @@ class RowReader:
         """[R, *row_shape] for ``rows`` ([R] int64, sorted, unique)."""
         rows = np.asarray(rows, dtype=np.int64)
         try:
-            if self.memmap is not None:
-                return self._read_mapped(rows)
-            return self._read_runs(rows)
+            with self._lock:
+                if self.memmap is not None:
+                    return self._read_mapped(rows)
+                if self.ds.chunks is not None and self.ds.chunks[1:] == self.row_shape:
+                    return self._read_chunks(rows)
+                return self._read_runs(rows)
         except (OSError, RuntimeError, ValueError, IndexError) as exc:
             raise schema.fail(
                 self.path, f"cannot read {self.ds.name} (truncated or corrupt file?): {exc}"
@@ -93,5 +107,36 @@ class RowReader:
             out[i:j] = self.ds[int(rows[i]) : int(rows[i]) + (j - i)]
         return out
 
+    def _read_chunks(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        chunk_rows = self.ds.chunks[0]
+        chunk_ids = rows // chunk_rows  # [R] non-decreasing
+        breaks = np.flatnonzero(np.diff(chunk_ids)) + 1
+        group_starts = np.concatenate(([0], breaks))
+        group_stops = np.concatenate((breaks, [len(rows)]))
+        for i, j in zip(group_starts.tolist(), group_stops.tolist(), strict=True):
+            chunk = int(chunk_ids[i])
+            out[i:j] = self._chunk(chunk, chunk_rows)[rows[i:j] - chunk * chunk_rows]
+        return out
+
+    def _chunk(self, chunk: int, chunk_rows: int) -> np.ndarray:
+        """Chunk ``chunk`` ([<= chunk_rows, *row_shape]) decompressed, from the cache if there."""
+        block = self._chunks.get(chunk)
+        if block is not None:
+            self._chunks.move_to_end(chunk)
+            return block
+        start = chunk * chunk_rows
+        block = self.ds[start : min(start + chunk_rows, self.ds.shape[0])]
+        self._chunks[chunk] = block
+        self._cached_bytes += block.nbytes
+        while self._cached_bytes > DECOMPRESSED_CACHE_BYTES and len(self._chunks) > 1:
+            _, old = self._chunks.popitem(last=False)
+            self._cached_bytes -= old.nbytes
+        return block
+
     def close(self) -> None:
         self.memmap = None
+        self._chunks.clear()
+        self._cached_bytes = 0

@@ -10,6 +10,8 @@ Shape legend: ``B`` batch, ``W`` context frames, ``*obs`` one observation.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import attrs
 import torch
 
@@ -41,6 +43,13 @@ class WindowSampler:
 
     Rows come from ``data.rows`` (a gather on the data's device when resident, one read of
     the sorted unique rows when streamed) and are moved to ``device``.
+
+    prefetch: when the data is streamed (default: on exactly then), ``sample`` also draws the
+    next batch's windows from a copy of the generator and reads their rows on a background
+    thread while the caller's step runs (two buffers: the batch in use and the next one, pinned
+    when ``device`` is CUDA). The caller's generator advances exactly as without prefetch, and
+    a prefetched batch is used only when the generator's state matches the one it was drawn
+    from, so the same seed gives the same batches with and without prefetch.
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class WindowSampler:
         context_frames: int,
         horizons: tuple[int, ...],
         device: str | torch.device = "cpu",
+        prefetch: bool | None = None,
     ):
         if context_frames < 1:
             raise ValueError(f"context_frames must be >= 1, got {context_frames}")
@@ -95,11 +105,55 @@ class WindowSampler:
         self._starts = starts.to(index_device)
         self._num_local = len(episodes)
         self._frame_offsets = torch.arange(-w + 1, 1, device=index_device)  # [W]
+        self.prefetch = (not data.resident) if prefetch is None else bool(prefetch)
+        self._executor: ThreadPoolExecutor | None = None
+        # (batch_size, generator state it was drawn from, future of its rows)
+        self._pending: tuple[int, torch.Tensor, Future] | None = None
 
     # ----------------------------------------------------------------------------------------
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """``batch_size`` windows; random numbers from ``generator`` (on any device)."""
-        return self._sample(batch_size, generator, None)
+        if not self.prefetch:
+            return self._sample(batch_size, generator, None)
+        state = generator.get_state()
+        drawn = self._draw(batch_size, generator, None)
+        pending, self._pending = self._pending, None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="lejepa-prefetch")
+        if pending is not None and pending[0] == batch_size and torch.equal(pending[1], state):
+            rows = pending[2]
+        else:  # first call, or the generator moved: read this batch now
+            rows = self._executor.submit(self._read, self._rows_of(drawn))
+        ahead = torch.Generator(device=generator.device)
+        ahead.set_state(generator.get_state())
+        next_rows = self._rows_of(self._draw(batch_size, ahead, None))
+        self._pending = (
+            batch_size,
+            generator.get_state(),
+            self._executor.submit(self._read, next_rows),
+        )
+        return self._assemble(batch_size, drawn, rows.result())
+
+    def close(self) -> None:
+        """Stop the prefetch thread (a later ``sample`` starts it again)."""
+        self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    @staticmethod
+    def _rows_of(drawn) -> torch.Tensor:
+        """Rows to read for drawn windows: [B*W] context rows, then [B] target rows."""
+        _, _, _, context_rows, target_rows = drawn
+        return torch.cat([context_rows.reshape(-1), target_rows])
+
+    def _read(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``data.rows(rows)``, pinned when the batch goes to CUDA (prefetch thread)."""
+        obs, states = self.data.rows(rows)
+        if self.device.type == "cuda" and obs.device.type == "cpu":
+            obs = obs.pin_memory()
+            states = None if states is None else states.pin_memory()
+        return obs, states
 
     def fixed_batches(
         self, batch_size: int, num_batches: int, seed: int, k: int | None = None
@@ -149,9 +203,14 @@ class WindowSampler:
         return k_b, self._episodes[local], t, context_rows, row_t + k_b
 
     def _sample(self, batch_size: int, generator: torch.Generator, k: int | None) -> Batch:
-        k_b, episode, t, context_rows, target_rows = self._draw(batch_size, generator, k)
+        drawn = self._draw(batch_size, generator, k)
+        return self._assemble(batch_size, drawn, self.data.rows(self._rows_of(drawn)))
+
+    def _assemble(self, batch_size: int, drawn, rows) -> Batch:
+        """The ``Batch`` of drawn windows from their rows (``_rows_of`` order) on ``device``."""
+        k_b, episode, t, _, _ = drawn
         n_context = batch_size * self.context_frames
-        obs, states = self.data.rows(torch.cat([context_rows.reshape(-1), target_rows]))
+        obs, states = rows
 
         def split(rows: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
             """[B*W + B, *row] -> context [B, W, *row] and target [B, *row] on ``self.device``."""
