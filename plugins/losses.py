@@ -270,11 +270,16 @@ class VICRegLoss(Loss):
 def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
     """Euclidean distances of the ``B (B - 1) / 2`` pairs ``i < j`` of ``z: [B, D]``.
 
-    Zero distances get a zero gradient rather than NaN.
+    Taken from the ``[B, B]`` distance matrix (``torch.cdist``, computed pair by pair rather
+    than through the Gram form, so near-equal latents keep their precision): memory
+    ``O(B^2)``, never the ``[pairs, D]`` differences. Zero distances get a zero gradient
+    rather than NaN.
     """
+    distances = torch.cdist(
+        z.unsqueeze(0), z.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist"
+    )[0]  # [B, B]
     i, j = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
-    squared = (z[i] - z[j]).square().sum(dim=-1)
-    return squared.clamp_min(1e-24).sqrt()
+    return distances[i, j]
 
 
 class RelationalLoss(Loss):
