@@ -17,6 +17,8 @@ import attrs
 import torch
 import torch.distributed as dist
 
+from lejepa_core.errors import UserInputError
+
 
 @attrs.frozen
 class DistInfo:
@@ -83,6 +85,55 @@ def any_flag(flags: torch.Tensor) -> torch.Tensor:
         flags = flags.clone()
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     return flags
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over ranks, not differentiable (a copy; identity without a group)."""
+    if dist.is_available() and dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``tensor: [n_rank, ...]`` (``n_rank`` may differ between ranks), in rank
+    order, not differentiable; ``[tensor]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [tensor]
+    world_size = dist.get_world_size()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    return [part[:size] for part, size in zip(parts, sizes, strict=True)]
+
+
+def shard_batches(batches: list[Any], info: DistInfo, what: str) -> list[Any]:
+    """This rank's ``shard_rows`` of every batch; a batch with fewer rows than ranks is a
+    ``UserInputError`` naming ``what`` (a rank would have nothing to feed a collective)."""
+    smallest = min(batch.k.shape[0] for batch in batches)
+    if smallest < info.world_size:
+        raise UserInputError(
+            f"{what}: a batch of {smallest} windows cannot be sharded over {info.world_size} "
+            f"ranks; leave at least {info.world_size} windows in the last batch (or none)"
+        )
+    return [shard_rows(batch, info.rank, info.world_size) for batch in batches]
+
+
+def shard_rows(batch: Any, rank: int, world_size: int) -> Any:
+    """The ``rank``-th of ``world_size`` contiguous, near-equal parts of an attrs batch whose
+    fields are ``[N, ...]`` tensors or None (``torch.tensor_split``: the first
+    ``N % world_size`` parts have one row more)."""
+
+    def part(value: torch.Tensor | None) -> torch.Tensor | None:
+        return None if value is None else torch.tensor_split(value, world_size)[rank]
+
+    fields = attrs.asdict(batch, recurse=False)
+    return type(batch)(**{name: part(value) for name, value in fields.items()})
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -1,0 +1,108 @@
+"""DDP on CPU (gloo): validation sharded over ranks gives the one-process figures.
+
+The multi-process tests are ``slow`` (two spawned processes each import torch and lejepa).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lejepa_core.data.prepare import open_data
+from lejepa_core.recipe import load_recipe
+from lejepa_core.training import distributed
+from lejepa_core.training.run import build_run, build_samplers, split_batch
+from lejepa_core.training.validate import validate
+from tests.conftest import write_tiny_recipe
+
+# 23 windows in batches of 8: 8, 8, 7 -> shards of 4/4, 4/4, 4/3 (uneven on purpose)
+VALIDATION_OVERRIDES = ["train.batch_size=8", "train.val_windows=23"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _validation_figures(recipe_path: str, info: distributed.DistInfo) -> dict[str, float]:
+    recipe = load_recipe(recipe_path, VALIDATION_OVERRIDES)
+    device = torch.device("cpu")
+    data = open_data(recipe, device, is_main=info.is_main, progress=False)
+    _, batches = build_samplers(recipe, data, device, info)
+    run = build_run(recipe, data, device, info)
+    return validate(run, batches)
+
+
+def _validation_worker(rank: int, world_size: int, port: int, recipe_path: str, out: str):
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    with distributed.process_group(torch.device("cpu")) as info:
+        figures = _validation_figures(recipe_path, info)
+        distributed.barrier()  # no rank tears the group down while another still uses it
+    (Path(out) / f"rank{rank}.json").write_text(json.dumps(figures))
+
+
+def _spawn(worker, nprocs: int, *args, timeout: float = 120) -> None:
+    context = torch.multiprocessing.start_processes(
+        worker, args=(nprocs, _free_port(), *args), nprocs=nprocs, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + timeout
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+                process.join()
+            pytest.fail("the ranks did not finish (a DDP hang)")
+
+
+def test_shards_of_a_batch_are_contiguous_and_cover_it(tiny_data, tmp_path):
+    recipe = load_recipe(write_tiny_recipe(tmp_path, tiny_data), VALIDATION_OVERRIDES)
+    data = open_data(recipe, torch.device("cpu"), is_main=True, progress=False)
+    _, batches = build_samplers(recipe, data, torch.device("cpu"))
+    assert [b.k.shape[0] for b in batches] == [8, 8, 7]
+    for batch in batches:
+        shards = [distributed.shard_rows(batch, rank, 2) for rank in (0, 1)]
+        assert torch.equal(torch.cat([s.context_obs for s in shards]), batch.context_obs)
+        assert torch.equal(torch.cat([s.k for s in shards]), batch.k)
+    (whole,) = split_batch(batches[0], 8)
+    assert torch.equal(whole.k, batches[0].k)
+
+
+def test_a_last_batch_smaller_than_the_world_size_is_refused(tiny_data, tmp_path):
+    from lejepa_core.errors import UserInputError
+
+    recipe = load_recipe(
+        write_tiny_recipe(tmp_path, tiny_data), ["train.batch_size=8", "train.val_windows=17"]
+    )
+    data = open_data(recipe, torch.device("cpu"), is_main=True, progress=False)
+    info = distributed.DistInfo(rank=0, world_size=2, local_rank=0)
+    with pytest.raises(UserInputError, match="val_windows 17"):
+        build_samplers(recipe, data, torch.device("cpu"), info)
+
+
+@pytest.mark.slow
+def test_validation_figures_of_two_ranks_equal_one_process(tiny_data, tmp_path):
+    """SIGReg is in the tiny recipe: before sharding, 2 ranks fed the same batches and its
+    all-reduce counted them twice (16.4 with 1 process, 32.9 with 2)."""
+    recipe_path = str(write_tiny_recipe(tmp_path, tiny_data))
+    single = _validation_figures(recipe_path, distributed.DistInfo())
+    _spawn(_validation_worker, 2, recipe_path, str(tmp_path))
+    for rank in (0, 1):
+        figures = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert figures.keys() == single.keys()
+        for key, value in single.items():
+            assert figures[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert "loss/sigreg" in single
