@@ -165,7 +165,8 @@ class TrainConfig:
         "auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."
     )
     precision: Literal["auto", "bf16", "fp32"] = param(
-        "auto", "'auto': bf16 autocast on CUDA, fp32 on CPU"
+        "auto",
+        "'auto': bf16 autocast on CUDA if supported, else fp32 (TF32 on CUDA); 'bf16'; 'fp32'",
     )
     compile: bool = param(False, "wrap the models in torch.compile")
     threads: int = param(0, "CPU threads for torch (0: torch's default)", in_range(0, 4096))
