@@ -106,3 +106,69 @@ def test_validation_figures_of_two_ranks_equal_one_process(tiny_data, tmp_path):
         for key, value in single.items():
             assert figures[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     assert "loss/sigreg" in single
+
+
+# ----------------------------------------------------------------------------- launching
+def test_torchrun_command_is_standalone_on_one_node_and_c10d_across_nodes():
+    command = distributed.torchrun_command(2, ["run", "r.toml"])
+    assert command[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "lejepa_core.cli",
+        "run",
+        "r.toml",
+    ]
+    rendezvous = distributed.Rendezvous(nnodes=2, endpoint="node0:29400", run_id="x", node_rank=1)
+    command = distributed.torchrun_command(4, ["run"], rendezvous)
+    assert command[3:9] == [
+        "--nnodes=2",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node0:29400",
+        "--rdzv-id=x",
+        "--node-rank=1",
+        "--nproc-per-node=4",
+    ]
+
+
+def test_multi_node_runs_need_an_endpoint_and_an_out_directory(tiny_data, tmp_path):
+    from click.testing import CliRunner
+
+    from lejepa_core.cli import main
+
+    recipe = str(write_tiny_recipe(tmp_path, tiny_data))
+    no_out = CliRunner().invoke(main, ["run", recipe, "--nnodes", "2", "--rdzv-endpoint", "h:1"])
+    assert no_out.exit_code == 2 and "--out" in no_out.output
+    out = str(tmp_path / "run")
+    no_endpoint = CliRunner().invoke(main, ["run", recipe, "--nnodes", "2", "--out", out])
+    assert no_endpoint.exit_code == 2 and "--rdzv-endpoint" in no_endpoint.output
+
+
+@pytest.mark.parametrize(
+    ("rank", "local_rank", "generates"), [(0, 0, True), (2, 0, True), (1, 1, False)]
+)
+def test_missing_data_is_generated_on_every_nodes_local_rank_0(
+    monkeypatch, tmp_path, tiny_data, rank, local_rank, generates
+):
+    from lejepa_core.data import prepare
+
+    class Generated(Exception):
+        pass
+
+    def fake_generate(*args, **kwargs):
+        raise Generated
+
+    recipe = load_recipe(
+        write_tiny_recipe(tmp_path, tiny_data), [f"data.path={tmp_path / 'missing.h5'}"]
+    )
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(prepare, "generate_dataset", fake_generate)
+    monkeypatch.setattr(distributed, "barrier", lambda: None)
+    expected = Generated if generates else Exception  # not generated: opening fails
+    with pytest.raises(expected) as caught:
+        prepare.open_data(recipe, torch.device("cpu"), is_main=rank == 0, progress=False)
+    assert isinstance(caught.value, Generated) == generates

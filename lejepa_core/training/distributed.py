@@ -145,19 +145,58 @@ def broadcast_object(obj: Any) -> Any:
     return obj
 
 
-def launch(nproc: int, cli_args: list[str]) -> int:
-    """Run ``lejepa <cli_args>`` under ``torchrun --standalone --nproc_per_node nproc``;
-    returns the exit code of the launcher."""
-    command = [
+@attrs.frozen(kw_only=True)
+class Rendezvous:
+    """How the nodes of a multi-node run find each other (torchrun's c10d rendezvous).
+
+    ``nnodes = 1`` without an endpoint: ``--standalone`` (one machine, a free local port).
+    Otherwise every node runs the same command with the same ``endpoint`` (``host:port`` of
+    one node, reachable from all) and ``run_id``; ``node_rank`` is passed on when given
+    (c10d assigns ranks itself; it fixes which node is node 0 in torchrun's logs only)."""
+
+    nnodes: int = 1
+    endpoint: str | None = None
+    run_id: str = "lejepa"
+    node_rank: int | None = None
+
+    def torchrun_args(self) -> list[str]:
+        if self.nnodes == 1 and self.endpoint is None:
+            return ["--standalone"]
+        if self.endpoint is None:
+            raise UserInputError(
+                f"--nnodes {self.nnodes}: give --rdzv-endpoint HOST:PORT (one node's address, "
+                "the same on every node)"
+            )
+        args = [
+            f"--nnodes={self.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.endpoint}",
+            f"--rdzv-id={self.run_id}",
+        ]
+        return args + ([] if self.node_rank is None else [f"--node-rank={self.node_rank}"])
+
+
+def torchrun_command(
+    nproc: int, cli_args: list[str], rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """``python -m torch.distributed.run <rendezvous> --nproc-per-node nproc -m
+    lejepa_core.cli <cli_args>``: what ``launch`` runs (the plain torchrun invocation)."""
+    rendezvous = rendezvous or Rendezvous()
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
+        *rendezvous.torchrun_args(),
+        f"--nproc-per-node={nproc}",
         "-m",
         "lejepa_core.cli",
         *cli_args,
     ]
+
+
+def launch(nproc: int, cli_args: list[str], rendezvous: Rendezvous | None = None) -> int:
+    """Run ``lejepa <cli_args>`` under torchrun (``torchrun_command``) with ``nproc``
+    processes on this node; returns the exit code of the launcher."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(command, env=env)
+    return subprocess.call(torchrun_command(nproc, cli_args, rendezvous), env=env)
