@@ -6,6 +6,7 @@ The multi-process tests are ``slow`` (two spawned processes each import torch an
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -172,3 +173,60 @@ def test_missing_data_is_generated_on_every_nodes_local_rank_0(
     with pytest.raises(expected) as caught:
         prepare.open_data(recipe, torch.device("cpu"), is_main=rank == 0, progress=False)
     assert isinstance(caught.value, Generated) == generates
+
+
+# ----------------------------------------------------------------------------- InfoNCE gather
+def _infonce(gather: bool, symmetric: bool):
+    from lejepa_plugins.losses import InfoNCELoss
+    from tests.test_losses import build
+
+    return build(InfoNCELoss, gather=gather, symmetric=symmetric)
+
+
+def _outputs(prediction, target):
+    from tests.test_losses import outputs
+
+    return outputs(prediction=prediction, target=target)
+
+
+def _infonce_inputs():
+    generator = torch.Generator().manual_seed(70)
+    prediction = torch.randn(8, 5, generator=generator)
+    return prediction, prediction + 0.3 * torch.randn(8, 5, generator=generator)
+
+
+def _infonce_worker(rank: int, world_size: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world_size)
+    prediction, target = (z.chunk(world_size)[rank] for z in _infonce_inputs())
+    prediction.requires_grad_(True)
+    figures = {}
+    for symmetric in (False, True):
+        loss = _infonce(True, symmetric)
+        result = loss(_outputs(prediction, target))
+        result.value.backward()
+        figures[str(symmetric)] = [result.value.item(), float(result.metrics["chance_level"])]
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+    (Path(out) / f"infonce{rank}.json").write_text(json.dumps(figures))
+
+
+@pytest.mark.slow
+def test_gathered_infonce_on_two_ranks_averages_to_the_whole_batch_loss(tmp_path):
+    prediction, target = _infonce_inputs()
+    _spawn(_infonce_worker, 2, str(tmp_path))
+    ranks = [json.loads((tmp_path / f"infonce{r}.json").read_text()) for r in (0, 1)]
+    for symmetric in (False, True):
+        whole = _infonce(False, symmetric)(_outputs(prediction, target))
+        values = [rank[str(symmetric)][0] for rank in ranks]
+        assert sum(values) / 2 == pytest.approx(whole.value.item(), rel=1e-5)
+        assert all(rank[str(symmetric)][1] == pytest.approx(math.log(8)) for rank in ranks)
+
+
+def test_gather_without_a_process_group_changes_nothing():
+    prediction, target = _infonce_inputs()
+    for symmetric in (False, True):
+        outputs = _outputs(prediction, target)
+        plain = _infonce(False, symmetric)(outputs)
+        gathered = _infonce(True, symmetric)(outputs)
+        assert gathered.value.item() == plain.value.item()
