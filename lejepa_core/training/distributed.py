@@ -124,6 +124,19 @@ def shard_batches(batches: list[Any], info: DistInfo, what: str) -> list[Any]:
     return [shard_rows(batch, info.rank, info.world_size) for batch in batches]
 
 
+def shard_all(batch: Any, parts: int) -> list[Any]:
+    """``batch`` as ``parts`` contiguous ``shard_rows`` (gradient accumulation)."""
+    return [batch] if parts == 1 else [shard_rows(batch, i, parts) for i in range(parts)]
+
+
+def no_sync(module: Any, skip: bool) -> Any:
+    """``module.no_sync()`` (a DDP wrapper: no gradient all-reduce in this backward) unless
+    ``skip``; a null context for a plain module."""
+    if skip or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
 def shard_rows(batch: Any, rank: int, world_size: int) -> Any:
     """The ``rank``-th of ``world_size`` contiguous, near-equal parts of an attrs batch whose
     fields are ``[N, ...]`` tensors or None (``torch.tensor_split``: the first

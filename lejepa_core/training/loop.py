@@ -226,22 +226,30 @@ def train_step(
     step = state.step
     max_norm = t.grad_clip if t.grad_clip is not None else math.inf
     loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
-    with autocast(run.device, t.precision):
-        step_loss, outputs = step_module(
-            batch.context_obs,
-            batch.target_obs,
-            batch.k,
-            target_encoder=run.target_encoder,
-            mask_generator=run.generators["masker"],
-            loss_generator=loss_generator,
-            step=step,
-        )
     run.optimizer.zero_grad(set_to_none=True)
     log_step = (step + 1) % recipe.log.every == 0 or step + 1 == run.total_steps
-    shares = gradient_shares(step_loss, run.model) if log_step else {}  # keeps the graph
-    step_loss.total.backward()
+    # train.accumulate: micro-batches, each loss weighted by its share of the windows; DDP
+    # syncs gradients on the last only; metrics and gradient shares from the last
+    parts = distributed.shard_all(batch, min(t.accumulate, batch.k.shape[0]))
+    total = 0.0
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        with distributed.no_sync(step_module, skip=last), autocast(run.device, t.precision):
+            step_loss, outputs = step_module(
+                part.context_obs,
+                part.target_obs,
+                part.k,
+                target_encoder=run.target_encoder,
+                mask_generator=run.generators["masker"],
+                loss_generator=loss_generator,
+                step=step,
+            )
+        shares = gradient_shares(step_loss, run.model) if log_step and last else {}
+        with distributed.no_sync(step_module, skip=last):
+            (step_loss.total * (part.k.shape[0] / batch.k.shape[0])).backward()
+        total = total + step_loss.total.detach()
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
-    bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
+    bad = ~(torch.isfinite(total) & torch.isfinite(grad_norm))
     flags = distributed.any_flag(
         torch.stack([bad.float(), torch.tensor(float(stop.requested), device=bad.device)])
     )
@@ -256,7 +264,7 @@ def train_step(
     lr = run.scheduler.get_last_lr()[0]  # the lr of this step
     metrics = None
     if nonfinite:  # never reaches the weights
-        _skip_step(run, step_loss.total, grad_norm)
+        _skip_step(run, total, grad_norm)
     else:
         run.optimizer.step()
         if run.target_encoder is not None:
