@@ -230,3 +230,22 @@ def test_gather_without_a_process_group_changes_nothing():
         plain = _infonce(False, symmetric)(outputs)
         gathered = _infonce(True, symmetric)(outputs)
         assert gathered.value.item() == plain.value.item()
+
+
+@pytest.mark.slow  # torchrun, two processes
+def test_accumulation_under_ddp_trains_to_the_end(tmp_path, tiny_data):
+    """train.accumulate = 2 with --nproc 2: no_sync on the first micro-batch, the all-reduce on
+    the second; every rank finishes (no collective left waiting)."""
+    import subprocess
+    import sys
+
+    recipe = write_tiny_recipe(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lejepa_core.cli", "run", str(recipe), "--nproc", "2"]
+    command += ["--out", str(out), "--device", "cpu", "--set", "train.epochs=1"]
+    command += ["--set", "train.accumulate=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "finished"

@@ -245,9 +245,10 @@ def train_step(
                 step=step,
             )
         shares = gradient_shares(step_loss, run.model) if log_step and last else {}
+        weight = part.k.shape[0] / batch.k.shape[0]
         with distributed.no_sync(step_module, skip=last):
-            (step_loss.total * (part.k.shape[0] / batch.k.shape[0])).backward()
-        total = total + step_loss.total.detach()
+            (step_loss.total * weight).backward()
+        total = total + weight * step_loss.total.detach()  # the whole batch's loss
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     bad = ~(torch.isfinite(total) & torch.isfinite(grad_norm))
     flags = distributed.any_flag(
