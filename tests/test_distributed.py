@@ -249,3 +249,31 @@ def test_accumulation_under_ddp_trains_to_the_end(tmp_path, tiny_data):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["status"] == "finished"
+
+
+@pytest.mark.slow  # two launchers, one process each, meeting at a c10d rendezvous
+def test_two_nodes_on_one_machine_rendezvous_and_finish(tmp_path, tiny_data):
+    """``--nnodes 2 --rdzv-endpoint``: two "nodes" (two launchers on this machine) train one
+    run together; rank 0 writes the run directory."""
+    import subprocess
+    import sys
+
+    recipe = write_tiny_recipe(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lejepa_core.cli", "run", str(recipe), "--nproc", "1"]
+    command += ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
+    command += ["--rdzv-id", "test", "--out", str(out), "--device", "cpu"]
+    command += ["--set", "train.epochs=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    try:
+        outputs = [node.communicate(timeout=120)[0].decode() for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "finished"
