@@ -124,6 +124,9 @@ class TrainConfig:
     epochs: int = param(20, "maximum number of epochs", positive)
     steps_per_epoch: int = param(200, "optimisation steps per epoch", positive)
     batch_size: int = param(256, "samples per step (per rank under DDP)", positive)
+    accumulate: int = param(
+        1, "micro-batches per step: batch_size split in N forward/backward passes", positive
+    )
     lr: float = param(1e-3, "peak learning rate (AdamW)", positive)
     weight_decay: float = param(0.01, "AdamW weight decay", non_negative)
     betas: tuple[float, float] = param((0.9, 0.999), "AdamW betas", each(below_one))
@@ -165,7 +168,8 @@ class TrainConfig:
         "auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda', 'cuda:1', ..."
     )
     precision: Literal["auto", "bf16", "fp32"] = param(
-        "auto", "'auto': bf16 autocast on CUDA, fp32 on CPU"
+        "auto",
+        "'auto': bf16 autocast on CUDA if supported, else fp32 (TF32 on CUDA); 'bf16'; 'fp32'",
     )
     compile: bool = param(False, "wrap the models in torch.compile")
     threads: int = param(0, "CPU threads for torch (0: torch's default)", in_range(0, 4096))

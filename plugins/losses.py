@@ -145,6 +145,12 @@ class InfoNCELoss(Loss):
     (the optimiser must include the loss's parameters), projected onto
     ``[min_temperature, max_temperature]`` before every use. Metrics: ``accuracy`` (top-1
     retrieval, prediction to target), ``temperature``, ``chance_level`` (``ln B``).
+
+    Under DDP the negatives are the local batch's by default (``gather = false``: the value
+    depends on the per-rank batch size). ``gather = true`` all-gathers the targets (and, when
+    ``symmetric``, the predictions) of every rank: logits ``[B, B_global]``, positives at this
+    rank's offset, ``chance_level`` ``ln B_global``; the gradient flows through the local part
+    only (the other ranks' rows are constants here; each rank's own loss covers its rows).
     """
 
     @attrs.frozen(kw_only=True)
@@ -157,6 +163,7 @@ class InfoNCELoss(Loss):
         max_temperature: float = param(1.0, "upper bound of a learnable temperature", positive)
         symmetric: bool = param(False, "average both directions (prediction->target and back)")
         stop_gradient_target: bool = param(True, "detach the target latents")
+        gather: bool = param(False, "under DDP, negatives from every rank's batch (all-gather)")
 
         def __attrs_post_init__(self) -> None:
             if not self.min_temperature <= self.temperature <= self.max_temperature:
@@ -181,6 +188,21 @@ class InfoNCELoss(Loss):
                 self.log_temperature.clamp_(*self._log_bounds)
         return self.log_temperature.exp()
 
+    def _candidates(self, z: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``z: [B, D]`` -> (the rows to score against ``[B_global, D]``, this rank's offset
+        in them): all ranks' rows with ``gather`` under a process group (the local part keeps
+        its gradient), else ``z`` itself and 0."""
+        if not self.params.gather:
+            return z, 0
+        from lejepa_core.training import distributed
+
+        parts = distributed.all_gather_rows(z.detach())
+        if len(parts) == 1:
+            return z, 0
+        rank = torch.distributed.get_rank()
+        parts[rank] = z
+        return torch.cat(parts), sum(part.shape[0] for part in parts[:rank])
+
     def forward(self, outputs: StepOutputs) -> LossOutput:
         prediction, target = outputs.prediction, outputs.target
         _check_pair("infonce", prediction, target)
@@ -189,16 +211,20 @@ class InfoNCELoss(Loss):
         temperature = self.temperature()
         prediction = F.normalize(prediction.float(), dim=-1)
         target = F.normalize(target.float(), dim=-1)
-        logits = prediction @ target.T / temperature  # [B, B]
-        labels = torch.arange(logits.shape[0], device=logits.device)
+        all_targets, offset = self._candidates(target)  # [B_global, D]
+        logits = prediction @ all_targets.T / temperature  # [B, B_global]
+        labels = offset + torch.arange(logits.shape[0], device=logits.device)
         value = F.cross_entropy(logits, labels)
         if self.params.symmetric:
-            value = 0.5 * (value + F.cross_entropy(logits.T, labels))
+            all_predictions, _ = self._candidates(prediction)
+            value = 0.5 * (
+                value + F.cross_entropy(target @ all_predictions.T / temperature, labels)
+            )
         accuracy = (logits.detach().argmax(dim=1) == labels).float().mean()
         metrics = {
             "accuracy": accuracy,
             "temperature": temperature.detach(),
-            "chance_level": math.log(logits.shape[0]),
+            "chance_level": math.log(logits.shape[1]),
         }
         return LossOutput(value=value, metrics=metrics)
 
@@ -270,11 +296,16 @@ class VICRegLoss(Loss):
 def pairwise_distances(z: torch.Tensor) -> torch.Tensor:
     """Euclidean distances of the ``B (B - 1) / 2`` pairs ``i < j`` of ``z: [B, D]``.
 
-    Zero distances get a zero gradient rather than NaN.
+    Taken from the ``[B, B]`` distance matrix (``torch.cdist``, computed pair by pair rather
+    than through the Gram form, so near-equal latents keep their precision): memory
+    ``O(B^2)``, never the ``[pairs, D]`` differences. Zero distances get a zero gradient
+    rather than NaN.
     """
+    distances = torch.cdist(
+        z.unsqueeze(0), z.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist"
+    )[0]  # [B, B]
     i, j = torch.triu_indices(z.shape[0], z.shape[0], offset=1, device=z.device)
-    squared = (z[i] - z[j]).square().sum(dim=-1)
-    return squared.clamp_min(1e-24).sqrt()
+    return distances[i, j]
 
 
 class RelationalLoss(Loss):

@@ -88,9 +88,11 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """
     if _distributed_world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_reduce
+    from torch.distributed import _functional_collectives as functional
 
-    return all_reduce(tensor, op=torch.distributed.ReduceOp.SUM)
+    # the supported differentiable form (torch.distributed.nn.functional is deprecated in
+    # 2.13); its backward is an all-reduce (sum) of the gradients
+    return functional.all_reduce(tensor, "sum", torch.distributed.group.WORLD)
 
 
 def epps_pulley(

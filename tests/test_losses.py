@@ -438,6 +438,47 @@ def test_relational_gradient_reaches_inputs_and_survives_collapse():
     assert torch.isfinite(value) and torch.isfinite(collapsed.grad).all()
 
 
+def reference_pairwise_distances(z):
+    """The former implementation: every pair's difference ``[B (B - 1) / 2, D]``."""
+    i, j = torch.triu_indices(z.shape[0], z.shape[0], offset=1)
+    return (z[i] - z[j]).square().sum(dim=-1).clamp_min(1e-24).sqrt()
+
+
+def test_pairwise_distances_equal_the_pair_differences_formula_with_gradients():
+    z = randn(12, 7, seed=55, requires_grad=True)
+    reference_z = z.detach().clone().requires_grad_(True)
+    distances = losses_module.pairwise_distances(z)
+    reference = reference_pairwise_distances(reference_z)
+    torch.testing.assert_close(distances, reference, rtol=1e-6, atol=1e-6)
+    weights = randn(distances.shape[0], seed=56)
+    (distances * weights).sum().backward()
+    (reference * weights).sum().backward()
+    torch.testing.assert_close(z.grad, reference_z.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_relational_never_builds_a_pairs_by_dimension_tensor():
+    """O(B^2) memory, not O(B^2 D): no tensor of forward or backward (every aten op's
+    output, recorded below the autograd level) reaches B * B * D / 4 elements."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class LargestOutput(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            for item in torch.utils._pytree.tree_leaves(result):
+                if isinstance(item, torch.Tensor):
+                    LargestOutput.largest = max(LargestOutput.largest, item.numel())
+            return result
+
+    b, d = 512, 64
+    context = randn(b, 2, d, seed=57, requires_grad=True)
+    target = randn(b, d, seed=58, requires_grad=True)
+    with LargestOutput():
+        build(RelationalLoss)(outputs(context=context, target=target)).value.backward()
+    assert b * b <= LargestOutput.largest < b * b * d // 4
+
+
 # ----------------------------------------------------------------------------- invariance
 
 

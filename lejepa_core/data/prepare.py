@@ -1,7 +1,9 @@
 """The data of a recipe, ready to sample: ``open_data(recipe, device)``.
 
-Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (on rank 0,
-the other ranks wait), opens it with ``TrajectoryData`` and checks that it was generated
+Generates ``data.path`` from the recipe's ``[data]`` table when it is missing (under torchrun
+on every node's local rank 0, so nodes with their own disks each get the file; the other ranks
+wait; the file appears atomically, and generation is seeded, so nodes sharing a filesystem
+write the same file), opens it with ``TrajectoryData`` and checks that it was generated
 from the recipe's env id and kwargs. With ``data.normalize``, observations are standardised
 with the statistics of the *training* episodes only (``data.val_fraction``/``split_seed``),
 or with the statistics a trained run stored (``stats``). A ``data.path`` that is a symbolic
@@ -37,7 +39,8 @@ def open_data(
 
     stats: the ``mean``/``std`` to standardise with (a run's stored ones), or a function of the
     raw data returning them (``TrajectoryData.open``); default: those of the recipe's
-    training episodes.
+    training episodes. is_main: this process generates a missing file; under torchrun the
+    node's local rank 0 does instead (``LOCAL_RANK``), whatever ``is_main`` says.
 
     Raises ``DatasetError`` when the file is missing and ``generate`` is false, or when it was
     generated from another env id or other env kwargs than the recipe's.
@@ -51,7 +54,8 @@ def open_data(
                 f"{path}: no such file (data.path), and it is not generated here; "
                 "`lejepa run` generates it from the recipe, or use `lejepa generate`"
             )
-        if is_main:
+        info = distributed.env_info()
+        if info.local_rank == 0 if info.enabled else is_main:
             generate_dataset(
                 d.env_id,
                 episodes=d.episodes,

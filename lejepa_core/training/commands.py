@@ -90,6 +90,16 @@ def _fmt(value, digits: int = 4) -> str:
     help="Processes on this machine (launches torchrun; DDP).",
 )
 @click.option(
+    "--nnodes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Machines of a multi-node run (run the same command on each; needs --rdzv-endpoint).",
+)
+@click.option("--rdzv-endpoint", help="HOST:PORT of one node, the same on every node (c10d).")
+@click.option("--rdzv-id", default="lejepa", show_default=True, help="Rendezvous id of the run.")
+@click.option("--node-rank", type=int, help="This node's rank (optional with c10d).")
+@click.option(
     "--compile/--no-compile",
     "compile_",
     default=None,
@@ -103,7 +113,21 @@ def _fmt(value, digits: int = 4) -> str:
     help="Write into a non-empty --out directory that holds no run (its metrics.jsonl, "
     "summary.json and eval.json are replaced).",
 )
-def run_command(recipe, overrides, out, resume, device, nproc, compile_, report, force) -> None:
+def run_command(
+    recipe,
+    overrides,
+    out,
+    resume,
+    device,
+    nproc,
+    nnodes,
+    rdzv_endpoint,
+    rdzv_id,
+    node_rank,
+    compile_,
+    report,
+    force,
+) -> None:
     """Train RECIPE (a TOML file); with --resume RUN_DIR continue an interrupted run.
 
     Exit codes: 0 finished (or stopped early); 2 bad input (recipe, flags, data file,
@@ -131,10 +155,21 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report,
     else:
         loaded = load_recipe(recipe, overrides)
 
-    if nproc > 1:
+    if nnodes < 1:
+        raise UserInputError(f"--nnodes: expected >= 1, got {nnodes}")
+    if nnodes > 1 and resume is None and out is None:
+        raise UserInputError(
+            f"--nnodes {nnodes}: give --out (a path on a filesystem all nodes share): the "
+            "default run directory is named by each node's clock"
+        )
+    if nproc > 1 or nnodes > 1 or rdzv_endpoint is not None:
         from lejepa_core.training import distributed
         from lejepa_core.training.run_dir import default_run_dir
 
+        rendezvous = distributed.Rendezvous(
+            nnodes=nnodes, endpoint=rdzv_endpoint, run_id=rdzv_id, node_rank=node_rank
+        )
+        rendezvous.torchrun_args()  # a missing endpoint is bad input before anything starts
         if resume is None and out is None:
             out = str(default_run_dir(loaded))  # created by rank 0
         args = ["run"] + ([recipe] if recipe else []) + [a for o in overrides for a in ("--set", o)]
@@ -142,7 +177,7 @@ def run_command(recipe, overrides, out, resume, device, nproc, compile_, report,
         args += ["--force"] if force else []
         args += ["--device", device] if device else []
         args += [] if compile_ is None else ["--compile" if compile_ else "--no-compile"]
-        code = distributed.launch(nproc, args)
+        code = distributed.launch(nproc, args, rendezvous)
         if code != 0:
             sys.exit(code)
         run_dir = Path(resume or out)

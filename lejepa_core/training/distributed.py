@@ -17,6 +17,8 @@ import attrs
 import torch
 import torch.distributed as dist
 
+from lejepa_core.errors import UserInputError
+
 
 @attrs.frozen
 class DistInfo:
@@ -85,6 +87,68 @@ def any_flag(flags: torch.Tensor) -> torch.Tensor:
     return flags
 
 
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of ``tensor`` over ranks, not differentiable (a copy; identity without a group)."""
+    if dist.is_available() and dist.is_initialized():
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_gather_rows(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's ``tensor: [n_rank, ...]`` (``n_rank`` may differ between ranks), in rank
+    order, not differentiable; ``[tensor]`` without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [tensor]
+    world_size = dist.get_world_size()
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in range(world_size)]
+    dist.all_gather(parts, padded.contiguous())
+    return [part[:size] for part, size in zip(parts, sizes, strict=True)]
+
+
+def shard_batches(batches: list[Any], info: DistInfo, what: str) -> list[Any]:
+    """This rank's ``shard_rows`` of every batch; a batch with fewer rows than ranks is a
+    ``UserInputError`` naming ``what`` (a rank would have nothing to feed a collective)."""
+    smallest = min(batch.k.shape[0] for batch in batches)
+    if smallest < info.world_size:
+        raise UserInputError(
+            f"{what}: a batch of {smallest} windows cannot be sharded over {info.world_size} "
+            f"ranks; leave at least {info.world_size} windows in the last batch (or none)"
+        )
+    return [shard_rows(batch, info.rank, info.world_size) for batch in batches]
+
+
+def shard_all(batch: Any, parts: int) -> list[Any]:
+    """``batch`` as ``parts`` contiguous ``shard_rows`` (gradient accumulation)."""
+    return [batch] if parts == 1 else [shard_rows(batch, i, parts) for i in range(parts)]
+
+
+def no_sync(module: Any, skip: bool) -> Any:
+    """``module.no_sync()`` (a DDP wrapper: no gradient all-reduce in this backward) unless
+    ``skip``; a null context for a plain module."""
+    if skip or not hasattr(module, "no_sync"):
+        return contextlib.nullcontext()
+    return module.no_sync()
+
+
+def shard_rows(batch: Any, rank: int, world_size: int) -> Any:
+    """The ``rank``-th of ``world_size`` contiguous, near-equal parts of an attrs batch whose
+    fields are ``[N, ...]`` tensors or None (``torch.tensor_split``: the first
+    ``N % world_size`` parts have one row more)."""
+
+    def part(value: torch.Tensor | None) -> torch.Tensor | None:
+        return None if value is None else torch.tensor_split(value, world_size)[rank]
+
+    fields = attrs.asdict(batch, recurse=False)
+    return type(batch)(**{name: part(value) for name, value in fields.items()})
+
+
 def broadcast_object(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (identity without a process group)."""
     if dist.is_available() and dist.is_initialized():
@@ -94,19 +158,58 @@ def broadcast_object(obj: Any) -> Any:
     return obj
 
 
-def launch(nproc: int, cli_args: list[str]) -> int:
-    """Run ``lejepa <cli_args>`` under ``torchrun --standalone --nproc_per_node nproc``;
-    returns the exit code of the launcher."""
-    command = [
+@attrs.frozen(kw_only=True)
+class Rendezvous:
+    """How the nodes of a multi-node run find each other (torchrun's c10d rendezvous).
+
+    ``nnodes = 1`` without an endpoint: ``--standalone`` (one machine, a free local port).
+    Otherwise every node runs the same command with the same ``endpoint`` (``host:port`` of
+    one node, reachable from all) and ``run_id``; ``node_rank`` is passed on when given
+    (c10d assigns ranks itself; it fixes which node is node 0 in torchrun's logs only)."""
+
+    nnodes: int = 1
+    endpoint: str | None = None
+    run_id: str = "lejepa"
+    node_rank: int | None = None
+
+    def torchrun_args(self) -> list[str]:
+        if self.nnodes == 1 and self.endpoint is None:
+            return ["--standalone"]
+        if self.endpoint is None:
+            raise UserInputError(
+                f"--nnodes {self.nnodes}: give --rdzv-endpoint HOST:PORT (one node's address, "
+                "the same on every node)"
+            )
+        args = [
+            f"--nnodes={self.nnodes}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.endpoint}",
+            f"--rdzv-id={self.run_id}",
+        ]
+        return args + ([] if self.node_rank is None else [f"--node-rank={self.node_rank}"])
+
+
+def torchrun_command(
+    nproc: int, cli_args: list[str], rendezvous: Rendezvous | None = None
+) -> list[str]:
+    """``python -m torch.distributed.run <rendezvous> --nproc-per-node nproc -m
+    lejepa_core.cli <cli_args>``: what ``launch`` runs (the plain torchrun invocation)."""
+    rendezvous = rendezvous or Rendezvous()
+    return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
+        *rendezvous.torchrun_args(),
+        f"--nproc-per-node={nproc}",
         "-m",
         "lejepa_core.cli",
         *cli_args,
     ]
+
+
+def launch(nproc: int, cli_args: list[str], rendezvous: Rendezvous | None = None) -> int:
+    """Run ``lejepa <cli_args>`` under torchrun (``torchrun_command``) with ``nproc``
+    processes on this node; returns the exit code of the launcher."""
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    return subprocess.call(command, env=env)
+    return subprocess.call(torchrun_command(nproc, cli_args, rendezvous), env=env)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from typing import Any
 import attrs
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from lejepa_core import artifacts
 from lejepa_core.data.sampler import Batch, WindowSampler
@@ -40,6 +38,7 @@ from lejepa_core.training import console, distributed
 from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
 from lejepa_core.training.grad_paths import gradient_shares
 from lejepa_core.training.health import read_records, run_monitor
+from lejepa_core.training.optim import advance_schedule
 from lejepa_core.training.run import (
     Run,
     rank_device,
@@ -226,22 +225,31 @@ def train_step(
     step = state.step
     max_norm = t.grad_clip if t.grad_clip is not None else math.inf
     loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
-    with autocast(run.device, t.precision):
-        step_loss, outputs = step_module(
-            batch.context_obs,
-            batch.target_obs,
-            batch.k,
-            target_encoder=run.target_encoder,
-            mask_generator=run.generators["masker"],
-            loss_generator=loss_generator,
-            step=step,
-        )
     run.optimizer.zero_grad(set_to_none=True)
     log_step = (step + 1) % recipe.log.every == 0 or step + 1 == run.total_steps
-    shares = gradient_shares(step_loss, run.model) if log_step else {}  # keeps the graph
-    step_loss.total.backward()
+    # train.accumulate: micro-batches, each loss weighted by its share of the windows; DDP
+    # syncs gradients on the last only; metrics and gradient shares from the last
+    parts = distributed.shard_all(batch, min(t.accumulate, batch.k.shape[0]))
+    total = 0.0
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        with distributed.no_sync(step_module, skip=last), autocast(run.device, t.precision):
+            step_loss, outputs = step_module(
+                part.context_obs,
+                part.target_obs,
+                part.k,
+                target_encoder=run.target_encoder,
+                mask_generator=run.generators["masker"],
+                loss_generator=loss_generator,
+                step=step,
+            )
+        shares = gradient_shares(step_loss, run.model) if log_step and last else {}
+        weight = part.k.shape[0] / batch.k.shape[0]
+        with distributed.no_sync(step_module, skip=last):
+            (step_loss.total * weight).backward()
+        total = total + weight * step_loss.total.detach()  # the whole batch's loss
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
-    bad = ~(torch.isfinite(step_loss.total) & torch.isfinite(grad_norm))
+    bad = ~(torch.isfinite(total) & torch.isfinite(grad_norm))
     clipped = grad_norm > max_norm
     # a fill, not a host -> device copy of a Python float
     stop_flag = torch.full((), float(stop.requested), device=bad.device)
@@ -260,7 +268,7 @@ def train_step(
     lr = run.scheduler.get_last_lr()[0]  # the lr of this step
     metrics = None
     if nonfinite:  # never reaches the weights
-        _skip_step(run, step_loss.total, grad_norm)
+        _skip_step(run, total, grad_norm)
     else:
         run.optimizer.step()
         if run.target_encoder is not None:
@@ -269,7 +277,7 @@ def train_step(
         state.clipped_total += int(was_clipped)
         metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
         metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
-    _advance_schedule(run.scheduler, skipped=nonfinite)
+    advance_schedule(run.scheduler, skipped=nonfinite)
     state.step += 1
     state.samples_seen += run.world_batch
     return StepResult(lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics)
@@ -307,17 +315,6 @@ def _step_metrics(
         quantizer = outputs.quantizer_output.metrics
         metrics.update({f"{artifacts.QUANTIZER_PREFIX}{k}": v for k, v in quantizer.items()})
     return metrics
-
-
-def _advance_schedule(scheduler: LambdaLR, *, skipped: bool) -> None:
-    """``scheduler.step()``. The schedule advances over a skipped step too, on purpose: LambdaLR
-    would warn on a skipped first step that the optimizer has not stepped yet."""
-    if not skipped:
-        scheduler.step()
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        scheduler.step()
 
 
 def log_window(

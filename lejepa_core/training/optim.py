@@ -7,6 +7,7 @@ dimensions) and embeddings (``nn.Embedding`` weights: time embeddings, codebooks
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -98,3 +99,14 @@ def load_scheduler_state(scheduler: LambdaLR, state: dict[str, Any]) -> None:
     for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
         group["lr"] = lr
     scheduler._last_lr = lrs  # what get_last_lr() returns; LambdaLR sets it in step()
+
+
+def advance_schedule(scheduler: LambdaLR, *, skipped: bool) -> None:
+    """``scheduler.step()``. The schedule advances over a skipped step too, on purpose: LambdaLR
+    would warn on a skipped first step that the optimizer has not stepped yet."""
+    if not skipped:
+        scheduler.step()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()

@@ -55,12 +55,18 @@ def rank_device(name: str) -> torch.device:
 
 
 def build_samplers(
-    recipe: Recipe, data: Any, device: torch.device
+    recipe: Recipe,
+    data: Any,
+    device: torch.device,
+    dist_info: distributed.DistInfo | None = None,
 ) -> tuple[WindowSampler, list[Batch]]:
     """The sampler of the training episodes and the fixed validation batches: ``train.val_windows``
     windows of the held-out episodes (``data.val_fraction`` split by ``data.split_seed``), drawn
     in one draw from a seed of ``data.split_seed``, then cut into batches of at most
-    ``train.batch_size`` (memory only: the windows do not depend on the batch size)."""
+    ``train.batch_size`` (memory only: the windows do not depend on the batch size).
+
+    Under DDP every batch is sharded over the ranks (``distributed.shard_rows``); ``validate``
+    reduces, so the figures equal one process's (SIGReg's all-reduce sees the whole batch)."""
     d, t = recipe.data, recipe.train
     train_episodes, val_episodes = data.episode_split(d.val_fraction, d.split_seed)
     if len(val_episodes) == 0:
@@ -72,7 +78,12 @@ def build_samplers(
     (windows,) = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
         t.val_windows, 1, derive_seed(d.split_seed, "validation") % (2**31)
     )
-    return train_sampler, split_batch(windows, t.batch_size)
+    batches = split_batch(windows, t.batch_size)
+    if dist_info is not None and dist_info.enabled:
+        batches = distributed.shard_batches(
+            batches, dist_info, f"train.val_windows {t.val_windows}"
+        )
+    return train_sampler, batches
 
 
 def split_batch(batch: Batch, size: int) -> list[Batch]:
@@ -312,7 +323,7 @@ def start_run(
     if data is None:
         data = open_data(recipe, device, is_main=dist_info.is_main, progress=progress)
     check_memory(recipe, model_spec(recipe, data), device)
-    sampler, val_batches = build_samplers(recipe, data, device)
+    sampler, val_batches = build_samplers(recipe, data, device, dist_info)
     run = build_run(recipe, data, device, dist_info)
     warn_gradient_paths(recipe, data, device=device, show=dist_info.is_main)
     run.run_dir = directory.create()

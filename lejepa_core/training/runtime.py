@@ -17,7 +17,14 @@ from lejepa_core.errors import UserInputError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as given (validated)."""
+    """'auto' -> cuda when available, else cpu; anything else as given (validated). On CUDA
+    TF32 matmuls are switched on (``enable_tf32``)."""
+    device = _parse_device(name)
+    enable_tf32(device)
+    return device
+
+
+def _parse_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -31,17 +38,42 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def enable_tf32(device: torch.device) -> None:
+    """TF32 matmuls on CUDA (``set_float32_matmul_precision("high")``): the fp32 parts of a
+    step (losses, fp32 runs) on tensor cores; nothing changes on CPU."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from any parts (stable across processes and Python versions)."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision`` on ``device`` (None: plain fp32).
+
+    ``auto``: bf16 on a CUDA device that supports it (``torch.cuda.is_bf16_supported()``),
+    else fp32 (with TF32 matmuls: fp16 would need a GradScaler, which the loop does not have);
+    ``bf16``: bf16, a ``UserInputError`` on a CUDA device without bf16; ``fp32``: None.
+    """
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise UserInputError(
+            "train.precision = 'bf16': this CUDA device does not support bf16; use 'auto' or 'fp32'"
+        )
+    return torch.bfloat16 if supported else None
+
+
 def autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if use_bf16:
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """``torch.autocast`` with ``autocast_dtype(device, precision)``, or a null context."""
+    dtype = autocast_dtype(device, precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 class StopFlag:

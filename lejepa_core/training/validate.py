@@ -5,6 +5,12 @@ Shape legend: ``B`` batch, ``D`` latent_dim; ``N`` = ``train.val_windows``, all 
 Losses and quantizer metrics are means over batches weighted by their windows; a loss of the
 whole batch (SIGReg, InfoNCE) still depends on the batch size, the figures of
 ``validation_report`` (err/σ, baselines, ranks) do not: they are computed on all N windows.
+
+Under DDP each rank holds its shard of every batch (``run.build_samplers``): the weighted sums
+are all-reduced and the latents all-gathered (in the one-process order), so the figures are
+those of one process; SIGReg's own all-reduce sees the whole batch, as with one process.
+Losses of the local batch alone (InfoNCE without ``gather``, VICReg, relational) still see the
+shard only.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import torch
 
 from lejepa_core import artifacts
+from lejepa_core.training import distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, validation_report
 from lejepa_core.training.run import Run
 from lejepa_core.training.runtime import autocast, derive_seed
@@ -79,11 +86,36 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
             collected["target"].append(out.target)
             collected["k"].append(batch.k)
     model.train(was_training)
-    cat = {key: torch.cat(values) for key, values in collected.items()}  # [N, D] / [N]
-    report = losses.pop()
-    report.update(quant.pop())
+    cat = {key: gather_batches(values) for key, values in collected.items()}  # [N, D] / [N]
+    report = reduced_means(losses)
+    report.update(reduced_means(quant))
     report.update(validation_report(horizons=tuple(recipe.data.horizons), **cat))
     return report
+
+
+def reduced_means(means: RunningMeans) -> dict[str, float]:
+    """``means.pop()`` with the weighted sums and weights summed over ranks first (one
+    all-reduce; the same as ``pop`` without a process group)."""
+    keys = sorted(means.sums)
+    if not keys:
+        return {}
+    sums = torch.stack([torch.as_tensor(means.sums[key]).float().reshape(()) for key in keys])
+    counts = torch.tensor([means.counts[key] for key in keys], device=sums.device)
+    totals = distributed.all_reduce_sum(torch.cat([sums, counts]))
+    means.pop()
+    values = (totals[: len(keys)] / totals[len(keys) :]).tolist()
+    return dict(zip(keys, values, strict=True))
+
+
+def gather_batches(parts: list[torch.Tensor]) -> torch.Tensor:
+    """This rank's shards of the validation batches (``parts[b]: [n_b, ...]``) -> all ranks'
+    windows ``[N, ...]`` in the one-process order (batch by batch, rank by rank)."""
+    local = torch.cat(parts)
+    sizes = torch.tensor([part.shape[0] for part in parts], device=local.device)
+    rank_sizes = [s.tolist() for s in distributed.all_gather_rows(sizes)]  # [rank][batch]
+    gathered = distributed.all_gather_rows(local)
+    rank_rows = [rows.split(s) for rows, s in zip(gathered, rank_sizes, strict=True)]
+    return torch.cat([rows[b] for b in range(len(parts)) for rows in rank_rows])
 
 
 def log_validation(run: Run, batches: list[Any], epoch: int, log: MetricsLog) -> dict[str, Any]:
