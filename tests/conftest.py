@@ -1,3 +1,5 @@
+import os
+import socket
 from pathlib import Path
 
 import gymnasium as gym
@@ -217,3 +219,23 @@ def tiny_recipe(tmp_path: Path, data_path: Path, overrides: tuple[str, ...] = ()
     from lejepa_core.recipe import load_recipe
 
     return load_recipe(write_tiny_recipe(tmp_path, data_path), list(overrides))
+
+
+# --- DDP tests: one rank of a torchrun-like launch on this machine (gloo) -------------------
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def become_rank(rank: int, world_size: int, port: int) -> None:
+    """The environment torchrun gives rank ``rank`` of ``world_size`` (one thread each)."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)

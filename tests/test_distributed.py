@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -20,16 +19,10 @@ from lejepa_core.recipe import load_recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.run import build_run, build_samplers, split_batch
 from lejepa_core.training.validate import validate
-from tests.conftest import write_tiny_recipe
+from tests.conftest import become_rank, free_port, write_tiny_recipe
 
 # 23 windows in batches of 8: 8, 8, 7 -> shards of 4/4, 4/4, 4/3 (uneven on purpose)
 VALIDATION_OVERRIDES = ["train.batch_size=8", "train.val_windows=23"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _validation_figures(recipe_path: str, info: distributed.DistInfo) -> dict[str, float]:
@@ -42,14 +35,7 @@ def _validation_figures(recipe_path: str, info: distributed.DistInfo) -> dict[st
 
 
 def _validation_worker(rank: int, world_size: int, port: int, recipe_path: str, out: str):
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world_size, port)
     with distributed.process_group(torch.device("cpu")) as info:
         figures = _validation_figures(recipe_path, info)
         distributed.barrier()  # no rank tears the group down while another still uses it
@@ -58,7 +44,7 @@ def _validation_worker(rank: int, world_size: int, port: int, recipe_path: str, 
 
 def _spawn(worker, nprocs: int, *args, timeout: float = 120) -> None:
     context = torch.multiprocessing.start_processes(
-        worker, args=(nprocs, _free_port(), *args), nprocs=nprocs, join=False, start_method="spawn"
+        worker, args=(nprocs, free_port(), *args), nprocs=nprocs, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + timeout
     while not context.join(timeout=1):
@@ -261,7 +247,7 @@ def test_two_nodes_on_one_machine_rendezvous_and_finish(tmp_path, tiny_data):
     recipe = write_tiny_recipe(tmp_path, tiny_data)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lejepa_core.cli", "run", str(recipe), "--nproc", "1"]
-    command += ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
+    command += ["--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]
     command += ["--rdzv-id", "test", "--out", str(out), "--device", "cpu"]
     command += ["--set", "train.epochs=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

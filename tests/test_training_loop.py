@@ -7,8 +7,6 @@ ranks see different validation figures."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +24,7 @@ from lejepa_core.training.loop import train, train_step
 from lejepa_core.training.optim import warmup_cosine
 from lejepa_core.training.run import build_run, build_samplers
 from lejepa_core.training.runtime import StopFlag
-from tests.conftest import tiny_recipe, write_tiny_recipe
+from tests.conftest import become_rank, free_port, tiny_recipe, write_tiny_recipe
 
 CPU = torch.device("cpu")
 
@@ -230,23 +228,10 @@ def test_an_old_recipe_with_val_batches_reads_as_the_same_windows(tmp_path, caps
 
 
 # ----------------------------------------------------------------------------- DDP, gloo
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, recipe_path: str, out: str) -> None:
     """One rank of a torchrun-like launch; rank 0's monitored figure stalls (it would stop
     after epoch 1), rank 1's keeps improving (it would train on: a hang before the fix)."""
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    become_rank(rank, world_size, port)
 
     def skewed(run, batches):
         epoch = run.state.step // run.recipe.train.steps_per_epoch - 1
@@ -272,7 +257,7 @@ def test_ddp_ranks_with_different_validation_figures_stop_together(tmp_path, tin
     recipe = write_tiny_recipe(tmp_path, tiny_data)
     context = torch.multiprocessing.start_processes(
         _ddp_worker,
-        args=(2, _free_port(), str(recipe), str(tmp_path)),
+        args=(2, free_port(), str(recipe), str(tmp_path)),
         nprocs=2,
         join=False,
         start_method="spawn",
