@@ -19,7 +19,7 @@ from lejepa_core.recipe import load_recipe
 from lejepa_core.training import distributed
 from lejepa_core.training.run import build_run, build_samplers, split_batch
 from lejepa_core.training.validate import validate
-from tests.conftest import become_rank, free_port, write_tiny_recipe
+from tests.conftest import become_rank, finish_rank, free_port, write_tiny_recipe
 
 # 23 windows in batches of 8: 8, 8, 7 -> shards of 4/4, 4/4, 4/3 (uneven on purpose)
 VALIDATION_OVERRIDES = ["train.batch_size=8", "train.val_windows=23"]
@@ -40,6 +40,7 @@ def _validation_worker(rank: int, world_size: int, port: int, recipe_path: str, 
         figures = _validation_figures(recipe_path, info)
         distributed.barrier()  # no rank tears the group down while another still uses it
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(figures))
+    finish_rank()
 
 
 def _spawn(worker, nprocs: int, *args, timeout: float = 120) -> None:
@@ -195,6 +196,7 @@ def _infonce_worker(rank: int, world_size: int, port: int, out: str):
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
     (Path(out) / f"infonce{rank}.json").write_text(json.dumps(figures))
+    finish_rank()
 
 
 @pytest.mark.slow

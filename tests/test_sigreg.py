@@ -17,6 +17,7 @@ from lejepa_plugins.sigreg import (
     random_directions,
     sigreg_statistic,
 )
+from tests.conftest import finish_rank
 
 SPEC = ModelSpec(obs_shape=(4,), latent_dim=8, context_frames=2)
 CPU = torch.device("cpu")
@@ -330,6 +331,7 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
         )
     finally:
         torch.distributed.destroy_process_group()
+    finish_rank()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ from lejepa_core.training.loop import train, train_step
 from lejepa_core.training.optim import warmup_cosine
 from lejepa_core.training.run import build_run, build_samplers
 from lejepa_core.training.runtime import StopFlag
-from tests.conftest import become_rank, free_port, tiny_recipe, write_tiny_recipe
+from tests.conftest import become_rank, finish_rank, free_port, tiny_recipe, write_tiny_recipe
 
 CPU = torch.device("cpu")
 
@@ -250,6 +250,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, recipe_path: str, out: st
         "group_destroyed": not torch.distributed.is_initialized(),
     }
     (Path(out) / f"rank{rank}.json").write_text(json.dumps(report))
+    finish_rank()
 
 
 @pytest.mark.slow  # two spawned processes each import torch and lejepa: ~10 s idle
