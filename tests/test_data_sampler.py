@@ -174,16 +174,7 @@ def test_rows_are_the_same_resident_or_streamed(tmp_path, normalize, states, wri
 @pytest.mark.parametrize("compression", ["auto", "lzf", "gzip"])
 def test_streaming_reads_compressed_and_raw_files_alike(tmp_path, compression):
     p = tmp_path / f"{compression}.h5"
-    obs = np.random.default_rng(0).normal(size=(3000, 5, 4)).astype(np.float32)
-    with TrajectoryWriter(
-        p,
-        obs_shape=(5, 4),
-        obs_dtype="float32",
-        action_shape=(),
-        action_dtype="int8",
-        compression=compression,
-    ) as writer:
-        writer.append(obs, np.zeros(3000, np.int8), lengths=[1000, 1500, 500], seeds=[0, 1, 2])
+    obs = _write_compressed(p, compression)
     with TrajectoryData.open(p, on_device="never") as data:
         rows = np.array([0, 1, 2, 999, 1000, 1001, 1500, 2999])
         got, states = data.read_rows(rows)

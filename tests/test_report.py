@@ -22,7 +22,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import attrs
-import h5py
 import pytest
 from click.testing import CliRunner
 
@@ -93,18 +92,6 @@ class Page(HTMLParser):
         return [base64.b64decode(str(img["src"])[len(prefix) :]) for img in self.images]
 
 
-def publish_metadata(path: Path, **keys) -> None:
-    """Test-only: add env metadata keys to a data file, as if the env had published them.
-
-    The built-in envs publish ``positions`` and ``box`` (balls) and ``cell_values`` and
-    ``palette`` (ARC) from the env-metadata branch on; until then the tests write them here.
-    """
-    with h5py.File(path, "r+") as f:
-        metadata = json.loads(f.attrs["env_metadata"])
-        metadata.update(keys)
-        f.attrs["env_metadata"] = json.dumps(metadata)
-
-
 def _evaluate(run_dir: Path) -> None:
     result = CliRunner().invoke(
         main, ["eval", str(run_dir), "--device", "cpu", "--batches", "2"], catch_exceptions=False
@@ -113,38 +100,13 @@ def _evaluate(run_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def balls_data(tmp_path_factory) -> Path:
-    """12 episodes of 30 steps of 2 balls, with ``positions`` and ``box`` in its metadata."""
-    import gymnasium
-
-    from lejepa_core.data.generate import generate_dataset
-    from lejepa_core.registry import ensure_envs_registered
-
-    out = tmp_path_factory.mktemp("balls") / "balls.h5"
-    generate_dataset(
-        "lejepa/BouncingBalls-v0",
-        episodes=12,
-        steps=30,
-        out=out,
-        env_kwargs={"num_balls": 2},
-        progress=False,
-    )
-    ensure_envs_registered()
-    env = gymnasium.make("lejepa/BouncingBalls-v0", num_balls=2)
-    box = list(env.unwrapped.config.box)
-    env.close()
-    publish_metadata(out, positions=["x", "y"], box=box)
-    return out
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, balls_data):
+def tiny_run(tmp_path_factory, tiny_data):
     from lejepa_core.training.loop import train
 
     tmp = tmp_path_factory.mktemp("report")
     recipe = tiny_recipe(
         tmp,
-        balls_data,
+        tiny_data,  # BouncingBalls publishes positions and box itself
         ("train.epochs=2", "train.steps_per_epoch=3", "log.every=1", "log.tensorboard=false"),
     )
     run_dir = train(recipe, out=tmp / "run").run_dir
