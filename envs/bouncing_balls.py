@@ -63,6 +63,24 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
         "state_axes": ("ball", "feature"),
         "feature_units": {"x": "length", "y": "length", "vx": "length/time", "vy": "length/time"},
         "noop_action": 0,  # the generator's default policy for envs that publish one
+        "control": control_task(config),
+    }
+
+
+def control_task(config: BallsConfig) -> dict[str, Any]:
+    """``lejepa plan``'s goal-reaching task (docs/control.md): bring ball 0's centre within
+    ``success_distance`` of a goal position (drawn uniformly where its centre can be) within
+    ``horizon`` steps; the other balls move freely. Goal elements: x, y of ball 0 in the
+    flattened ``[N, 4]`` state."""
+    radius = float(np.broadcast_to(np.asarray(config.radius, np.float64), (config.num_balls,))[0])
+    w, h = config.box
+    return {
+        "goal_indices": [0, 1],
+        "goal_low": [radius, radius],
+        "goal_high": [w - radius, h - radius],
+        "success_distance": 0.05 * min(w, h),
+        "horizon": 30,
+        "reset_state_option": "state",
     }
 
 

@@ -80,10 +80,18 @@ def _describe_env(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
                 "feature_names": list(metadata.get("feature_names") or ()),
                 "state_feature_names": list(metadata.get("state_feature_names") or ()),
                 "env_metadata": metadata,
+                "action_space": _space_json(env.action_space),
             },
         }
     finally:
         env.close()
+
+
+def _space_json(space: Any) -> dict[str, Any] | None:
+    try:
+        return schema.space_to_json(space)
+    except ValueError:
+        return None
 
 
 def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
@@ -105,6 +113,8 @@ def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
     metadata["state_feature_names"] = attrs_.get("state_feature_names") or metadata.get(
         "state_feature_names"
     )
+    if isinstance(attrs_.get("action_space"), dict):  # the file's (or env's) action space
+        metadata["action_space"] = attrs_["action_space"]
     dtype = str(found["obs_dtype"]).replace("torch.", "")
     if "cell_values" not in metadata and "pad_value" in metadata and "max" in attrs_:
         # a padded grid from an env that did not publish cell_values yet (ArcGrid files

@@ -34,6 +34,7 @@ BUILTIN_COMMANDS = {
     "export": "lejepa_core.data.commands:export_command",
     "report": "lejepa_core.report.commands:report_command",
     "compare": "lejepa_core.report.commands:compare_command",
+    "plan": "lejepa_core.control.commands:plan_command",
 }
 
 

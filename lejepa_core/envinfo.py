@@ -17,6 +17,8 @@ making the env. docs/envs.md#metadata-lejepa-reads is the reference.
 | ``cell_values`` | int | integer-grid observations take values ``0 .. cell_values-1`` |
 | ``pad_value`` | int | the grid value that means "outside the grid" |
 | ``palette`` | list[[r, g, b]] | colour of each cell value (pictures) |
+| ``action_space`` | dict | the action space in ``data.schema.space_to_json`` form (action encoders; filled from the dataset file) |
+| ``control`` | dict | goal-reaching tasks for ``lejepa plan`` (``lejepa_core.control.tasks``, docs/control.md) |
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class EnvInfo:
     pad_value: int | None = attrs.field(default=None, converter=_optional_int)
     palette: tuple[tuple[int, int, int], ...] = attrs.field(
         default=(), converter=lambda p: tuple(tuple(int(c) for c in rgb) for rgb in (p or ()))
+    )
+    action_space: dict[str, Any] | None = attrs.field(
+        default=None, converter=lambda a: dict(a) if isinstance(a, Mapping) else None
+    )
+    control: dict[str, Any] | None = attrs.field(
+        default=None, converter=lambda c: dict(c) if isinstance(c, Mapping) else None
     )
 
     @classmethod

@@ -66,3 +66,21 @@ def register_envs(register):
 @hookspec
 def register_commands(cli):
     """Add commands to the ``lejepa`` click group: ``cli.add_command(my_command)``."""
+
+
+@hookspec
+def register_action_encoders(register):
+    """Register ``ActionEncoder`` subclasses: ``actions [B, L, *act] -> [B, L, out_dim]``.
+
+    An action-conditioned predictor names the one it uses (``action_encoder = "..."``); the
+    built-in ``"default"`` embeds Discrete, MultiDiscrete and Box actions (docs/control.md).
+    """
+
+
+@hookspec
+def register_planners(register):
+    """Register ``Planner`` subclasses: ``plan(problem, generator) -> actions [H, *act]``.
+
+    ``lejepa plan --planner NAME`` uses them with a trained run's model or the true simulator
+    (docs/control.md).
+    """

@@ -188,3 +188,61 @@ INTERFACES: dict[str, type] = {
     "loss": Loss,
     "masker": Masker,
 }
+
+
+# ---------------------------------------------------------------- actions and planning (control)
+# Shape legend: ``L`` action steps, ``A`` action features, ``N`` candidate action sequences,
+# ``H`` planning horizon, ``*act`` one action (``()`` for Discrete).
+
+
+class ActionEncoder(Component, abc.ABC):
+    """``forward(actions: [B, L, *act]) -> [B, L, out_dim]``: actions as vectors.
+
+    Built as ``cls(params, spec)``; the action space is ``spec.env.action_space`` (the JSON
+    form of ``lejepa_core.data.schema.space_to_json``). Set ``self.out_dim`` in ``__init__``.
+    """
+
+    kind = "action_encoder"
+    out_dim: int = 0
+
+    @abc.abstractmethod
+    def forward(self, actions: torch.Tensor) -> torch.Tensor: ...
+
+
+class Planner(abc.ABC):
+    """``plan(problem, generator) -> actions [H, *act]``: the best action sequence found.
+
+    ``problem`` is a ``lejepa_core.control.problem.PlanningProblem``: ``horizon`` H, the
+    ``action_space``, ``cost(actions [N, H, *act]) -> [N]`` (lower is better; the learned
+    model or the true simulator behind it) and ``budget`` (candidate sequences per call:
+    ``samples`` x ``iterations`` must not exceed it). Built as ``cls(params, spec)``.
+    """
+
+    Params: ClassVar[type] = NoParams
+    kind: ClassVar[str] = "planner"
+
+    def __init__(self, params: Any, spec: ModelSpec | None = None):
+        self.params = params
+        self.spec = spec
+
+    @abc.abstractmethod
+    def plan(self, problem: Any, generator: torch.Generator) -> torch.Tensor: ...
+
+
+CONTROL_INTERFACES: dict[str, type] = {"action_encoder": ActionEncoder, "planner": Planner}
+"""Component kinds outside a recipe's model tables: built by a predictor or ``lejepa plan``."""
+
+
+def takes_actions(predictor: Any) -> bool:
+    """Whether a predictor's ``forward`` accepts ``actions`` (and ``action_mask``): its class
+    attribute ``takes_actions`` when set, else an ``actions`` parameter in its signature.
+    Passive predictors (``forward(z_context, k)``) are called without them."""
+    flag = getattr(type(predictor), "takes_actions", None)
+    if flag is not None:
+        return bool(flag)
+    import inspect
+
+    try:
+        return "actions" in inspect.signature(predictor.forward).parameters
+    except (TypeError, ValueError):
+        return False

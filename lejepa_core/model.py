@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lejepa_core.eval.load import load_run
-from lejepa_core.interfaces import ModelSpec
+from lejepa_core.interfaces import ModelSpec, takes_actions
 from lejepa_core.model_input import ModelInput
 from lejepa_core.recipe import Recipe
 from lejepa_core.training.step import JEPAModel
@@ -54,8 +54,13 @@ class WorldModel:
     """A run's context encoder, target encoder, quantizer and predictor, on raw observations.
 
     encode(obs [B, *obs] | [*obs], *, context=False) -> [B, D] | [D]
-    predict(context_obs [B, W, *obs] | [W, *obs], k: int | [B]) -> [B, D] | [D]
-    predict_latent(z_context [B, W, D] | [W, D], k: int | [B]) -> [B, D] | [D]
+    predict(context_obs [B, W, *obs] | [W, *obs], k: int | [B], actions=None) -> [B, D] | [D]
+    predict_latent(z_context [B, W, D] | [W, D], k: int | [B], actions=None) -> [B, D] | [D]
+
+    actions: [B, K, *act] (or [K, *act]) raw env actions taken after the last context frame,
+    K >= k (the first k are used); for an action-conditioned predictor (``takes_actions``), a
+    passive one ignores them; without them an action-conditioned predictor gives its
+    action-marginal prediction.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class WorldModel:
         self.target_encoder = target_encoder.eval()
         self.quantizer = None if model.quantizer is None else model.quantizer.eval()
         self.predictor = model.predictor.eval()
+        self.takes_actions = takes_actions(self.predictor)
         self._obs_dtype = getattr(torch, spec.obs_dtype)
         norm = model_input.normalization
         self._mean = None if norm is None else torch.tensor(norm["mean"], dtype=torch.float32)
@@ -149,7 +155,7 @@ class WorldModel:
         return z if batched else z[0]
 
     @torch.no_grad()
-    def predict(self, context_obs: Any, k: Any) -> torch.Tensor:
+    def predict(self, context_obs: Any, k: Any, actions: Any = None) -> torch.Tensor:
         """The predicted target latent k steps after the last context frame: raw context
         frames [B, W, *obs] (or [W, *obs]) and k (an int, or [B] ints) -> [B, D] (or [D])."""
         frames = len(self.spec.obs_shape)
@@ -158,11 +164,15 @@ class WorldModel:
         x, _ = self._window(x, "context_obs", frames)
         batch, window = x.shape[:2]
         z = self.context_encoder(x.reshape(batch * window, *x.shape[2:])).float()
-        prediction = self.predict_latent(z.reshape(batch, window, -1), k)
+        if actions is not None and not batched:
+            actions = torch.as_tensor(
+                np.asarray(actions) if not torch.is_tensor(actions) else actions
+            )[None]
+        prediction = self.predict_latent(z.reshape(batch, window, -1), k, actions)
         return prediction if batched else prediction[0]
 
     @torch.no_grad()
-    def predict_latent(self, z_context: Any, k: Any) -> torch.Tensor:
+    def predict_latent(self, z_context: Any, k: Any, actions: Any = None) -> torch.Tensor:
         """Context-encoder latents [B, W, D] (or [W, D]) and k -> predicted latent [B, D] (or
         [D]); the quantizer is applied first, as in training."""
         z = torch.as_tensor(z_context, dtype=torch.float32, device=self._device)
@@ -174,7 +184,20 @@ class WorldModel:
             )
         if self.quantizer is not None:
             z = self.quantizer(z.reshape(batch * window, dim)).z_q.reshape(batch, window, dim)
-        prediction = self.predictor(z, self._k(k, batch)).float()
+        k = self._k(k, batch)
+        if not self.takes_actions:
+            return self.predictor(z, k).float() if batched else self.predictor(z, k).float()[0]
+        if actions is not None:
+            actions = torch.as_tensor(
+                np.asarray(actions) if not torch.is_tensor(actions) else actions
+            )
+            actions = (actions if batched else actions[None]).to(self._device)
+            if actions.shape[0] != batch or actions.shape[1] < int(k.max()):
+                raise ValueError(
+                    f"actions: expected [{batch}, K >= {int(k.max())}, *act], got {list(actions.shape)}"
+                )
+            actions = actions.float() if actions.is_floating_point() else actions.long()
+        prediction = self.predictor(z, k, actions=actions, action_mask=None).float()
         return prediction if batched else prediction[0]
 
     def __repr__(self) -> str:

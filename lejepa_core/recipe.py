@@ -38,6 +38,7 @@ from lejepa_core.params import (
     in_range,
     non_empty,
     non_negative,
+    one_of,
     param,
     positive,
     registered_env_id,
@@ -102,6 +103,7 @@ class DataConfig:
     steps: int = param(100, "steps per generated episode", positive)
     seed: int = param(0, "generation seed", non_negative)
     workers: int = param(1, "generation worker processes", positive)
+    policy: str = param("auto", "generated actions", one_of(("auto", "random", "noop")))
     context_frames: int = param(4, "W: context frames fed to the predictor", positive)
     horizons: tuple[int, ...] = param(
         (1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive)

@@ -29,7 +29,7 @@ from lejepa_core.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
-from lejepa_core.interfaces import INTERFACES, KINDS, ModelSpec
+from lejepa_core.interfaces import CONTROL_INTERFACES, INTERFACES, KINDS, ModelSpec
 from lejepa_core.plugin_manager import (
     DISABLE_ENV,
     BrokenPlugin,
@@ -49,8 +49,10 @@ HOOKS = {
     "register_losses": "loss",
     "register_maskers": "masker",
     "register_envs": "env",
+    "register_action_encoders": "action_encoder",
+    "register_planners": "planner",
 }
-ALL_KINDS = (*KINDS, "env")
+ALL_KINDS = (*KINDS, "env", *CONTROL_INTERFACES)
 
 
 def plural(kind: str) -> str:
@@ -115,7 +117,7 @@ def validate_component(kind: str, name: str, obj: Any) -> None:
             f"env {name!r}: expected an entry point 'module:Class', a callable or a dict with "
             f"'entry_point', got {obj!r}"
         )
-    interface = INTERFACES[kind]
+    interface = INTERFACES[kind] if kind in INTERFACES else CONTROL_INTERFACES[kind]
     if not (inspect.isclass(obj) and issubclass(obj, interface)):
         raise InvalidComponentError(
             f"{kind} {name!r}: expected a subclass of lejepa_core.{interface.__name__}, got {obj!r}"

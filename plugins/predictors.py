@@ -10,6 +10,7 @@ the predicted latent ``k`` steps after the last context frame ``z_t = z_context[
 ``residual``   z_hat = z_t + prior(z_t) + residual(context, embed(k)); starts as copy-last.
 ``mlp``        z_hat = MLP(context, embed(k)); a baseline without the skip connection.
 ``attention``  transformer over the W frames, then the same residual head as ``residual``.
+``action_residual``  ``residual`` with the actions after the last context frame as features.
 =============  ======================================================================
 
 The residual head (``ResidualHead``) is the inductive bias of the background notes: a small
@@ -27,7 +28,7 @@ import torch
 from torch import nn
 
 from lejepa_core import Predictor, hookimpl
-from lejepa_core.params import non_negative, one_of, param, positive
+from lejepa_core.params import in_range, non_negative, one_of, param, positive
 from lejepa_plugins.layers import (
     ACTIVATIONS,
     MLP,
@@ -255,11 +256,98 @@ class AttentionPredictor(Predictor):
         return self.head(z_context[:, -1], summary, k)  # [B, D]
 
 
+# ------------------------------------------------------------------------- action_residual
+
+
+class ActionResidualPredictor(ResidualPredictor):
+    """The residual predictor conditioned on the actions between the last context frame and t+k. [B, W, D], [B], [B, K, *act] -> [B, D]."""
+
+    takes_actions = True
+
+    @attrs.frozen(kw_only=True)
+    class Params(ResidualPredictor.Params):
+        action_encoder: str = param(
+            "default", "registered action encoder (register_action_encoders)"
+        )
+        action_dim: int = param(16, "width A of an encoded action (the encoder's `dim`)", positive)
+        action_dropout: float = param(
+            0.1,
+            "training only: share of windows whose actions are hidden, so the predictor also "
+            "learns the action-marginal prediction it gives when called without actions",
+            in_range(0.0, 1.0),
+        )
+
+    def __init__(self, params: Params, spec):
+        super().__init__(params, spec)
+        from lejepa_core.registry import get_registry
+
+        # no action space known (a file without one, the conformance specs): no encoder; a call
+        # with actions is then an error, a call without them predicts like `residual`
+        self.action_encoder = None
+        width = params.action_dim
+        if spec.env.action_space is not None:
+            cls = get_registry().get("action_encoder", params.action_encoder)
+            fields = {f.name for f in attrs.fields(cls.Params)}
+            encoder_params = cls.Params(**({"dim": params.action_dim} if "dim" in fields else {}))
+            self.action_encoder = cls(encoder_params, spec)
+            width = int(self.action_encoder.out_dim)
+        self.width = width
+        self.steps = spec.max_horizon  # K: action slots the predictor reads
+        # features: the K encoded actions in order, their sum, and their sum weighted by the
+        # time each acts before t + k (a push's displacement grows with it), over max_horizon
+        self.head = ResidualHead(
+            params,
+            spec.context_frames * spec.latent_dim + (self.steps + 2) * width,
+            spec.latent_dim,
+            spec.max_horizon,
+        )
+
+    def action_features(
+        self, actions: torch.Tensor | None, mask: torch.Tensor | None, k: torch.Tensor
+    ) -> torch.Tensor:
+        """actions [B, L, *act], mask [B, L] (None: none known) -> [B, (K + 2) * A]."""
+        batch, width, steps = k.shape[0], self.width, self.steps
+        device = k.device
+        if actions is None:
+            return torch.zeros(batch, (steps + 2) * width, device=device)
+        if self.action_encoder is None:
+            raise ValueError("actions given, but the run's data names no action space")
+        if mask is None:
+            mask = torch.arange(actions.shape[1], device=device)[None, :] < k[:, None]
+        actions, mask = actions[:, :steps], mask[:, :steps]
+        if self.training and self.params.action_dropout > 0:
+            keep = torch.rand(batch, 1, device=device) >= self.params.action_dropout
+            mask = mask & keep
+        e = self.action_encoder(actions) * mask.unsqueeze(-1).to(torch.float32)  # [B, L, A]
+        if e.shape[1] < steps:
+            e = torch.cat([e, e.new_zeros(batch, steps - e.shape[1], width)], 1)  # [B, K, A]
+        j = torch.arange(steps, device=device, dtype=e.dtype)
+        lead = ((k[:, None].to(e.dtype) - j[None, :]).clamp(min=0) / steps).unsqueeze(-1)
+        return torch.cat([e.flatten(1), e.sum(1), (e * lead).sum(1)], dim=-1)
+
+    def forward(
+        self,
+        z_context: torch.Tensor,
+        k: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        check_context(z_context, k, self.spec.context_frames, self.spec.latent_dim)
+        if actions is not None and actions.shape[0] != k.shape[0]:
+            raise ValueError(
+                f"actions: expected [{k.shape[0]}, K, *act], got {list(actions.shape)}"
+            )
+        features = context_features(z_context, self.params.context_input)  # [B, W * D]
+        acted = self.action_features(actions, action_mask, k).to(features.dtype)
+        return self.head(z_context[:, -1], torch.cat([features, acted], -1), k)  # [B, D]
+
+
 # ------------------------------------------------------------------------------ registration
 
 
 @hookimpl
 def register_predictors(register):
     register("residual", ResidualPredictor)
+    register("action_residual", ActionResidualPredictor)
     register("mlp", MLPPredictor)
     register("attention", AttentionPredictor)

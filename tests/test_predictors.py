@@ -46,7 +46,7 @@ def spec_for(frames: int, latent_dim: int = 6) -> ModelSpec:
 
 def test_registered_names_and_params():
     found = registered()
-    assert set(found) == {"residual", "mlp", "attention"}
+    assert set(found) == {"residual", "mlp", "attention", "action_residual"}
     for name, cls in found.items():
         assert issubclass(cls, Predictor)
         assert cls.__doc__.splitlines()[0].strip(), name

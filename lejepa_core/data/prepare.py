@@ -63,6 +63,7 @@ def open_data(
                 out=path,
                 seed=d.seed,
                 workers=d.workers,
+                policy=d.policy,
                 env_kwargs=dict(d.env_kwargs),
                 progress=progress,
             )

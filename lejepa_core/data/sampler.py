@@ -10,9 +10,12 @@ Shape legend: ``B`` batch, ``W`` context frames, ``*obs`` one observation.
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import attrs
+import h5py
+import numpy as np
 import torch
 
 from lejepa_core.data.reader import TrajectoryData
@@ -27,6 +30,10 @@ class Batch:
     probes (None when the file has neither /states nor float observations).
     episode: [B] int64 episode index in the file; t: [B] int64 step (within its episode) of the
     last context frame, so the target is step ``t + k``.
+    actions: [B, K, *action_shape] the actions taken after the last context frame (action j
+    moves step ``t + j`` to ``t + j + 1``), ``K = max(horizons)`` (or the fixed k); action_mask:
+    [B, K] bool, True for ``j < k`` (the actions that lead to the target; the rest are zeros).
+    Both None when the data file has no ``/actions``.
     """
 
     context_obs: torch.Tensor
@@ -36,6 +43,39 @@ class Batch:
     target_state: torch.Tensor | None
     episode: torch.Tensor
     t: torch.Tensor
+    actions: torch.Tensor | None = None
+    action_mask: torch.Tensor | None = None
+
+
+_ACTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def file_actions(data: TrajectoryData) -> torch.Tensor | None:
+    """The data file's ``/actions`` [T, *action_shape] (int64 or float32) on the CPU, read once
+    per ``data``; None when ``data`` has no file or the file no ``/actions``."""
+    try:
+        if data in _ACTIONS:
+            return _ACTIONS[data]
+    except TypeError:  # not weak-referenceable
+        pass
+    path = getattr(data, "path", None)
+    actions = None
+    if path is not None:
+        try:
+            with h5py.File(path, "r") as f:
+                if "actions" in f:
+                    array = np.asarray(f["actions"][()])
+                    floating = np.issubdtype(array.dtype, np.floating)
+                    actions = torch.from_numpy(
+                        array.astype(np.float32 if floating else np.int64, copy=False)
+                    )
+        except OSError:
+            actions = None
+    try:
+        _ACTIONS[data] = actions
+    except TypeError:  # not weak-referenceable
+        pass
+    return actions
 
 
 class WindowSampler:
@@ -106,6 +146,9 @@ class WindowSampler:
         self._num_local = len(episodes)
         self._frame_offsets = torch.arange(-w + 1, 1, device=index_device)  # [W]
         self.prefetch = (not data.resident) if prefetch is None else bool(prefetch)
+        self._actions = file_actions(data)  # [T, *action_shape] on index_device, or None
+        if self._actions is not None:
+            self._actions = self._actions.to(index_device)
         self._executor: ThreadPoolExecutor | None = None
         # (batch_size, generator state it was drawn from, future of its rows)
         self._pending: tuple[int, torch.Tensor, Future] | None = None
@@ -204,9 +247,10 @@ class WindowSampler:
 
     def _sample(self, batch_size: int, generator: torch.Generator, k: int | None) -> Batch:
         drawn = self._draw(batch_size, generator, k)
-        return self._assemble(batch_size, drawn, self.data.rows(self._rows_of(drawn)))
+        rows = self.data.rows(self._rows_of(drawn))
+        return self._assemble(batch_size, drawn, rows, max(self.horizons + (k or 1,)))
 
-    def _assemble(self, batch_size: int, drawn, rows) -> Batch:
+    def _assemble(self, batch_size: int, drawn, rows, width: int | None = None) -> Batch:
         """The ``Batch`` of drawn windows from their rows (``_rows_of`` order) on ``device``."""
         k_b, episode, t, _, _ = drawn
         n_context = batch_size * self.context_frames
@@ -223,6 +267,7 @@ class WindowSampler:
         context_obs, target_obs = split(obs)
         context_state, target_state = split(states)
         move = lambda x: x.to(self.device, non_blocking=True)  # noqa: E731
+        actions, action_mask = self._window_actions(drawn, width or max(self.horizons))
         return Batch(
             context_obs=context_obs,
             target_obs=target_obs,
@@ -231,4 +276,19 @@ class WindowSampler:
             target_state=target_state,
             episode=move(episode),
             t=move(t),
+            actions=None if actions is None else move(actions),
+            action_mask=None if action_mask is None else move(action_mask),
         )
+
+    def _window_actions(self, drawn, width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """actions [B, K=width, *action_shape] after each window's last context row, mask [B, K]."""
+        if self._actions is None:
+            return None, None
+        k_b, _, _, context_rows, _ = drawn
+        steps = torch.arange(width, device=k_b.device)  # [K]
+        mask = steps[None, :] < k_b[:, None]  # [B, K]
+        # rows t .. t + k - 1 are inside the episode; past them repeat the last valid one
+        rows = context_rows[:, -1:] + torch.minimum(steps[None, :], k_b[:, None] - 1)
+        actions = self._actions[rows]  # [B, K, *action_shape]
+        fill = mask.reshape(*mask.shape, *([1] * (actions.dim() - 2)))
+        return torch.where(fill, actions, torch.zeros_like(actions)), mask

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lejepa_core.report import codebook, curves, gradients, per_k, views
+from lejepa_core.report import codebook, curves, gradients, per_k, plan, views
 from lejepa_core.report.canvas import NotDrawn, figure_png
 
 CURVES, PER_K, MODEL = "curves", "per_k", "model"
@@ -194,6 +194,19 @@ FIGURES = (
             "For validation episodes: the last context grid, the true next grid and the grid a "
             "ridge probe (one-hot cell values, argmax) decodes from the predicted latent for k = 1, "
             "cropped to the cells that are not padding, in the env's palette."
+        ),
+    ),
+    ReportFigure(
+        stem="plan",
+        title="Planning toward goals",
+        section=MODEL,
+        draw=plan.plan_views_figure,
+        caption=(
+            "From plan.json (`lejepa plan`): for the first tasks, the path of the goal elements "
+            "(ball 0's position for BouncingBalls) from its start (dot) toward its goal (cross; the "
+            "circle is the success distance, filled when reached) under each policy: the planner on "
+            "the learned model (latent), the same planner on the true simulator (oracle), random "
+            "actions and no-op. Action-conditioned runs only (docs/control.md)."
         ),
     ),
 )

@@ -242,6 +242,8 @@ def train_step(
                 mask_generator=run.generators["masker"],
                 loss_generator=loss_generator,
                 step=step,
+                actions=part.actions,
+                action_mask=part.action_mask,
             )
         shares = gradient_shares(step_loss, run.model) if log_step and last else {}
         weight = part.k.shape[0] / batch.k.shape[0]

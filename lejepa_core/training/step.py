@@ -17,7 +17,7 @@ import attrs
 import torch
 from torch import nn
 
-from lejepa_core.interfaces import QuantizerOutput, StepOutputs
+from lejepa_core.interfaces import QuantizerOutput, StepOutputs, takes_actions
 
 
 @attrs.define
@@ -185,15 +185,36 @@ class JEPAModel(nn.Module):
             raise ValueError(f"mask_frames: expected one of {MASK_FRAMES}, got {mask_frames!r}")
         self.mask_frames = mask_frames
         self.needs_unmasked = any("context_unmasked" in getattr(m, "requires", ()) for m in losses)
+        self.takes_actions = takes_actions(predictor)
 
-    def predict(self, context_obs: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Unmasked context frames [B, W, *obs], k [B] -> predicted target latent [B, D].
+    def run_predictor(
+        self,
+        z_context: torch.Tensor,
+        k: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The predictor on [B, W, D], k [B]; ``actions [B, K, *act]`` and ``action_mask [B, K]``
+        reach it only when it takes them (``interfaces.takes_actions``)."""
+        if not self.takes_actions:
+            return self.predictor(z_context, k)
+        return self.predictor(z_context, k, actions=actions, action_mask=action_mask)
+
+    def predict(
+        self,
+        context_obs: torch.Tensor,
+        k: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unmasked context frames [B, W, *obs], k [B] (actions [B, K, *act] and their mask
+        [B, K] for an action-conditioned predictor) -> predicted target latent [B, D].
 
         The prediction path of evaluation, the report and loaded models: the same
         ``forward_context`` (quantizer included) and predictor as a training step, no masker.
         """
         ctx = forward_context(self.context_encoder, None, self.quantizer, context_obs, None)
-        return self.predictor(ctx.context_quantized, k)
+        return self.run_predictor(ctx.context_quantized, k, actions, action_mask)
 
     def forward(
         self,
@@ -206,8 +227,11 @@ class JEPAModel(nn.Module):
         loss_generator: torch.Generator | None,
         step: int,
         apply_mask: bool = True,
+        actions: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
     ) -> tuple[StepLoss, StepOutputs]:
-        """context_obs [B, W, *obs], target_obs [B, *obs], k [B] -> (StepLoss, StepOutputs)."""
+        """context_obs [B, W, *obs], target_obs [B, *obs], k [B] (actions [B, K, *act], mask
+        [B, K]: passed to a predictor that takes them) -> (StepLoss, StepOutputs)."""
         masker = self.masker if apply_mask else None
         ctx = forward_context(
             self.context_encoder,
@@ -221,7 +245,7 @@ class JEPAModel(nn.Module):
             self.context_encoder if self.shared_target or target_encoder is None else target_encoder
         )
         target = forward_target(encoder, target_obs, shared=self.shared_target)
-        prediction = self.predictor(ctx.context_quantized, k)
+        prediction = self.run_predictor(ctx.context_quantized, k, actions, action_mask)
         unmasked = None
         if self.needs_unmasked:
             unmasked = (

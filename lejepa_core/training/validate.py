@@ -63,6 +63,8 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
                 loss_generator=loss_generator,
                 step=run.state.step,
                 apply_mask=False,
+                actions=batch.actions,
+                action_mask=batch.action_mask,
             )
             windows = batch.k.shape[0]  # the last batch may be shorter: weight by windows
             losses.add(
