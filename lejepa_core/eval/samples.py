@@ -69,7 +69,8 @@ def collect(
         z_target.append(target_encoder(b.target_obs).float())
         k.append(b.k)
         if with_prediction:
-            z_hat.append(model.predict(b.context_obs, b.k).float())
+            # the window's actions reach an action-conditioned predictor (passive ones ignore them)
+            z_hat.append(model.predict(b.context_obs, b.k, b.actions, b.action_mask).float())
             z_copy_last.append(target_encoder(b.context_obs[:, -1]).float())
             if rollout_step is not None and bool((b.k % rollout_step == 0).all()):
                 z_rollout.append(rollout(model, b.context_obs, b.k, step=rollout_step).float())
