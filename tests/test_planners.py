@@ -165,3 +165,45 @@ def test_mpc_policy_replans_every_few_steps(every, calls, played):
     assert actions == played and planner.calls == calls and policy.actions == 5
     with pytest.raises(ValueError, match="replan_every"):
         MPCPolicy(planner, None, replan_every=0)
+
+
+class StubModel:
+    """Latents are 2-D positions; action a moves the x coordinate by a (first k actions)."""
+
+    def encode(self, obs, context=False):
+        return torch.as_tensor(obs, dtype=torch.float32).reshape(*np.shape(obs)[:-1], 2)
+
+    def predict_latent(self, z, k, actions=None):
+        steps = torch.arange(actions.shape[1])[None, :] < k[:, None]  # [M, H]
+        moved = (actions.float() * steps).sum(1)  # [M]
+        return z[:, -1] + torch.stack([moved, torch.zeros_like(moved)], -1)
+
+
+class StubProbe:
+    def decode(self, z):
+        return z  # the "state" is the latent
+
+
+def test_latent_problems_score_predicted_steps_against_the_goal():
+    from lejepa_core.control.problem import LatentGoalProblem, LatentProblem
+
+    context = np.zeros((2, 2))  # W = 2 frames at the origin
+    actions = torch.tensor([[1, 1, 1], [0, 0, 0], [3, 0, 0]])
+    goal_problem = LatentGoalProblem(
+        StubModel(), context, np.array([3.0, 0.0]), horizon=3, action_space=spaces.Discrete(4)
+    )
+    # positions 1, 2, 3 -> distances 2, 1, 0; origin -> 3, 3, 3; 3, 3, 3 -> 0, 0, 0
+    assert goal_problem.cost(actions).tolist() == pytest.approx([1.0, 3.0, 0.0])
+    task = ControlTask(
+        goal_indices=(0,), goal_low=(0.0,), goal_high=(5.0,), success_distance=0.1, horizon=3
+    )
+    state_problem = LatentProblem(
+        StubModel(),
+        StubProbe(),
+        task,
+        context,
+        np.array([2.0]),
+        horizon=3,
+        action_space=spaces.Discrete(4),
+    )
+    assert state_problem.cost(actions).tolist() == pytest.approx([2 / 3, 2.0, 1.0])

@@ -53,8 +53,6 @@ def _params(values: tuple[str, ...]) -> dict:
 def plan_command(run_dir, planner, params, tasks, seed, replan_every, policies, device):
     """Plan in RUN_DIR's latent space toward goals its env defines; compare with the oracle
     (same planner on the true simulator), random actions and no-op (docs/control.md)."""
-    import torch
-
     from lejepa_core.control.evaluate import POLICIES, evaluate_planning
     from lejepa_core.control.setup import planning_setup
     from lejepa_core.errors import UserInputError
@@ -65,7 +63,6 @@ def plan_command(run_dir, planner, params, tasks, seed, replan_every, policies, 
     unknown = [p for p in chosen if p not in POLICIES]
     if unknown or not chosen:
         raise UserInputError(f"--policies: unknown {unknown}; choose from {', '.join(POLICIES)}")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     setup = planning_setup(run_dir, planner, planner_params=_params(params), device=device)
     results = evaluate_planning(
         setup, tasks=tasks, seed=seed, replan_every=replan_every, policies=chosen

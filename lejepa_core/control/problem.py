@@ -90,3 +90,27 @@ class SimulatorProblem:
             states = np.asarray(info["state"] if "state" in info else obs, dtype=np.float64)
             total += self.task.distance(states.reshape(n, -1), self.goal)
         return torch.as_tensor(total / h)
+
+
+class LatentGoalProblem:
+    """Planning toward a goal *observation*: the cost is the mean over the H steps of the
+    Euclidean distance between the predicted latent and the goal's latent (the target
+    encoder's, the space predictions live in); no probe, no task metadata. ``context_obs``:
+    raw [W, *obs]; ``goal_obs``: raw [*obs]. For goals that fix the whole observation (every
+    object), where ``LatentProblem`` fixes chosen state elements."""
+
+    def __init__(
+        self, model: Any, context_obs: Any, goal_obs: Any, *, horizon: int, action_space: Any
+    ):
+        self.model, self.horizon, self.action_space = model, int(horizon), action_space
+        self.z_context = model.encode(np.asarray(context_obs), context=True)  # [W, D]
+        self.z_goal = model.encode(np.asarray(goal_obs))  # [D]
+
+    @torch.no_grad()
+    def cost(self, actions: torch.Tensor) -> torch.Tensor:
+        n, h = actions.shape[:2]
+        k = torch.arange(1, h + 1).repeat(n)  # [N*H]
+        seq = actions.repeat_interleave(h, 0)  # [N*H, H, *act]
+        z = self.z_context.unsqueeze(0).expand(n * h, -1, -1)  # [N*H, W, D]
+        predicted = self.model.predict_latent(z, k, actions=seq).reshape(n, h, -1)  # [N, H, D]
+        return (predicted - self.z_goal).norm(dim=-1).mean(1).cpu()  # [N]
