@@ -56,6 +56,7 @@ def installed(tmp_path_factory):
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])
     )
+    env["COLUMNS"] = "160"  # table rows on one line each (the kinds column is 14 wide)
     return env
 
 
