@@ -32,8 +32,11 @@ from lejepa_core.params import in_range, param, positive
 class SequenceDistribution:
     """A per-step distribution over action sequences of ``space`` and horizon ``horizon``."""
 
-    def __init__(self, space: spaces.Space, horizon: int, *, floor: float = 0.0):
-        self.space, self.horizon, self.floor = space, horizon, floor
+    def __init__(
+        self, space: spaces.Space, horizon: int, *, floor: float = 0.0, uniform: bool = False
+    ):
+        """uniform: Box actions uniform within the (finite) bounds instead of Gaussian."""
+        self.space, self.horizon, self.floor, self.uniform = space, horizon, floor, uniform
         if isinstance(space, (spaces.Discrete, spaces.MultiDiscrete)):
             nvec = np.atleast_1d(space.n if isinstance(space, spaces.Discrete) else space.nvec)
             start = np.atleast_1d(space.start).astype(np.int64)
@@ -57,6 +60,9 @@ class SequenceDistribution:
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """[n, H, *act] actions (int64 for discrete spaces, float32 for Box)."""
+        if not self.discrete and self.uniform:
+            u = torch.rand(n, *self.mean.shape, generator=generator)
+            return self.low + u * (self.high - self.low)
         if not self.discrete:
             noise = torch.randn(n, *self.mean.shape, generator=generator)
             return torch.minimum(torch.maximum(self.mean + self.std * noise, self.low), self.high)
@@ -95,7 +101,9 @@ class _Search(Planner):
     """Sample, score, refit; return the best sequence seen. [H, *act]."""
 
     def plan(self, problem, generator: torch.Generator) -> torch.Tensor:
-        dist = SequenceDistribution(problem.action_space, problem.horizon, floor=self.floor)
+        dist = SequenceDistribution(
+            problem.action_space, problem.horizon, floor=self.floor, uniform=self.uniform
+        )
         best, best_cost = None, float("inf")
         for _ in range(self.params.iterations):
             actions = dist.sample(self.params.samples, generator)  # [N, H, *act]
@@ -107,6 +115,7 @@ class _Search(Planner):
         return best
 
     floor = 0.0
+    uniform = False  # Box: sample uniformly in the bounds (random shooting)
 
     def refit(self, dist: SequenceDistribution, actions: torch.Tensor, cost: torch.Tensor):
         raise NotImplementedError
@@ -160,6 +169,7 @@ class RandomPlanner(_Search):
     """Random shooting: the best of samples x iterations uniform sequences. -> [H, *act]."""
 
     Params = SearchParams
+    uniform = True
 
     def refit(self, dist, actions, cost):
         pass  # the distribution stays uniform

@@ -207,3 +207,15 @@ def test_latent_problems_score_predicted_steps_against_the_goal():
         action_space=spaces.Discrete(4),
     )
     assert state_problem.cost(actions).tolist() == pytest.approx([2 / 3, 2.0, 1.0])
+
+
+def test_random_shooting_samples_box_actions_uniformly_within_the_bounds():
+    low, high = np.array([-1.0, 0.0], np.float32), np.array([1.0, 4.0], np.float32)
+    space = spaces.Box(low, high, dtype=np.float32)
+    values = SequenceDistribution(space, 3, uniform=True).sample(
+        4000, torch.Generator().manual_seed(0)
+    )
+    assert values.shape == (4000, 3, 2)
+    assert values[..., 0].min() >= -1 and values[..., 1].max() <= 4
+    assert values[..., 1].mean().item() == pytest.approx(2.0, abs=0.1)
+    assert values[..., 1].std().item() == pytest.approx(4 / 12**0.5, abs=0.05)  # uniform's std
