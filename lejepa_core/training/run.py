@@ -34,6 +34,7 @@ from lejepa_core.model_input import ModelInput
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
+from lejepa_core.training.compiled import compile_per_mode
 from lejepa_core.training.grad_paths import warn_gradient_paths
 from lejepa_core.training.guard import StepCounters, settle
 from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
@@ -84,7 +85,14 @@ def build_samplers(
         batches = distributed.shard_batches(
             batches, dist_info, f"train.val_windows {t.val_windows}"
         )
-    return train_sampler, batches
+    return train_sampler, [compact(batch) for batch in batches]
+
+
+def compact(batch: Batch) -> Batch:
+    """``batch`` with every tensor copied into storage of its own (offset 0): a compiled
+    encoder's validation graph then serves every batch (dynamo specialises on offsets 0 / 1)."""
+    fields = attrs.asdict(batch, recurse=False)
+    return Batch(**{k: None if v is None else v.clone() for k, v in fields.items()})
 
 
 def split_batch(batch: Batch, size: int) -> list[Batch]:
@@ -361,14 +369,16 @@ def resume_run(run: Run, run_dir: Path) -> None:
 
 
 def wrap_model(run: Run, *, compile: bool, backend: str = "inductor") -> nn.Module:
-    """``torch.compile`` (``backend``) the encoders and predictor (state-dict keys unchanged)
-    when asked; the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
+    """``torch.compile`` (``backend``) the encoders and predictor when asked, one compiled
+    instance per mode (``compiled.compile_per_mode``: no recompiles between the training step's
+    and validation's modes; state-dict keys unchanged); the module a step calls: ``run.model``,
+    DDP-wrapped under torchrun."""
     model = run.model
     if compile:
-        model.context_encoder.compile(backend=backend)
-        model.predictor.compile(backend=backend)
+        compile_per_mode(model.context_encoder, backend=backend)
+        compile_per_mode(model.predictor, backend=backend)
         if run.target_encoder is not None:
-            run.target_encoder.compile(backend=backend)
+            compile_per_mode(run.target_encoder, backend=backend)
     if not run.dist.enabled:
         return model
     return DistributedDataParallel(
