@@ -76,7 +76,8 @@ def check_device(args) -> int:
 
 def check_syncs(args) -> int:
     """Host syncs of ``--steps`` non-log training steps of the recipe (after ``--warmup``):
-    ``HostSyncCounter`` (device-value reads) and, on CUDA, ``torch.cuda.set_sync_debug_mode
+    ``HostSyncCounter`` (device-value reads), ``ScalarReadCounter`` (the same below Python,
+    e.g. a 0-d tensor passed as a number) and, on CUDA, ``torch.cuda.set_sync_debug_mode
     ("warn")`` (every synchronising CUDA call). Fails only when a step crashes."""
     import warnings
 
@@ -84,7 +85,7 @@ def check_syncs(args) -> int:
 
     from lejepa_core.data.prepare import open_data
     from lejepa_core.recipe import load_recipe
-    from lejepa_core.testing import HostSyncCounter
+    from lejepa_core.testing import HostSyncCounter, ScalarReadCounter
     from lejepa_core.training import distributed
     from lejepa_core.training.loop import train_step
     from lejepa_core.training.run import build_run, build_samplers
@@ -118,7 +119,11 @@ def check_syncs(args) -> int:
         torch.cuda.synchronize(device)
         torch.cuda.set_sync_debug_mode("warn")
     try:
-        with warnings.catch_warnings(record=True) as caught, HostSyncCounter() as counter:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            HostSyncCounter() as counter,
+            ScalarReadCounter() as reads,
+        ):
             warnings.simplefilter("always")
             steps(args.steps)
     finally:
@@ -134,6 +139,7 @@ def check_syncs(args) -> int:
         "steps": args.steps,
         "counter_syncs": counter.count,
         "counter_calls": sorted(set(counter.calls)),
+        "scalar_reads": reads.count,  # below Python too; on CPU an upper bound
         "cuda_sync_warnings": len(cuda_syncs) if cuda else None,
         "cuda_sync_sites": sorted(set(cuda_syncs))[:5] if cuda else None,
         "syncs_per_step": per_step,

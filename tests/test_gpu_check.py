@@ -41,6 +41,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert not device["fp16_grad_scaler"]
     syncs = json.loads((out / "syncs.json").read_text())
     assert syncs["steps"] == 5 and syncs["counter_syncs"] == 0 and syncs["target_met"]
+    assert syncs["scalar_reads"] == 0
     eager = json.loads((out / "bench_eager.json").read_text())
     assert [row["batch_size"] for row in eager["rows"]] == [16, 32, 64]
     assert all(row["framework_samples_per_s"] > 0 for row in eager["rows"])

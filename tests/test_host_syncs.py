@@ -12,7 +12,7 @@ import torch
 
 from lejepa_core.data.prepare import open_data
 from lejepa_core.recipe import load_recipe
-from lejepa_core.testing import HostSyncCounter
+from lejepa_core.testing import HostSyncCounter, ScalarReadCounter
 from lejepa_core.training import distributed
 from lejepa_core.training.guard import settle
 from lejepa_core.training.loop import train_step
@@ -40,9 +40,9 @@ TINY = (
 )
 
 
-def _built_run(name: str, tmp_path: Path):
+def _built_run(name: str, tmp_path: Path, *extra: str):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    overrides = [*TINY, f"data.path={(tmp_path / name).as_posix()}.h5"]
+    overrides = [*TINY, f"data.path={(tmp_path / name).as_posix()}.h5", *extra]
     recipe = load_recipe(RECIPES / f"{name}.toml", overrides)
     data = open_data(recipe, device, progress=False)
     sampler, _ = build_samplers(recipe, data, device)
@@ -72,6 +72,28 @@ def test_a_training_step_outside_log_steps_makes_at_most_the_known_host_syncs(na
     assert per_step <= MAX_SYNCS_PER_STEP[name], f"{per_step} per step: {syncs.calls}"
     settle(run)  # what a log step reads: every step was finite
     assert run.state.step == 5 and run.state.nonfinite_total == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"),
+    [("multi_k_physics", "auto"), ("lejepa_physics", "auto"), ("multi_k_physics", "fp16")],
+)
+def test_a_physics_step_reads_no_tensor_value_even_below_python(name, precision, tmp_path):
+    """``ScalarReadCounter`` sees the reads C++ argument parsing makes (a 0-d tensor where a
+    number is expected): none in a non-log physics step either, GradScaler (fp16) included."""
+    run, sampler = _built_run(name, tmp_path, f"train.precision={precision!r}")
+    assert (run.scaler is not None) == (precision == "fp16")
+    _steps(run, sampler, 2)
+    with ScalarReadCounter() as reads:
+        _steps(run, sampler, 3)
+    assert reads.calls == []
+
+
+def test_the_scalar_read_counter_sees_implicit_reads():
+    with HostSyncCounter() as syncs, ScalarReadCounter() as reads:
+        torch._foreach_lerp_([torch.zeros(3)], [torch.ones(3)], torch.tensor(0.5))
+        torch.zeros(4)[torch.tensor(1)] = 1.0
+    assert syncs.calls == [] and reads.calls == ["_local_scalar_dense"] * 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs a GPU")
