@@ -3,13 +3,14 @@ hand-written PyTorch loop doing the same math on the same batches, in the same p
 
     .venv/bin/python benchmarks/bench_training.py [--recipe recipes/multi_k_physics.toml]
         [--steps 60] [--warmup 10] [--repeats 3] [--device cpu|cuda]
-        [--batch-sizes 512,4096,16384] [--precision auto|bf16|fp32] [--compile]
+        [--batch-sizes 512,4096,16384] [--precision auto|bf16|fp16|fp32] [--compile]
         [--set data.episodes=300 ...] [--json FILE]
 
 Both loops run in the same precision (``--precision``, default the recipe's ``auto``: bf16
-autocast on CUDA, fp32 on CPU; losses in fp32 as the framework computes them) with the same
-optimizer (AdamW, fused kernels on CUDA, foreach elsewhere) and, with ``--compile``, the same
-compiled modules (encoders and predictor). Per batch size: samples/s, peak memory
+autocast on CUDA, fp16 with a GradScaler on a CUDA GPU without bf16, fp32 on CPU; losses in
+fp32 as the framework computes them) with the same optimizer (AdamW, fused kernels on CPU and
+CUDA) and, with ``--compile``, compiled encoders and predictor (the framework: one compiled
+instance per mode, ``lejepa_core.training.compiled``; the hand loop: ``nn.Module.compile``). Per batch size: samples/s, peak memory
 (``torch.cuda.max_memory_allocated`` on CUDA; the largest resident set size sampled after each
 step on CPU) and, on CUDA, the mean GPU utilisation over the timed steps (``nvidia-smi``,
 sampled every 0.2 s; ``torch.cuda.utilization`` when nvidia-smi is missing).
@@ -17,7 +18,7 @@ sampled every 0.2 s; ``torch.cuda.utilization`` when nvidia-smi is missing).
 Both loops: WindowSampler batch -> feature masking -> context encoder -> predictor(k) ->
 EMA target encoder -> L1 + SIGReg (same loss modules) -> backward -> clip -> AdamW ->
 cosine LR -> EMA update. The framework adds what a run needs on top (autocast context,
-non-finite guard with its one host sync per step, pre-clip norm logging, running means,
+non-finite guard decided on the device, pre-clip norm logging, running means,
 metrics.jsonl/tensorboard every log.every steps, the progress bookkeeping). Validation and
 checkpoints are kept out of the timed window (steps_per_epoch larger than the run).
 Repeats alternate the two loops; the median per-step time of each is reported, with the ratio.
@@ -135,7 +136,7 @@ def hand_steps(recipe, steps: int, warmup: int, device: str, compile: bool) -> d
     from lejepa_core.build import build_components, model_spec
     from lejepa_core.data.reader import TrajectoryData
     from lejepa_core.data.sampler import WindowSampler
-    from lejepa_core.training.runtime import autocast
+    from lejepa_core.training.runtime import autocast, grad_scaler
 
     dev = torch.device(device)
     d, t = recipe.data, recipe.train
@@ -153,7 +154,8 @@ def hand_steps(recipe, steps: int, warmup: int, device: str, compile: bool) -> d
 
     target = copy.deepcopy(encoder).requires_grad_(False)
     params = [*encoder.parameters(), *predictor.parameters(), *masker.parameters()]
-    fused = {"fused": True} if dev.type == "cuda" else {"foreach": True}
+    fused = {"fused": True} if dev.type in ("cpu", "cuda") else {"foreach": True}
+    scaler = grad_scaler(dev, t.precision)  # fp16 only
     opt = torch.optim.AdamW(
         params, lr=t.lr, weight_decay=t.weight_decay, betas=tuple(t.betas), **fused
     )
@@ -190,9 +192,15 @@ def hand_steps(recipe, steps: int, warmup: int, device: str, compile: bool) -> d
         )
         loss = sum(wt * m(out).value.float() for wt, m in zip(weights, losses, strict=False))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if scaler is not None:
+            scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(params, t.grad_clip or math.inf)
-        opt.step()
+        if scaler is None:
+            opt.step()
+        else:
+            scaler.step(opt)
+            scaler.update()
         progress = min(1.0, max(0, step - t.warmup_steps) / max(1, total - t.warmup_steps))
         lr = t.lr * (
             (step + 1) / t.warmup_steps
@@ -274,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=("auto", "bf16", "fp16", "fp32"),
         default=None,
         help="both loops (default: the recipe's train.precision)",
     )

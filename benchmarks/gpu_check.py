@@ -1,14 +1,16 @@
 """The checks and the summary of ``benchmarks/gpu_check.sh`` (one subcommand per step).
 
     python benchmarks/gpu_check.py device  --device cuda --recipe R --json OUT/device.json
+    python benchmarks/gpu_check.py syncs   --device cuda --recipe R --json OUT/syncs.json [--set k=v]
     python benchmarks/gpu_check.py quality RUN_DIR --seconds S --json OUT/quality.json [--no-gate]
     python benchmarks/gpu_check.py summary OUT [--dry-run]   # exit 1 when a check failed
 
 Each step writes one JSON file under OUT with ``ok`` (true, false, or null for "skipped") and
 its figures; ``summary`` prints them compactly and turns them into the exit code. The targets
 of issue 15 (>= 1M samples/s at batch >= 16384 with compile, >= 80 % GPU utilisation, the
-quality bar in under 5 minutes) are reported as met or not; only a failed check (CUDA not
-selected, bf16 not entered, a step that crashed, the quality bar missed) fails the script.
+quality bar in under 5 minutes, 0 host syncs per non-log training step) are reported as met or
+not; only a failed check (CUDA not selected, bf16 not entered where supported, fp16 without a
+GradScaler where not, a step that crashed, the quality bar missed) fails the script.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ BAR_R2 = 0.98  # probe R² of every state group (eval.json)
 TARGET_SAMPLES = 1_000_000  # samples/s at batch >= 16384 with compile
 TARGET_UTILISATION = 80.0  # % GPU utilisation
 TARGET_SECONDS = 300.0  # the scaled recipe's run, data generation included
+TARGET_SYNCS = 0  # host syncs per non-log training step (physics recipes)
 
 
 def write(path: str | Path, result: dict) -> None:
@@ -32,11 +35,12 @@ def write(path: str | Path, result: dict) -> None:
 
 
 def check_device(args) -> int:
-    """The device a run selects and the dtype of a matmul under the run's autocast."""
+    """The device a run selects, the dtype of a matmul under the run's autocast, and the
+    GradScaler the run would hold (fp16: a CUDA GPU without bf16, or ``--precision fp16``)."""
     import torch
 
     from lejepa_core.recipe import load_recipe
-    from lejepa_core.training.runtime import autocast, resolve_device
+    from lejepa_core.training.runtime import autocast, autocast_dtype, grad_scaler, resolve_device
 
     recipe = load_recipe(args.recipe, [])
     device = resolve_device(args.device)
@@ -44,7 +48,9 @@ def check_device(args) -> int:
     layer = torch.nn.Linear(8, 8).to(device)
     with autocast(device, precision):
         dtype = layer(torch.randn(4, 8, device=device)).dtype
-    expect_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    expected = autocast_dtype(device, precision) or torch.float32
+    bf16_supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    scaler = grad_scaler(device, precision) is not None
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     result = {
         "device": str(device),
@@ -52,17 +58,97 @@ def check_device(args) -> int:
         "gpus": gpus,
         "precision": precision,
         "matmul_dtype": str(dtype).replace("torch.", ""),
+        "expected_dtype": str(expected).replace("torch.", ""),
         "cuda_selected": device.type == "cuda",
+        "bf16_supported": bf16_supported,
         "bf16_entered": dtype == torch.bfloat16,
-        "bf16_expected": expect_bf16,
+        "fp16_grad_scaler": scaler,
     }
-    ok = result["bf16_entered"] == expect_bf16
-    if not args.dry_run:
-        ok = ok and result["cuda_selected"] and result["bf16_entered"]
+    ok = dtype == expected and scaler == (dtype == torch.float16)
+    if not args.dry_run:  # on a GPU: bf16 where supported, else fp16 with a GradScaler
+        entered = result["bf16_entered"] if bf16_supported else dtype == torch.float16
+        ok = ok and result["cuda_selected"] and (entered or precision == "fp32")
     result["ok"] = ok
     write(args.json, result)
     print(json.dumps(result))
     return 0 if ok else 1
+
+
+def check_syncs(args) -> int:
+    """Host syncs of ``--steps`` non-log training steps of the recipe (after ``--warmup``):
+    ``HostSyncCounter`` (device-value reads), ``ScalarReadCounter`` (the same below Python,
+    e.g. a 0-d tensor passed as a number) and, on CUDA, ``torch.cuda.set_sync_debug_mode
+    ("warn")`` (every synchronising CUDA call). Fails only when a step crashes."""
+    import warnings
+
+    import torch
+
+    from lejepa_core.data.prepare import open_data
+    from lejepa_core.recipe import load_recipe
+    from lejepa_core.testing import HostSyncCounter, ScalarReadCounter
+    from lejepa_core.training import distributed
+    from lejepa_core.training.loop import train_step
+    from lejepa_core.training.run import build_run, build_samplers
+    from lejepa_core.training.runtime import StopFlag, grad_scaler, resolve_device
+
+    device = resolve_device(args.device)
+    never = "1000000000"  # no log step, epoch end or validation inside the counted steps
+    overrides = [
+        *args.set,
+        "train.epochs=1",
+        f"train.steps_per_epoch={never}",
+        f"log.every={never}",
+    ]
+    recipe = load_recipe(args.recipe, overrides)
+    data = open_data(recipe, device, progress=False)
+    sampler, _ = build_samplers(recipe, data, device)
+    run = build_run(recipe, data, device, distributed.DistInfo())
+    run.model.train()
+    params = [p for p in run.model.parameters() if p.requires_grad]
+    loss_generator = torch.Generator(device=device)
+
+    def steps(count: int) -> None:
+        with StopFlag() as stop:
+            for _ in range(count):
+                batch = sampler.sample(recipe.train.batch_size, run.generators["sampler"])
+                train_step(run, run.model, batch, params, loss_generator, stop)
+
+    steps(args.warmup)  # lazy state (optimizer moments, the GradScaler's scale) first
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with (
+            warnings.catch_warnings(record=True) as caught,
+            HostSyncCounter() as counter,
+            ScalarReadCounter() as reads,
+        ):
+            warnings.simplefilter("always")
+            steps(args.steps)
+    finally:
+        if cuda:
+            torch.cuda.set_sync_debug_mode("default")
+    cuda_syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    per_step = max(counter.count, len(cuda_syncs) if cuda else 0) / args.steps
+    result = {
+        "recipe": str(args.recipe),
+        "device": str(device),
+        "precision": recipe.train.precision,
+        "grad_scaler": grad_scaler(device, recipe.train.precision) is not None,
+        "steps": args.steps,
+        "counter_syncs": counter.count,
+        "counter_calls": sorted(set(counter.calls)),
+        "scalar_reads": reads.count,  # below Python too; on CPU an upper bound
+        "cuda_sync_warnings": len(cuda_syncs) if cuda else None,
+        "cuda_sync_sites": sorted(set(cuda_syncs))[:5] if cuda else None,
+        "syncs_per_step": per_step,
+        "target_met": per_step <= TARGET_SYNCS,
+        "ok": True,
+    }
+    write(args.json, result)
+    print(json.dumps(result))
+    return 0
 
 
 def best_validation(metrics_jsonl: Path) -> dict:
@@ -135,9 +221,23 @@ def summary(args) -> int:
             f"device: {mark(device['ok'])}: {device['device']}"
             f"{' (' + device['gpu'] + ')' if device.get('gpu') else ''}, {device['gpus']} GPU(s), "
             f"precision {device['precision']}: matmul under autocast -> {device['matmul_dtype']}"
+            + (" with GradScaler (no bf16 on this GPU)" if device.get("fp16_grad_scaler") else "")
         )
         if not device["ok"]:
             failures.append("device")
+    syncs = load(out / "syncs.json")
+    if syncs is None:
+        failures.append("syncs")
+        lines.append("syncs: FAIL (no result)")
+    else:
+        cuda = syncs.get("cuda_sync_warnings")
+        lines.append(
+            f"syncs: {mark(syncs['ok'])}: {syncs['syncs_per_step']:g} host syncs per non-log step "
+            f"over {syncs['steps']} steps (counter {syncs['counter_syncs']}"
+            + ("" if cuda is None else f", CUDA sync debug mode {cuda}")
+            + f"), precision {syncs['precision']}"
+            + (" with GradScaler" if syncs.get("grad_scaler") else "")
+        )
     best_compiled = None
     for name in ("bench_eager", "bench_compiled"):
         bench = load(out / f"{name}.json")
@@ -203,6 +303,10 @@ def summary(args) -> int:
                     else "not met"
                 )
             )
+        if syncs is not None:
+            targets.append(
+                f"0 host syncs per non-log step: {'met' if syncs['target_met'] else 'not met'}"
+            )
         if quality is not None and "in_time" in quality:
             targets.append(
                 f"quality bar in <= 5 min: {'met' if quality['in_time'] and quality['bar_met'] else 'not met'}"
@@ -224,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", default=None)
     p.add_argument("--json", required=True)
     p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("syncs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--set", action="append", default=[], help="recipe override key=value")
+    p.add_argument("--json", required=True)
     p = sub.add_parser("quality")
     p.add_argument("run_dir")
     p.add_argument("--seconds", type=float, default=None)
@@ -233,9 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out")
     p.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    return {"device": check_device, "quality": check_quality, "summary": summary}[args.command](
-        args
-    )
+    commands = {
+        "device": check_device,
+        "syncs": check_syncs,
+        "quality": check_quality,
+        "summary": summary,
+    }
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

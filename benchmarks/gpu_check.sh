@@ -7,7 +7,10 @@
 #   LEJEPA_GPU_CHECK_DRY=1 benchmarks/gpu_check.sh # the same
 #
 # Steps (each writes OUT_DIR/<step>.json; the log of each is OUT_DIR/<step>.log):
-#   1. device:  CUDA selected; bf16 actually entered (a matmul's dtype under the run's autocast)
+#   1. device:  CUDA selected; bf16 actually entered (a matmul's dtype under the run's autocast),
+#               or, on a GPU without bf16, fp16 with a GradScaler
+#      syncs:   host syncs per non-log training step (HostSyncCounter, and CUDA's own
+#               torch.cuda.set_sync_debug_mode("warn")) over a few steps; target 0
 #   2. bench:   bench_training.py, framework vs hand loop, samples/s, peak memory, GPU
 #               utilisation, compile off and on, batch 512 / 4096 / 16384
 #   3. ddp:     2-GPU DDP (lejepa run --nproc 2, a short run) when two GPUs are present
@@ -34,6 +37,7 @@ if [ "$dry" = "1" ]; then
     sizes=16,32,64
     compiled_sizes=16
     bench=(--steps 3 --warmup 2 --repeats 1 --set data.episodes=60 --set data.steps=40)
+    syncs=(--set data.episodes=60 --set data.steps=40 --set train.batch_size=32)
     quality=(--set data.episodes=60 --set data.steps=40 --set train.epochs=1
              --set train.steps_per_epoch=5 --set train.batch_size=32 --set train.val_windows=64
              --set log.every=5)
@@ -43,6 +47,7 @@ else
     sizes=512,4096,16384
     compiled_sizes=$sizes
     bench=(--steps 50 --warmup 15 --repeats 1)
+    syncs=(--set train.batch_size=4096)
     quality=(--set data.episodes=20000 --set train.batch_size=2048)
     dry_flag=()
 fi
@@ -60,6 +65,9 @@ step() {  # step NAME COMMAND...: run it, its output to OUT/NAME.log, report its
 
 step device "$python" benchmarks/gpu_check.py device --device "$device" --recipe "$recipe" \
     --json "$out/device.json" "${dry_flag[@]}"
+
+step syncs "$python" benchmarks/gpu_check.py syncs --device "$device" --recipe "$recipe" \
+    --steps 5 --warmup 3 "${syncs[@]}" --set "data.path=$out/data/bench.h5" --json "$out/syncs.json"
 
 step bench_eager "$python" benchmarks/bench_training.py --device "$device" --batch-sizes "$sizes" \
     "${bench[@]}" --set "data.path=$out/data/bench.h5" --json "$out/bench_eager.json"

@@ -31,6 +31,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from lejepa_core.envinfo import EnvInfo
+from lejepa_core.host_reads import ScalarReadCounter  # noqa: F401 (part of the kit)
 from lejepa_core.interfaces import (
     INTERFACES,
     LossOutput,

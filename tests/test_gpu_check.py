@@ -33,11 +33,15 @@ def test_gpu_check_dry_run(tmp_path):
     lines = summary.splitlines()
     assert lines[0].startswith("gpu_check (dry run")
     assert lines[-1] == "result: ok"
-    for check in ("device: ok", "bench_eager: ok", "bench_compiled: ok", "ddp: skipped"):
+    for check in ("device: ok", "syncs: ok: 0 host syncs", "bench_eager: ok", "ddp: skipped"):
         assert any(line.startswith(check) for line in lines), (check, summary)
     assert any(line.startswith("quality: ok: err/σ k=1 ") for line in lines), summary
     device = json.loads((out / "device.json").read_text())
     assert device["device"] == "cpu" and device["matmul_dtype"] == "float32"
+    assert not device["fp16_grad_scaler"]
+    syncs = json.loads((out / "syncs.json").read_text())
+    assert syncs["steps"] == 5 and syncs["counter_syncs"] == 0 and syncs["target_met"]
+    assert syncs["scalar_reads"] == 0
     eager = json.loads((out / "bench_eager.json").read_text())
     assert [row["batch_size"] for row in eager["rows"]] == [16, 32, 64]
     assert all(row["framework_samples_per_s"] > 0 for row in eager["rows"])
@@ -74,6 +78,9 @@ def test_gpu_check_summary_fails_on_a_missed_bar(tmp_path):
     for name in ("bench_eager", "bench_compiled"):
         (tmp_path / f"{name}.json").write_text(json.dumps({"rows": [row]}))
     (tmp_path / "ddp.json").write_text(json.dumps({"ok": None, "note": "skipped: 1 GPU(s)"}))
+    syncs = {"ok": True, "steps": 5, "counter_syncs": 0, "cuda_sync_warnings": 0}
+    syncs.update(syncs_per_step=0.0, target_met=True, precision="auto")
+    (tmp_path / "syncs.json").write_text(json.dumps(syncs))
     run = tmp_path / "run"
     run.mkdir()
     val = {"split": "val", "err_signal": 0.2, "err_signal/k1": 0.08, "err_signal/k10": 0.3}
@@ -89,10 +96,10 @@ def test_gpu_check_summary_fails_on_a_missed_bar(tmp_path):
     quality = json.loads((tmp_path / "quality.json").read_text())
     assert quality["k10_ratio"] == pytest.approx(0.3) and quality["r2"] == {"positions": 0.99}
     assert gpu_check.main(["summary", str(tmp_path)]) == 0
-    assert (
-        "targets: >= 1M samples/s at batch 16384 compiled: met"
-        in (tmp_path / "summary.txt").read_text()
-    )
+    text = (tmp_path / "summary.txt").read_text()
+    assert "targets: >= 1M samples/s at batch 16384 compiled: met" in text
+    assert "0 host syncs per non-log step: met" in text
+    assert "syncs: ok: 0 host syncs per non-log step over 5 steps (counter 0, CUDA" in text
     (run / "eval.json").write_text(json.dumps({"r2": {"overall": 0.99, "velocities": 0.9}}))
     assert gpu_check.main(args) == 1
     assert gpu_check.main(["summary", str(tmp_path)]) == 1

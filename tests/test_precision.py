@@ -19,7 +19,9 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
         (CPU, "fp32", True, None),
         (CPU, "bf16", False, torch.bfloat16),  # CPU autocast always has bf16
         (CUDA, "auto", True, torch.bfloat16),
-        (CUDA, "auto", False, None),  # no fp16 without a GradScaler: fp32 (TF32)
+        (CUDA, "auto", False, torch.float16),  # fp16 with a GradScaler
+        (CUDA, "fp16", True, torch.float16),
+        (CPU, "fp16", True, torch.float16),
         (CUDA, "bf16", True, torch.bfloat16),
         (CUDA, "fp32", True, None),
     ],

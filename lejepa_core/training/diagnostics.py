@@ -122,13 +122,21 @@ class RunningMeans:
         self.counts: dict[str, float] = defaultdict(float)
         self.maxima: dict[str, Any] = {}
 
-    def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
+    def add(
+        self, values: dict[str, Any], weight: float = 1.0, mask: torch.Tensor | None = None
+    ) -> None:
+        """mask: a 0-d bool device tensor; when False the values do not count (a skipped step:
+        selected with ``torch.where``, so NaN values do not leak, and no host sync)."""
         for key, value in values.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
+            if mask is not None:
+                value = torch.where(mask, value, 0.0)  # a float stays a scalar: no copy
             self.sums[key] = self.sums[key] + weight * value
-            self.counts[key] += weight
+            self.counts[key] = self.counts[key] + (weight if mask is None else weight * mask)
             if key in self.max_of:
+                if mask is not None:
+                    value = torch.where(mask, value, -math.inf)
                 seen = self.maxima.get(key)
                 self.maxima[key] = (
                     value
@@ -137,8 +145,10 @@ class RunningMeans:
                 )
 
     def pop(self) -> dict[str, float]:
-        out = {key: to_float(self.sums[key]) / self.counts[key] for key in self.sums}
-        out.update({artifacts.max_key(key): to_float(m) for key, m in self.maxima.items()})
+        """Means (and maxima) of the counted values; keys no value counted for are left out."""
+        counts = {key: to_float(count) for key, count in self.counts.items()}
+        out = {key: to_float(self.sums[key]) / counts[key] for key in self.sums if counts[key]}
+        out.update({artifacts.max_key(k): to_float(m) for k, m in self.maxima.items() if counts[k]})
         self.sums.clear()
         self.counts.clear()
         self.maxima.clear()
@@ -156,11 +166,12 @@ class LogWindow:
     steps: int = 0
     started: float = attrs.field(factory=time.perf_counter)
 
-    def add(self, metrics: dict[str, Any] | None) -> None:
-        """One step's figures; None for a skipped (non-finite) step: counted, not averaged."""
+    def add(self, metrics: dict[str, Any] | None, applied: torch.Tensor | None = None) -> None:
+        """One step's figures; None for a skipped (non-finite) step: counted, not averaged.
+        applied: 0-d bool device tensor, False for a skipped step (averaged out on the device)."""
         self.steps += 1
         if metrics is not None:
-            self.means.add(metrics)
+            self.means.add(metrics, mask=applied)
 
 
 def effective_weights(

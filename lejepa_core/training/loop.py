@@ -2,7 +2,8 @@
 
     train_step:   WindowSampler batch -> JEPAModel forward (masked context, EMA or shared target,
                   k-conditioned predictor, losses) -> backward -> pre-clip gradient norm -> clip
-                  -> non-finite guard (skip the step) -> AdamW -> EMA update -> lr schedule
+                  -> AdamW and EMA update, both skipped on the device for a non-finite step
+                  (guard.py) -> lr schedule
     log_window:   every log.every steps: the ``train`` record of metrics.jsonl + tensorboardX
                   (rank 0) and the progress bar
     end_of_epoch: every steps_per_epoch steps: validation on fixed held-out windows, last/best
@@ -30,13 +31,13 @@ from torch import nn
 
 from lejepa_core import artifacts
 from lejepa_core.data.sampler import Batch, WindowSampler
-from lejepa_core.errors import TrainingError
 from lejepa_core.interfaces import StepOutputs
 from lejepa_core.progress import Progress
 from lejepa_core.recipe import Recipe
 from lejepa_core.training import console, distributed
-from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights, to_float
+from lejepa_core.training.diagnostics import LogWindow, MetricsLog, effective_weights
 from lejepa_core.training.grad_paths import gradient_shares
+from lejepa_core.training.guard import masked_step, settle
 from lejepa_core.training.health import read_records, run_monitor
 from lejepa_core.training.optim import advance_schedule
 from lejepa_core.training.run import (
@@ -67,13 +68,15 @@ class TrainResult:
 @attrs.define
 class StepResult:
     """What ``train_step`` reports: the learning rate and EMA momentum it used, whether a stop
-    was requested (on any rank), and its figures for the log window (0-d tensors: no host
-    sync), None when the step was skipped as non-finite."""
+    was requested (on any rank; under DDP known at log steps), its figures for the log window
+    (0-d tensors: no host sync; None when the host knows the step was skipped) and ``applied``
+    (0-d bool on the device: the step reached the weights)."""
 
     lr: float
     momentum: float
     stop_requested: bool
     metrics: dict[str, Any] | None
+    applied: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- train
@@ -161,7 +164,7 @@ def _loop(
     while state.step < run.total_steps:
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
         result = train_step(run, step_module, batch, params, loss_generator, stop)
-        window.add(result.metrics)
+        window.add(result.metrics, result.applied)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
         if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
@@ -215,14 +218,15 @@ def train_step(
     """One optimisation step on ``batch`` (context_obs [B, W, *obs], target_obs [B, *obs],
     k [B]); advances ``run.state.step`` and the learning-rate schedule.
 
-    forward -> backward -> global gradient norm before clipping -> clip to ``train.grad_clip``
-    -> when the loss or the norm is NaN/inf on any rank: skip (no optimizer step, no EMA
-    update) and count it, ``train.max_nonfinite_steps`` in a row raise ``TrainingError``;
-    otherwise AdamW -> EMA update. ``step_module``: ``run.model`` or its DDP wrapper; params:
-    the model's trainable parameters. One host sync: the all-reduced flags.
+    forward -> backward (scaled under fp16) -> global gradient norm before clipping -> clip to
+    ``train.grad_clip`` -> AdamW -> EMA update. A step whose loss or norm is NaN/inf on any rank
+    changes nothing (``guard.py``: decided on the device, no host sync) and is counted; the
+    counters are read at log steps and epoch ends (``settle``: ``train.max_nonfinite_steps`` in a
+    row raise ``TrainingError``). ``step_module``: ``run.model`` or its DDP wrapper; params: the
+    model's trainable parameters. No host sync outside those steps.
     """
     recipe, t, state = run.recipe, run.recipe.train, run.state
-    step = state.step
+    step, scaler = state.step, run.scaler
     max_norm = t.grad_clip if t.grad_clip is not None else math.inf
     loss_generator.manual_seed(derive_seed(t.seed, "loss", step))
     run.optimizer.zero_grad(set_to_none=True)
@@ -247,19 +251,19 @@ def train_step(
             )
         shares = gradient_shares(step_loss, run.model) if log_step and last else {}
         weight = part.k.shape[0] / batch.k.shape[0]
+        scaled = step_loss.total * weight
         with distributed.no_sync(step_module, skip=last):
-            (step_loss.total * weight).backward()
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
         total = total + weight * step_loss.total.detach()  # the whole batch's loss
+    if scaler is not None:
+        scaler.unscale_(run.optimizer)  # the norm and the clipping see true gradients
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
     bad = ~(torch.isfinite(total) & torch.isfinite(grad_norm))
     clipped = grad_norm > max_norm
     # a fill, not a host -> device copy of a Python float
     stop_flag = torch.full((), float(stop.requested), device=bad.device)
-    flags = distributed.any_flag(torch.stack([bad.float(), stop_flag]))
-    # the one host sync per step: this rank's clip flag travels with the all-reduced flags
-    nonfinite, stop_now, was_clipped = (
-        bool(v) for v in torch.cat([flags, clipped.float()[None]]).tolist()
-    )
+    flags = distributed.any_flag(torch.stack([bad.float(), stop_flag]))  # no host read
+    bad, ok = flags[0] > 0, flags[0] == 0
 
     momentum = ema_momentum(
         step,
@@ -268,38 +272,28 @@ def train_step(
         total_steps=run.total_steps,
     )
     lr = run.scheduler.get_last_lr()[0]  # the lr of this step
-    metrics = None
-    if nonfinite:  # never reaches the weights
-        _skip_step(run, total, grad_norm)
-    else:
-        run.optimizer.step()
-        if run.target_encoder is not None:
-            ema_update(run.target_encoder, run.model.context_encoder, momentum)
-        state.nonfinite_consecutive = 0
-        state.clipped_total += int(was_clipped)
-        metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
-        metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
-    advance_schedule(run.scheduler, skipped=nonfinite)
+    masked_step(run.optimizer, bad)  # a skipped step never reaches the weights
+    if scaler is not None:
+        scaler.update()  # backs off after an overflow, grows after growth_interval good steps
+    if run.target_encoder is not None:
+        ema_update(run.target_encoder, run.model.context_encoder, momentum, apply=ok)
+    run.counters.update(
+        bad, clipped, step=step, limit=t.max_nonfinite_steps, loss=total, grad_norm=grad_norm
+    )
+    run.counters.stop = flags[1] if run.dist.enabled else None
+    metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
+    metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
+    advance_schedule(run.scheduler, skipped=True)  # no warning if a fallback did not step
     state.step += 1
     state.samples_seen += run.world_batch
-    return StepResult(lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics)
-
-
-def _skip_step(run: Run, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
-    """Drop a non-finite step's gradients and count it; ``TrainingError`` after
-    ``train.max_nonfinite_steps`` in a row."""
-    state = run.state
-    run.optimizer.zero_grad(set_to_none=True)
-    state.nonfinite_consecutive += 1
-    state.nonfinite_total += 1
-    if state.nonfinite_consecutive >= run.recipe.train.max_nonfinite_steps:
-        last = run.checkpoints / artifacts.LAST_CHECKPOINT if run.checkpoints else None
-        last = last if last is not None and last.is_file() else None  # none written yet
-        raise TrainingError(
-            f"{state.nonfinite_consecutive} consecutive non-finite losses or gradients at step {state.step} "
-            f"(loss {to_float(loss)}, gradient norm {to_float(grad_norm)}); the last good "
-            f"checkpoint is {last or 'none (no epoch has ended yet)'}. Lower train.lr or check the data."
-        )
+    stop_now = stop.requested and not run.dist.enabled  # under DDP: agreed at the next read
+    if log_step or state.step % t.steps_per_epoch == 0:  # the host learns what the steps did
+        read = settle(run)
+        stop_now = stop_now or read["stop"]
+        metrics = None if read["streak"] > 0 else metrics  # this step was skipped
+    return StepResult(
+        lr=lr, momentum=momentum, stop_requested=stop_now, metrics=metrics, applied=ok
+    )
 
 
 def _step_metrics(

@@ -59,10 +59,12 @@ def build_optimizer(
     betas: tuple[float, ...],
     device: torch.device,
 ) -> torch.optim.AdamW:
-    """AdamW over ``modules`` (fused kernels on CUDA)."""
+    """AdamW over ``modules``: fused kernels on CPU and CUDA (they take the ``found_inf`` flag
+    that skips a non-finite step on the device: ``guard.masked_step``), foreach elsewhere."""
     if len(betas) != 2:
         raise ValueError(f"train.betas: expected two values, got {tuple(betas)}")
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    fused = device.type in ("cpu", "cuda")
+    kwargs = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(
         parameter_groups(modules, weight_decay), lr=lr, betas=tuple(betas), **kwargs
     )

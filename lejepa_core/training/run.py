@@ -13,7 +13,6 @@ names, env metadata, normalisation statistics, the data file), also written to
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -30,15 +29,18 @@ from lejepa_core.artifacts import Summary
 from lejepa_core.build import build_model, check_memory, model_spec
 from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
-from lejepa_core.errors import CheckpointError, RecipeError, TrainingError, UserInputError
+from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
 from lejepa_core.model_input import ModelInput
-from lejepa_core.recipe import Recipe, read_recipe_data
+from lejepa_core.recipe import Recipe
 from lejepa_core.training import checkpoint as ckpt
 from lejepa_core.training import distributed
+from lejepa_core.training.compiled import compile_per_mode
 from lejepa_core.training.grad_paths import warn_gradient_paths
+from lejepa_core.training.guard import StepCounters, settle
 from lejepa_core.training.optim import build_optimizer, load_scheduler_state, warmup_cosine_lr
+from lejepa_core.training.recipe_diff import _saved_recipe, recipe_changes
 from lejepa_core.training.run_dir import RunDirectory
-from lejepa_core.training.runtime import derive_seed, resolve_device
+from lejepa_core.training.runtime import derive_seed, grad_scaler, resolve_device
 from lejepa_core.training.step import JEPAModel
 from lejepa_core.training.target import make_ema_copy
 
@@ -83,7 +85,14 @@ def build_samplers(
         batches = distributed.shard_batches(
             batches, dist_info, f"train.val_windows {t.val_windows}"
         )
-    return train_sampler, batches
+    return train_sampler, [compact(batch) for batch in batches]
+
+
+def compact(batch: Batch) -> Batch:
+    """``batch`` with every tensor copied into storage of its own (offset 0): a compiled
+    encoder's validation graph then serves every batch (dynamo specialises on offsets 0 / 1)."""
+    fields = attrs.asdict(batch, recurse=False)
+    return Batch(**{k: None if v is None else v.clone() for k, v in fields.items()})
 
 
 def split_batch(batch: Batch, size: int) -> list[Batch]:
@@ -146,6 +155,8 @@ class Run:
     total_steps: int
     run_dir: Path | None = None
     model_input: ModelInput | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 autocast only (runtime.grad_scaler)
+    counters: StepCounters | None = None  # guard.py: what the steps did, on the device
 
     @property
     def world_batch(self) -> int:
@@ -158,6 +169,7 @@ class Run:
         return None if self.run_dir is None else self.run_dir / artifacts.CHECKPOINTS
 
     def checkpoint_state(self) -> dict[str, Any]:
+        settle(self, check=False)  # the device counters into the train state
         return {
             "format_version": ckpt.FORMAT_VERSION,
             "recipe_hash": self.recipe.hash(),
@@ -171,6 +183,7 @@ class Run:
             "train_state": self.state.to_dict(),
             "world_size": self.dist.world_size,
             "model_input": None if self.model_input is None else self.model_input.to_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
         }
 
     def load(self, state: dict[str, Any], *, path: Path) -> None:
@@ -194,6 +207,9 @@ class Run:
         if state.get("world_size", 1) == self.dist.world_size:
             ckpt.restore_rng_state(state["rng"], self.generators)
         self.state = TrainState(**state["train_state"])
+        self.counters = StepCounters.zeros(self.device, self.state.nonfinite_consecutive)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def summary(
         self,
@@ -206,6 +222,7 @@ class Run:
         """summary.json of the run as it stands; ``samples_per_s`` over the steps since
         ``start_step`` (this session), ``clip_fraction`` over the steps not skipped."""
         t, state = self.recipe.train, self.state
+        settle(self, check=False)
         return Summary(
             status=status,
             step=state.step,
@@ -305,6 +322,8 @@ def build_run(
         total_steps=total_steps,
         run_dir=run_dir,
         model_input=model_input,
+        scaler=grad_scaler(device, t.precision),
+        counters=StepCounters.zeros(device),
     )
 
 
@@ -349,50 +368,17 @@ def resume_run(run: Run, run_dir: Path) -> None:
         )
 
 
-def _saved_recipe(saved: dict[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """The recipe a checkpoint was written with: its own copy when it has one, else the run's
-    ``resolved_recipe.toml``; None when neither can be read."""
-    if isinstance(saved.get("recipe"), dict):
-        return saved["recipe"]
-    try:
-        return read_recipe_data(run_dir / artifacts.RESOLVED_RECIPE)
-    except (RecipeError, UnicodeDecodeError):
-        return None
-
-
-def recipe_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
-    """``key.path (old -> new)`` for every dotted key (``losses.1.weight``, as ``--set`` names
-    them) whose value differs between two resolved recipe dicts."""
-    if old is None:
-        return []
-
-    def flat(data: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(data, (dict, list)):
-            items = data.items() if isinstance(data, dict) else enumerate(data)
-            return {k: v for key, value in items for k, v in flat(value, f"{prefix}{key}.").items()}
-        return {prefix[:-1]: data}
-
-    before, after = flat(old), flat(new)
-
-    def shown(flat_recipe: dict[str, Any], key: str) -> str:
-        return json.dumps(flat_recipe[key]) if key in flat_recipe else "unset"
-
-    return [
-        f"{key} ({shown(before, key)} -> {shown(after, key)})"
-        for key in sorted(before.keys() | after.keys())
-        if before.get(key, ...) != after.get(key, ...)
-    ]
-
-
 def wrap_model(run: Run, *, compile: bool, backend: str = "inductor") -> nn.Module:
-    """``torch.compile`` (``backend``) the encoders and predictor (state-dict keys unchanged)
-    when asked; the module a step calls: ``run.model``, DDP-wrapped under torchrun."""
+    """``torch.compile`` (``backend``) the encoders and predictor when asked, one compiled
+    instance per mode (``compiled.compile_per_mode``: no recompiles between the training step's
+    and validation's modes; state-dict keys unchanged); the module a step calls: ``run.model``,
+    DDP-wrapped under torchrun."""
     model = run.model
     if compile:
-        model.context_encoder.compile(backend=backend)
-        model.predictor.compile(backend=backend)
+        compile_per_mode(model.context_encoder, backend=backend)
+        compile_per_mode(model.predictor, backend=backend)
         if run.target_encoder is not None:
-            run.target_encoder.compile(backend=backend)
+            compile_per_mode(run.target_encoder, backend=backend)
     if not run.dist.enabled:
         return model
     return DistributedDataParallel(

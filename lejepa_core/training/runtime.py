@@ -55,17 +55,30 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype of ``train.precision`` on ``device`` (None: plain fp32).
 
     ``auto``: bf16 on a CUDA device that supports it (``torch.cuda.is_bf16_supported()``),
-    else fp32 (with TF32 matmuls: fp16 would need a GradScaler, which the loop does not have);
-    ``bf16``: bf16, a ``UserInputError`` on a CUDA device without bf16; ``fp32``: None.
+    fp16 (with a GradScaler: ``grad_scaler``) on one that does not, fp32 on other devices;
+    ``bf16``: bf16, a ``UserInputError`` on a CUDA device without bf16; ``fp16``: fp16 with a
+    GradScaler on any device (CPU too: the path is tested there); ``fp32``: None.
     """
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
+    if precision == "fp16":
+        return torch.float16
     supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
     if precision == "bf16" and not supported:
         raise UserInputError(
-            "train.precision = 'bf16': this CUDA device does not support bf16; use 'auto' or 'fp32'"
+            "train.precision = 'bf16': this CUDA device does not support bf16; use 'auto' "
+            "(fp16 with a GradScaler there), 'fp16' or 'fp32'"
         )
-    return torch.bfloat16 if supported else None
+    return torch.bfloat16 if supported else torch.float16
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A ``torch.amp.GradScaler`` when ``precision`` autocasts to fp16 on ``device`` (fp16
+    gradients underflow without loss scaling), else None. Its steps with inf/NaN gradients are
+    skipped like any non-finite step (``guard.py``) and its state travels with the checkpoint."""
+    if autocast_dtype(device, precision) != torch.float16:
+        return None
+    return torch.amp.GradScaler(device.type)
 
 
 def autocast(device: torch.device, precision: str):

@@ -33,16 +33,28 @@ def make_ema_copy(encoder: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+def ema_update(
+    target: nn.Module, online: nn.Module, momentum: float, apply: torch.Tensor | None = None
+) -> None:
     """``target <- momentum * target + (1 - momentum) * online`` for every parameter; buffers
-    copied. One fused ``_foreach_lerp_`` over all parameters."""
+    copied. Fused ``_foreach`` kernels over all parameters.
+
+    apply: a 0-d bool device tensor; when False the update is a no-op (weight 0, buffers kept),
+    decided on the device without a host sync (a skipped non-finite step)."""
     target_params = [p for p in target.parameters()]
     online_params = [p.detach() for p in online.parameters()]
     if len(target_params) != len(online_params):
         raise ValueError(
             f"ema_update: {len(target_params)} target vs {len(online_params)} online parameters"
         )
-    if target_params:
+    if target_params and apply is None:
         torch._foreach_lerp_(target_params, online_params, 1.0 - momentum)
+    elif target_params:
+        # target + w * (online - target), w = 1 - momentum, or 0 when not applied: a 0-d
+        # device tensor (``_foreach_lerp_`` would read a tensor weight on the host)
+        weight = torch.where(apply, 1.0 - momentum, 0.0).to(target_params[0].dtype)
+        steps = torch._foreach_sub(online_params, target_params)
+        torch._foreach_mul_(steps, weight)
+        torch._foreach_add_(target_params, steps)
     for t_buf, o_buf in zip(target.buffers(), online.buffers(), strict=True):
-        t_buf.copy_(o_buf)
+        t_buf.copy_(o_buf if apply is None else torch.where(apply, o_buf, t_buf))

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from lejepa_core import artifacts
-from lejepa_core.training import distributed
+from lejepa_core.training import compiled, distributed
 from lejepa_core.training.diagnostics import MetricsLog, RunningMeans, validation_report
 from lejepa_core.training.run import Run
 from lejepa_core.training.runtime import autocast, derive_seed
@@ -51,6 +51,7 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
     with (
         torch.random.fork_rng(devices=[run.device.index] if run.device.type == "cuda" else []),
         autocast(run.device, recipe.train.precision),
+        compiled.phase("validation"),  # compiled modules: validation's own graphs
     ):
         for i, batch in enumerate(batches):
             loss_generator.manual_seed(derive_seed(recipe.train.seed, "validation-loss", i))
@@ -82,7 +83,10 @@ def validate(run: Run, batches: list[Any]) -> dict[str, float]:
                     },
                     weight=windows,
                 )
-            collected["copy_last"].append(target_encoder(batch.context_obs[:, -1]).float())
+            # contiguous: the frame a target encoder sees in training (a compiled one would
+            # recompile for the slice's strides)
+            last_frame = batch.context_obs[:, -1].contiguous()
+            collected["copy_last"].append(target_encoder(last_frame).float())
             collected["last_context"].append(out.context[:, -1])
             collected["prediction"].append(out.prediction)
             collected["target"].append(out.target)
