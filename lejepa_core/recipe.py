@@ -102,6 +102,9 @@ class DataConfig:
     steps: int = param(100, "steps per generated episode", positive)
     seed: int = param(0, "generation seed", non_negative)
     workers: int = param(1, "generation worker processes", positive)
+    order: Literal["seeded", "sweep"] = param(
+        "seeded", "seeded or sweep episode resets (docs/data.md)"
+    )
     context_frames: int = param(4, "W: context frames fed to the predictor", positive)
     horizons: tuple[int, ...] = param(
         (1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive)

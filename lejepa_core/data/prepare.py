@@ -65,6 +65,7 @@ def open_data(
                 workers=d.workers,
                 env_kwargs=dict(d.env_kwargs),
                 progress=progress,
+                order=d.order,
             )
     distributed.barrier()
     data = TrajectoryData.open(
