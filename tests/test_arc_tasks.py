@@ -229,3 +229,61 @@ def test_bad_generator_options_are_one_line_exit_2(tmp_path, args, message):
 def test_sweep_error_from_the_library_is_a_user_input_error(tmp_path):
     with pytest.raises(UserInputError, match="unknown order 'random'"):
         generate_dataset(ENV_ID, episodes=1, steps=2, out=tmp_path / "x.h5", order="random")
+
+
+# ----------------------------------------------------------------- held-out evaluation
+def test_retrieval_and_baseline_scores_against_hand_counts():
+    from lejepa_core.eval.tasks import chance_top1, nearest_input_targets, retrieval_correct
+
+    grids = torch.tensor([[[1, 2]], [[1, 2]], [[3, 4]], [[5, 6]]])  # [4, 1, 2]; 0 and 1 equal
+    assert chance_top1(grids) == pytest.approx((2 + 2 + 1 + 1) / 16)
+    z = torch.eye(4)
+    # query 0 retrieves candidate 1 (same grid: correct), 2 retrieves 3 (wrong)
+    candidates = torch.stack([z[1], z[0], z[3], z[2]])
+    assert retrieval_correct(z, candidates, grids).tolist() == [True, True, False, False]
+    inputs = torch.tensor([[[0, 0]], [[9, 9]]])
+    targets = torch.tensor([[[7, 7]], [[8, 8]]])
+    queries = torch.tensor([[[0, 1]], [[9, 8]], [[9, 9]]])
+    assert nearest_input_targets(queries, inputs, targets)[:, 0, 0].tolist() == [7, 8, 8]
+
+
+@pytest.mark.slow
+def test_eval_held_out_scores_every_unseen_task_episode(tmp_path, monkeypatch):
+    """A tiny arc_tasks run, then `lejepa eval --held-out` on evaluation tasks: one query per
+    episode, labelled with its task, none of them a training task."""
+    import json
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "arc_tasks.toml"
+    short = ["data.episodes=24", "train.epochs=1", "train.steps_per_epoch=4"]
+    short += ["train.batch_size=16", "train.val_windows=16", "train.warmup_steps=1"]
+    sets = [arg for item in short for arg in ("--set", item)]
+    result = CliRunner().invoke(cli, ["run", str(recipe), "--out", "run", *sets])
+    assert result.exit_code == 0, result.output
+    held_out = generate_dataset(
+        ENV_ID,
+        episodes=10,
+        steps=30,
+        out=tmp_path / "held_out.h5",
+        env_kwargs=_arc(arc_split="eval", arc_episode="task"),
+        order="sweep",
+        progress=False,
+    )
+    result = CliRunner().invoke(cli, ["eval", "run", "--held-out", str(held_out)])
+    assert result.exit_code == 0, result.output
+    assert "retrieval_top1/model" in result.output
+    report = json.loads((tmp_path / "run" / "eval_tasks.json").read_text())
+    assert report["queries"] == 10 and report["k"] == 1 and report["context_frames"] == 3
+    with TrajectoryData.open(held_out) as data:
+        assert [row["task_id"] for row in report["episodes"]] == data.episode_keys[
+            "task_id"
+        ].tolist()
+    with TrajectoryData.open(tmp_path / "data" / "arc_tasks_train.h5") as data:
+        trained = set(data.episode_keys["task_id"].tolist())
+    assert trained.isdisjoint(row["task_id"] for row in report["episodes"])
+    figures = report["figures"]
+    assert figures["retrieval_top1/chance"] >= 1 / 10
+    assert all(0.0 <= value <= 1.0 for value in figures.values())
+    flags = [row["model_probe/exact"] for row in report["episodes"]]
+    assert figures["model_probe/exact"] == pytest.approx(sum(flags) / 10)
