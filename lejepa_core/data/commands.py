@@ -200,6 +200,9 @@ def _print_info(info: dict) -> None:
         f"val {split['val_episodes']} episodes ({split['val_steps']} steps)  "
         f"[val_fraction {split['val_fraction']}, seed {split['seed']}]"
     )
+    if info.get("episode_keys"):
+        keys = ", ".join(f"{name} ({n} distinct)" for name, n in info["episode_keys"].items())
+        console.print(f"episode keys {keys}")
     arrays = Table(title="arrays")
     for column in ("dataset", "shape", "dtype", "compression"):
         arrays.add_column(column)

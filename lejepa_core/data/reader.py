@@ -364,4 +364,5 @@ def inspect_dataset(
             "attrs": data.attrs,
             "file_bytes": data.path.stat().st_size,
             "episode_ends": episode_end_counts(f),
+            "episode_keys": {name: len(set(v.tolist())) for name, v in data.episode_keys.items()},
         }

@@ -11,6 +11,8 @@ smallest horizon. Per query and in total, for grid observations (``cell_values``
 * ``copy_input``: the last context frame (the query input) as the answer.
 * ``nearest_train_output``: the target of the run's data window whose last context frame is
   nearest (fewest differing cells) to the query input: a retrieval baseline with no model.
+* ``err_signal``: mean |latent - target latent| / std of the target latents (all elements),
+  for the prediction (``model``) and the query input's latent (``copy_input``).
 * decoder-free retrieval among the held-out queries' target latents (``retrieval_top1``): the
   nearest target latent to the prediction, correct when its grid equals the true one;
   ``copy_input`` retrieves with the query input's latent; ``chance`` is the expected top-1 of
@@ -137,6 +139,9 @@ def score(run, encoded: dict, probe, reference) -> tuple[dict[str, float], dict[
         figures["probe_floor/cell_accuracy"] = float((floor == target.long()).float().mean())
     figures.update({name: float(flag.float().mean()) for name, flag in flags.items()})
     figures["retrieval_top1/chance"] = chance_top1(target)
+    sigma = float(encoded["z_target"].std()) or 1.0  # over all elements of the query targets
+    for name, z in (("model", encoded["z_hat"]), ("copy_input", encoded["z_input"])):
+        figures[f"err_signal/{name}"] = float((z - encoded["z_target"]).abs().mean()) / sigma
     return dict(sorted(figures.items())), flags
 
 
