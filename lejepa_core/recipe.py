@@ -23,7 +23,6 @@ import difflib
 import hashlib
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,13 +42,9 @@ from lejepa_core.params import (
     positive,
     registered_env_id,
 )
+from lejepa_core.recipe_file import read_recipe_data, replaced_keys, tomllib  # noqa: F401
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
 from lejepa_core.training.health import HealthConfig  # next to the checks that read it
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +99,9 @@ class DataConfig:
     seed: int = param(0, "generation seed", non_negative)
     workers: int = param(1, "generation worker processes", positive)
     policy: str = param("auto", "generated actions", one_of(("auto", "random", "noop")))
+    order: Literal["seeded", "sweep"] = param(
+        "seeded", "seeded or sweep episode resets (docs/data.md)"
+    )
     context_frames: int = param(4, "W: context frames fed to the predictor", positive)
     horizons: tuple[int, ...] = param(
         (1, 2, 4, 8, 10), "k values, drawn uniformly per sample", non_empty, each(positive)
@@ -308,26 +306,6 @@ def _component(
     return ComponentConfig(name=name, params=params)
 
 
-def _replaced_keys(data: dict[str, Any], errors: list[str]) -> dict[str, Any]:
-    """Old keys in their new form: ``train.val_batches`` (until 0.2) becomes ``val_windows =
-    val_batches x batch_size`` (the same sample), with a warning, so older runs still load."""
-    train = data.get("train")
-    if not isinstance(train, dict) or "val_batches" not in train:
-        return data
-    train = dict(train)
-    batches = train.pop("val_batches")
-    if "val_windows" in train or not isinstance(batches, int) or isinstance(batches, bool):
-        errors.append("train.val_batches: replaced by train.val_windows; give val_windows only")
-    else:
-        batch_size = train.get("batch_size", TrainConfig().batch_size)
-        train["val_windows"] = windows = batches * batch_size
-        note = f"read as val_windows = {batches} x {batch_size} = {windows}"
-        print(
-            f"warning: train.val_batches is replaced by train.val_windows; {note}", file=sys.stderr
-        )
-    return {**data, "train": train}
-
-
 def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = None) -> Recipe:
     """Validate plain data (parsed TOML) into a ``Recipe``; raises ``RecipeError``."""
     if registry is None:
@@ -341,7 +319,7 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             errors.append(f"{key}: unknown table{hint}; known tables: {', '.join(_TOP_KEYS)}")
     kwargs: dict[str, Any] = {}
-    data = _replaced_keys(data, errors)
+    data = replaced_keys(data, errors, default_batch_size=TrainConfig().batch_size)
     for table, cls in _PLAIN_TABLES.items():
         if table in data:
             value = structure_value(data[table], cls, table, errors)
@@ -370,26 +348,6 @@ def recipe_from_dict(data: dict[str, Any], *, source: str = "", registry: Any = 
     if errors:
         raise RecipeError(errors, source=source or None)
     return Recipe(**kwargs, source=source)
-
-
-def read_recipe_data(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a ``RecipeError`` naming it."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"recipe file not found: {path}") from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
-            "TOML recipes are UTF-8"
-        ) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: invalid TOML: {exc}") from None
 
 
 def load_recipe(

@@ -29,6 +29,7 @@ MAX_SYNCS_PER_STEP = {
     "arc_vq": 2,
     "arc_fsq": 2,
     "control_physics": 0,
+    "arc_tasks": 0,
 }
 TINY = (
     "data.episodes=8",

@@ -35,6 +35,9 @@ class Job:
     start: int
     stop: int
     per_feature: bool  # statistics per last observation axis
+    sweep: bool = False  # reset episode i with options={"episode": i} (metadata["episode_count"])
+    episode_keys: tuple[str, ...] = ()  # reset info entries stored per episode
+    target_key: str | None = None  # per-frame bool info entry stored as /target_allowed
 
 
 @attrs.define(kw_only=True)
@@ -49,6 +52,8 @@ class BlockResult:
     seeds: np.ndarray  # [n] int64 reset seed of each episode
     ends: np.ndarray  # [n] int8 schema.END_* flags: how each episode ended
     seeding: str  # "per-episode" or "per-block"
+    keys: dict[str, list] | None = None  # name -> [n] reset info values (Job.episode_keys)
+    target_allowed: np.ndarray | None = None  # [L] int8 (Job.target_key)
     stats: RunningStats  # of observations, computed where the block ran
 
 
@@ -110,11 +115,12 @@ def run_block(job: Job) -> BlockResult:
     lengths = np.full(n, steps, np.int64)
     seeds = seeding.episode_seeds(job.seed, job.start, job.stop)
     ends = np.full(n, schema.END_CUT, np.int8)
-    if info.vector:
-        seeding_mode = _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends)
+    extras = _Extras(job, n)
+    if info.vector and not job.sweep:  # a sweep resets each episode with its own options
+        seeding_mode = _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends, extras)
     else:
         seeding_mode = "per-episode"
-        _run_single(job, actions, obs, rewards, states, lengths, seeds, ends)
+        _run_single(job, actions, obs, rewards, states, lengths, seeds, ends, extras)
     actions[np.arange(n), lengths - 1] = 0  # no action follows the last observation
     rewards[np.arange(n), lengths - 1] = 0
     if (lengths == steps).all():
@@ -135,7 +141,45 @@ def run_block(job: Job) -> BlockResult:
         ends=ends,
         seeding=seeding_mode,
         stats=stats,
+        keys=extras.keys if job.episode_keys else None,
+        target_allowed=None if extras.allowed is None else flat(extras.allowed),
     )
+
+
+class _Extras:
+    """A block's episode keys ({name: [n]}) and target mask ([n, T] int8), filled from infos."""
+
+    def __init__(self, job: Job, n: int):
+        self.job = job
+        self.keys: dict[str, list] = {name: [None] * n for name in job.episode_keys}
+        self.allowed = None if job.target_key is None else np.zeros((n, job.steps), np.int8)
+
+    def reset(self, info: dict, index: Any = None) -> None:
+        """Record the reset ``info`` of episode ``index`` (all episodes of a vector env)."""
+        for name in self.keys:
+            if name not in info:
+                raise UserInputError(
+                    f"{self.job.info.env_id}: metadata['episode_keys'] names {name!r} but the "
+                    "reset info has no such entry"
+                )
+            values = info[name]
+            if index is None:
+                self.keys[name] = [v.item() if isinstance(v, np.generic) else v for v in values]
+            else:
+                self.keys[name][index] = values
+        self.frame(info, index, 0)
+
+    def frame(self, info: dict, index: Any, t: int) -> None:
+        """Record the target flag of frame ``t`` (of every episode when ``index`` is None)."""
+        if self.allowed is None:
+            return
+        key = self.job.target_key
+        if key not in info:
+            raise UserInputError(
+                f"{self.job.info.env_id}: metadata['target_key'] is {key!r} but the info of "
+                f"frame {t} has no such entry"
+            )
+        self.allowed[slice(None) if index is None else index, t] = np.asarray(info[key], bool)
 
 
 def _vector_env(info: ProbedEnv, num_envs: int):
@@ -167,7 +211,7 @@ def end_flags(terminated: Any, truncated: Any) -> Any:
     )
 
 
-def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str:
+def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends, extras) -> str:
     """Fill the block's arrays in place from one vector env; returns the seeding used."""
     n = len(lengths)
     envs = _vector_env(job.info, n)
@@ -183,6 +227,7 @@ def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str
         seeds[:] = seeding.block_seed(job.seed, job.block)
         first, reset_info = envs.reset(seed=int(seeds[0]))
     obs[:, 0] = first
+    extras.reset(reset_info)
     if states is not None:
         states[:, 0] = reset_info["state"]
     same_step = envs.metadata.get("autoreset_mode") == AutoresetMode.SAME_STEP
@@ -193,6 +238,8 @@ def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str
         rewards[:, t - 1] = r
         if states is not None:
             states[:, t] = step_info["state"]
+        if extras.allowed is not None:
+            extras.frame(step_info, None, t)
         done = np.logical_or(terminated, truncated)
         if done.any():
             ended = done & alive
@@ -201,6 +248,9 @@ def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str
                 obs[idx, t] = np.stack([step_info["final_obs"][i] for i in idx])
                 if states is not None:
                     states[idx, t] = np.stack([step_info["final_info"]["state"][i] for i in idx])
+                if extras.allowed is not None:
+                    final = np.asarray(step_info["final_info"][job.target_key], bool)
+                    extras.allowed[idx, t] = final[idx]
             lengths[ended] = t + 1
             ends[ended] = end_flags(terminated, truncated)[ended]
             alive &= ~done
@@ -209,20 +259,23 @@ def _run_vector(job, actions, obs, rewards, states, lengths, seeds, ends) -> str
     return seeding_mode
 
 
-def _run_single(job, actions, obs, rewards, states, lengths, seeds, ends) -> None:
+def _run_single(job, actions, obs, rewards, states, lengths, seeds, ends, extras) -> None:
     """Fill the block's arrays in place, one single env episode after another."""
     ensure_envs_registered()
     env = gym.make(job.info.env_id, **job.info.env_kwargs)
     try:
         for j, s in enumerate(seeds):
-            o, info = env.reset(seed=int(s))
+            options = {"episode": job.start + j} if job.sweep else None
+            o, info = env.reset(seed=int(s), options=options)
             obs[j, 0] = o
+            extras.reset(info, j)
             if states is not None:
                 states[j, 0] = info["state"]
             for t in range(1, job.steps):
                 o, r, terminated, truncated, info = env.step(actions[j, t - 1])
                 obs[j, t] = o
                 rewards[j, t - 1] = r
+                extras.frame(info, j, t)
                 if states is not None:
                     states[j, t] = info["state"]
                 if terminated or truncated:

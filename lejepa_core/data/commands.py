@@ -38,7 +38,12 @@ def _parse_kwargs(value: str | None) -> dict:
 
 @click.command("generate")
 @click.argument("env_id")
-@click.option("--episodes", type=click.IntRange(min=1), required=True, help="Number of episodes.")
+@click.option(
+    "--episodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of episodes (required, except with --order sweep: default every episode).",
+)
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
@@ -85,10 +90,29 @@ def _parse_kwargs(value: str | None) -> dict:
     show_default=True,
     help="Lossless compression; auto: lzf except for float observations/states (raw, for speed).",
 )
+@click.option(
+    "--order",
+    type=click.Choice(["seeded", "sweep"]),
+    default="seeded",
+    show_default=True,
+    help="seeded: each episode reset with its seed; sweep: episode i reset with "
+    "options={'episode': i}, every episode the env enumerates (metadata['episode_count']) once.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--force", "--overwrite", "force", is_flag=True, help=FORCE_HELP)
 def generate_command(
-    env_id, episodes, steps, out, seed, workers, env_kwargs, policy, compression, quiet, force
+    env_id,
+    episodes,
+    steps,
+    out,
+    seed,
+    workers,
+    env_kwargs,
+    policy,
+    compression,
+    order,
+    quiet,
+    force,
 ):
     """Roll out ENV_ID (any registered gymnasium id) and write a trajectory file."""
     from lejepa_core.data.generate import generate_dataset
@@ -105,6 +129,7 @@ def generate_command(
         policy=policy,
         compression=compression,
         progress=not quiet,
+        order=order,
     )
     click.echo(f"wrote {path}")
 
@@ -175,6 +200,9 @@ def _print_info(info: dict) -> None:
         f"val {split['val_episodes']} episodes ({split['val_steps']} steps)  "
         f"[val_fraction {split['val_fraction']}, seed {split['seed']}]"
     )
+    if info.get("episode_keys"):
+        keys = ", ".join(f"{name} ({n} distinct)" for name, n in info["episode_keys"].items())
+        console.print(f"episode keys {keys}")
     arrays = Table(title="arrays")
     for column in ("dataset", "shape", "dtype", "compression"):
         arrays.add_column(column)

@@ -15,6 +15,12 @@ How the data is made (so that it can be reproduced):
   valid action). The default, ``auto``, is ``noop`` where the env publishes a ``noop_action``
   (BouncingBalls: passive physics, predictable from observations alone) and ``random``
   elsewhere.
+* ``order="sweep"`` resets episode ``i`` with ``options={"episode": i}`` instead of a random
+  one, for envs that publish ``metadata["episode_count"]`` (e.g. every pair of every ARC task
+  once, in order); ``episodes`` may not exceed that count.
+* An env's ``metadata["episode_keys"]`` (reset info entries, int or str) are stored per
+  episode under ``/episode_keys``, its ``metadata["target_key"]`` (a per-frame bool info
+  entry) as ``/target_allowed`` (``episode_keys.py``).
 * An episode holds ``steps`` observations (the reset observation and ``steps - 1`` env
   steps), fewer when the env terminates or truncates first (ragged episodes).
 
@@ -37,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lejepa_core.data import schema
+from lejepa_core.data import episode_keys, schema
 from lejepa_core.data.blocks import BlockResult, Job, close_envs, run_block
 from lejepa_core.data.env_probe import ProbedEnv, json_safe, probe_env
 from lejepa_core.data.writer import TrajectoryWriter, make_parent_dir
@@ -45,6 +51,7 @@ from lejepa_core.errors import UserInputError
 from lejepa_core.progress import progress_bar
 
 POLICIES = ("auto", "random", "noop")
+ORDERS = ("seeded", "sweep")
 BLOCK_BYTES = 128 * 2**20  # observations (+ states) held per block
 MAX_BLOCK_EPISODES = 2048
 
@@ -60,7 +67,7 @@ def default_block_episodes(steps: int, info: ProbedEnv) -> int:
 def generate_dataset(
     env_id: str,
     *,
-    episodes: int,
+    episodes: int | None,
     steps: int,
     out: str | Path,
     seed: int = 0,
@@ -70,6 +77,7 @@ def generate_dataset(
     compression: str = "auto",
     block_episodes: int | None = None,
     progress: bool = True,
+    order: str = "seeded",
 ) -> Path:
     """Run ``episodes`` episodes of ``steps`` observations and write them to ``out``.
 
@@ -77,7 +85,9 @@ def generate_dataset(
     no partial file and any existing ``out`` untouched. See the module docstring for seeding.
     """
     env_kwargs = dict(env_kwargs or {})
-    if episodes < 1 or steps < 1:
+    if episodes is None and order != "sweep":
+        raise UserInputError("episodes is required (only order 'sweep' defaults to every episode)")
+    if (episodes is not None and episodes < 1) or steps < 1:
         raise UserInputError(
             f"episodes and steps must be >= 1, got episodes={episodes}, steps={steps}"
         )
@@ -87,8 +97,16 @@ def generate_dataset(
         raise UserInputError(f"workers must be >= 1, got {workers}")
     if policy not in POLICIES:
         raise UserInputError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if order not in ORDERS:
+        raise UserInputError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
     out = Path(out)
     info = probe_env(env_id, env_kwargs)
+    try:
+        keys, target_key = episode_keys.declared(info.metadata)
+    except ValueError as exc:
+        raise UserInputError(f"{env_id}: {exc}") from None
+    if order == "sweep":
+        episodes = check_sweep(env_id, info.metadata, episodes)
     if policy == "auto":  # passive dynamics where the env says how to do nothing
         policy = "noop" if info.noop_action is not None else "random"
     if policy == "noop" and info.noop_action is None:
@@ -109,6 +127,9 @@ def generate_dataset(
             start=start,
             stop=min(start + block, episodes),
             per_feature=per_feature,
+            sweep=order == "sweep",
+            episode_keys=keys,
+            target_key=target_key,
         )
         for b, start in enumerate(range(0, episodes, block))
     ]
@@ -121,7 +142,10 @@ def generate_dataset(
         action_dtype=info.action_dtype,
         state_shape=info.state_shape,
         state_dtype=info.state_dtype,
-        attrs=_file_attrs(info, metadata, policy=policy, seed=seed, steps=steps, block=block),
+        attrs={
+            **_file_attrs(info, metadata, policy=policy, seed=seed, steps=steps, block=block),
+            "order": order,
+        },
         compression=compression,
         reward_dtype="float64",  # gymnasium rewards are Python floats
         dataset_attrs=schema.dataset_attrs(
@@ -132,6 +156,25 @@ def generate_dataset(
         seeding = _write_blocks(writer, jobs, workers=workers, progress=progress)
         writer.attrs["seeding"] = "per-block" if "per-block" in seeding else "per-episode"
     return out
+
+
+def check_sweep(env_id: str, metadata: dict, episodes: int | None) -> int:
+    """The episodes of a sweep (``episodes``, or every one when None); ``UserInputError``
+    unless ``env_id`` can be swept for that many."""
+    count = metadata.get("episode_count")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise UserInputError(
+            f"order 'sweep': {env_id} (with these env kwargs) publishes no "
+            "metadata['episode_count'], so its episodes cannot be swept; use order 'seeded'"
+        )
+    if episodes is None:
+        return count
+    if episodes > count:
+        raise UserInputError(
+            f"order 'sweep': episodes={episodes} but {env_id} (with these env kwargs) has "
+            f"{count} episodes to sweep; expected episodes <= {count}"
+        )
+    return episodes
 
 
 def _file_attrs(
@@ -188,6 +231,8 @@ def _write_blocks(
                     seeds=result.seeds,
                     ends=result.ends,
                     stats=result.stats,
+                    episode_keys=result.keys,
+                    target_allowed=result.target_allowed,
                 )
                 advance(len(result.lengths), int(result.lengths.sum()))
     finally:

@@ -66,6 +66,7 @@ def open_data(
                 policy=d.policy,
                 env_kwargs=dict(d.env_kwargs),
                 progress=progress,
+                order=d.order,
             )
     distributed.barrier()
     data = TrajectoryData.open(

@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from lejepa_core.data import schema
+from lejepa_core.data import episode_keys, schema
 from lejepa_core.data.row_reader import RowReader
 from lejepa_core.data.staging import available_memory, fits, stage  # noqa: F401 - re-exported
 from lejepa_core.data.stats import episode_end_counts, observation_stats
@@ -37,6 +37,8 @@ class TrajectoryData:
     states: [T, *state_shape] raw physical state when resident: ``/states`` when the file has
         it, else the raw float observations; None when neither exists.
     episode_offsets: [E + 1] int64 on CPU; episode e is rows ``offsets[e]:offsets[e + 1]``.
+    episode_keys: name -> [E] int64 or str per-episode identifiers (``{}`` when none stored).
+    target_allowed: [T] bool on CPU, the frames that may be prediction targets (None: all).
 
     Callers read rows through ``rows(idx)`` and place their indices and generators on
     ``device``, whether the data is resident or streamed.
@@ -127,6 +129,9 @@ class TrajectoryData:
         offsets = schema.read_all(path, f[schema.EPISODE_OFFSETS]).astype(np.int64)
         self.episode_offsets = torch.from_numpy(offsets)
         self.num_episodes = len(offsets) - 1
+        self.episode_keys = episode_keys.read_keys(f)
+        allowed = episode_keys.read_target_allowed(f)
+        self.target_allowed = None if allowed is None else torch.from_numpy(allowed)
         self.normalize = bool(normalize) and obs_ds.dtype.kind == "f"
         self._has_states = schema.STATES in f
         float_obs = obs_ds.dtype.kind == "f"
@@ -359,4 +364,5 @@ def inspect_dataset(
             "attrs": data.attrs,
             "file_bytes": data.path.stat().st_size,
             "episode_ends": episode_end_counts(f),
+            "episode_keys": {name: len(set(v.tolist())) for name, v in data.episode_keys.items()},
         }

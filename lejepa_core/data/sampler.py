@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 import torch
 
+from lejepa_core.data.masked_windows import allowed_windows
 from lejepa_core.data.reader import TrajectoryData
 from lejepa_core.errors import DatasetError
 
@@ -134,8 +135,13 @@ class WindowSampler:
         ends = counts.reshape(-1).cumsum(0)  # [H*E'] inclusive ends
         per_k = counts.sum(1)  # [H]
         base = torch.cat([torch.zeros(1, dtype=torch.int64), per_k.cumsum(0)[:-1]])  # [H]
-        self.num_windows = {k: int(n) for k, n in zip(horizons, per_k.tolist(), strict=True)}
         index_device = data.device  # where the data's rows live
+        # (local [N], t [N]) of the windows whose target the data allows, horizon after horizon
+        self._windows: tuple[torch.Tensor, torch.Tensor] | None = None
+        if data.target_allowed is not None:
+            per_k, self._windows = self._allowed(data, episodes, horizons, index_device)
+            base = torch.cat([torch.zeros(1, dtype=torch.int64), per_k.cumsum(0)[:-1]])
+        self.num_windows = {k: int(n) for k, n in zip(horizons, per_k.tolist(), strict=True)}
         self._index_device = index_device
         self._k = k_tensor.to(index_device)
         self._per_k = per_k.to(index_device)
@@ -152,6 +158,23 @@ class WindowSampler:
         self._executor: ThreadPoolExecutor | None = None
         # (batch_size, generator state it was drawn from, future of its rows)
         self._pending: tuple[int, torch.Tensor, Future] | None = None
+
+    def _allowed(self, data: TrajectoryData, episodes, horizons, device):
+        """Per-horizon counts [H] and the (local, t) table of windows with an allowed target."""
+        parts = [
+            allowed_windows(
+                data.episode_offsets, data.target_allowed, episodes, self.context_frames, k
+            )
+            for k in horizons
+        ]
+        per_k = torch.tensor([len(local) for local, _ in parts], dtype=torch.int64)
+        for k, n in zip(horizons, per_k.tolist(), strict=True):
+            if n == 0:
+                raise DatasetError(
+                    f"{data.path}: no window of horizon k={k} with context_frames="
+                    f"{self.context_frames} has a target the data allows (/target_allowed)"
+                )
+        return per_k, tuple(torch.cat(column).to(device) for column in zip(*parts, strict=True))
 
     # ----------------------------------------------------------------------------------------
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
@@ -208,11 +231,20 @@ class WindowSampler:
         generator = torch.Generator().manual_seed(int(seed))
         return [self._sample(batch_size, generator, k) for _ in range(num_batches)]
 
-    def _layout(self, k: int) -> tuple[torch.Tensor, int, int]:
-        """(ends, base, total) of the windows of one horizon ``k``."""
+    def _layout(self, k: int) -> tuple[torch.Tensor | tuple, int, int]:
+        """(ends, base, total) of the windows of one horizon ``k``; with an allowed-target
+        mask, the (local, t) table in place of ``ends``."""
         if k in self.horizons:
             h = self.horizons.index(k)
-            return self._ends, int(self._base[h]), int(self._per_k[h])
+            table = self._ends if self._windows is None else self._windows
+            return table, int(self._base[h]), int(self._per_k[h])
+        if self._windows is not None:
+            episodes, offsets = self._episodes.cpu(), self.data.episode_offsets
+            local, t = allowed_windows(
+                offsets, self.data.target_allowed, episodes, self.context_frames, k
+            )
+            table = (local.to(self._index_device), t.to(self._index_device))
+            return table, 0, len(local)
         lengths = self.data.episode_offsets[self._episodes.cpu() + 1] - self._starts.cpu()
         counts = (lengths - k - self.context_frames + 1).clamp(min=0)
         return counts.cumsum(0).to(self._index_device), 0, int(counts.sum())
@@ -224,6 +256,7 @@ class WindowSampler:
             h = torch.randint(len(self.horizons), (batch_size,), generator=generator, device=gdev)
             h = h.to(idev)
             ends, k_b, base, total = self._ends, self._k[h], self._base[h], self._per_k[h]
+            ends = ends if self._windows is None else self._windows
         else:
             ends, base_k, total_k = self._layout(int(k))
             if total_k == 0:
@@ -237,10 +270,13 @@ class WindowSampler:
         # a uniform integer in [0, total) per sample (modulo bias below total / 2**62)
         r = torch.randint(0, 2**62, (batch_size,), generator=generator, device=gdev)
         j = base + r.to(idev) % total  # [B] window number in the laid-out sequence
-        pos = torch.searchsorted(ends, j, right=True)  # [B] (horizon, episode) slot
-        before = torch.where(pos > 0, ends[(pos - 1).clamp(min=0)], 0)  # windows before the slot
-        local = pos % self._num_local  # [B] position in self._episodes
-        t = self.context_frames - 1 + (j - before)  # [B] last context step within the episode
+        if isinstance(ends, tuple):  # windows with an allowed target, listed one by one
+            local, t = ends[0][j], ends[1][j]
+        else:
+            pos = torch.searchsorted(ends, j, right=True)  # [B] (horizon, episode) slot
+            before = torch.where(pos > 0, ends[(pos - 1).clamp(min=0)], 0)  # windows before it
+            local = pos % self._num_local  # [B] position in self._episodes
+            t = self.context_frames - 1 + (j - before)  # [B] last context step in the episode
         row_t = self._starts[local] + t  # [B] its row in the file
         context_rows = row_t[:, None] + self._frame_offsets  # [B, W]
         return k_b, self._episodes[local], t, context_rows, row_t + k_b

@@ -14,6 +14,9 @@ located by ``/episode_offsets`` (see ``docs/data.md``)::
     /episode_ends     [E] int8                  optional; how the episode ended: bit 0
                                                 terminated, bit 1 truncated, 0 = cut at
                                                 ``steps`` (``END_*`` below)
+    /episode_keys/*   [E] int64 or str          optional; per-episode identifiers, and
+    /target_allowed   [T] int8                  optional; frames that may be targets
+                                                (``episode_keys.py``)
 
 Root attributes are plain strings and numbers (lists and dicts as JSON strings): nothing
 pickled. ``validate`` checks everything a reader relies on and raises ``DatasetError`` with
@@ -30,6 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lejepa_core.data import episode_keys
 from lejepa_core.errors import DatasetError
 
 SCHEMA_NAME = "lejepa-trajectories"
@@ -264,6 +268,9 @@ def validate(path: str | Path, f: h5py.File, *, scan_values: bool = True) -> dic
             raise fail(
                 path, "/episode_ends must hold integers 0..3 (bit 0 terminated, bit 1 truncated)"
             )
+    problem = episode_keys.validate(path, f, num_episodes, total)
+    if problem:
+        raise fail(path, problem)
     for name in PER_STEP_DATASETS:
         if name in f:
             ds = f[name]

@@ -28,6 +28,7 @@ import numpy as np
 
 from lejepa_core import __version__
 from lejepa_core.data import schema
+from lejepa_core.data.episode_keys import KeyBuffer
 from lejepa_core.errors import StorageError, UserInputError
 from lejepa_core.files import destination, remove_stale_temp_files, temp_prefix, write_failure
 
@@ -142,6 +143,7 @@ class TrajectoryWriter:
     dataset_attrs: attributes of the per-step datasets, e.g. ``{"observations": {"axes":
         [...]}}`` (lists and dicts as JSON).
     ``/episode_ends`` is written when every ``append`` passed ``ends``.
+    ``/episode_keys`` and ``/target_allowed``: from ``append``'s arguments (``episode_keys.py``).
     """
 
     def __init__(
@@ -169,6 +171,7 @@ class TrajectoryWriter:
         self._lengths: list[np.ndarray] = []
         self._seeds: list[np.ndarray] = []
         self._ends: list[np.ndarray | None] = []
+        self._keys = KeyBuffer()
         self._rows = 0
         self._done = False
         if not self.out.parent.is_dir():
@@ -223,11 +226,14 @@ class TrajectoryWriter:
         states: np.ndarray | None = None,
         stats: RunningStats | None = None,
         ends: Sequence[int] | np.ndarray | None = None,
+        episode_keys: dict[str, Any] | None = None,
+        target_allowed: np.ndarray | None = None,
     ) -> None:
         """Append whole episodes: arrays ``[sum(lengths), ...]``, episodes concatenated.
 
         ``stats``: the statistics of ``observations`` when already computed (in a worker).
         ``ends``: one ``schema.END_*`` flag set per episode (how it ended), when known.
+        ``episode_keys``: name -> [episodes] ints or strs; ``target_allowed``: [rows] 0/1.
         """
         lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         seeds = np.asarray(seeds, dtype=np.int64).reshape(-1)
@@ -258,6 +264,7 @@ class TrajectoryWriter:
             raise schema.fail(
                 self.out, f"non-finite observations in the episodes from {self.num_episodes} on"
             )
+        self._keys.add(episode_keys, len(lengths), target_allowed, n)
         self.stats.merge(stats)
         try:
             for name, array in given.items():
@@ -290,6 +297,7 @@ class TrajectoryWriter:
             self._file.create_dataset(schema.EPISODE_SEEDS, data=np.concatenate(self._seeds))
             if all(e is not None for e in self._ends):
                 self._file.create_dataset(schema.EPISODE_ENDS, data=np.concatenate(self._ends))
+            self._keys.write(self._file)
             obs = self._datasets[schema.OBSERVATIONS]
             attrs = {
                 "schema": schema.SCHEMA_NAME,

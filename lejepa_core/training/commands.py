@@ -221,10 +221,26 @@ def run_command(
     show_default=True,
     help="Batches of samples for fitting and for evaluating the probe.",
 )
-def eval_command(run_dir, checkpoint, device, batches) -> None:
+@click.option(
+    "--held-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also score each episode of this data file (e.g. ARC evaluation tasks) at its last "
+    "allowed target; writes RUN_DIR/eval_tasks.json (docs/training.md).",
+)
+def eval_command(run_dir, checkpoint, device, batches, held_out) -> None:
     """Probe a trained run: latent -> physical state R^2, decoded predictions per k against
     physics baselines; writes RUN_DIR/eval.json."""
     from lejepa_core.eval.evaluate import evaluate_run, print_eval
 
     result = evaluate_run(run_dir, checkpoint=checkpoint, device=device, batches=batches)
     print_eval(result)
+    if held_out is not None:
+        from lejepa_core.eval.load import load_run
+        from lejepa_core.eval.tasks import evaluate_held_out, print_held_out
+
+        run = load_run(run_dir, checkpoint=checkpoint, device=device)
+        try:
+            print_held_out(evaluate_held_out(run, held_out))
+        finally:
+            run.data.close()
