@@ -306,3 +306,19 @@ def test_a_third_party_grid_env_gets_the_grid_evaluation_with_its_rules(tmp_path
         assert 0.0 <= row["model/retrieval"] <= 1.0 and row["chance/retrieval"] > 0
     assert 0.0 <= report["within_episode_share"] <= 1.0
     assert "probe sanity" in output and "constant velocity" in output
+
+
+def test_report_rows_and_the_probe_sanity_note():
+    from lejepa_core.report.grid_rows import grid_notes, grid_rows
+
+    figures = {"object_recall": 0.01, "active_accuracy": 0.2, "cell_accuracy": 0.97}
+    evaluation = {
+        "probe_sanity": {"grid": figures, "ridge": figures, "ok": False, "note": "cannot"},
+        "within_episode_share": 0.05,
+    }
+    rows = grid_rows(evaluation)
+    assert [row[0].split(" on ")[0] for row in rows[:2]] == ["grid probe", "plain ridge probe"]
+    assert "object recall 0.0100" in rows[0][1] and rows[2][1] == "0.0500"
+    assert grid_notes(evaluation) == ["probe sanity: cannot"]
+    evaluation["probe_sanity"]["ok"] = True
+    assert grid_notes(evaluation) == [] and grid_rows({}) == [] and grid_notes({}) == []
