@@ -19,6 +19,8 @@ making the env. docs/envs.md#metadata-lejepa-reads is the reference.
 | ``palette`` | list[[r, g, b]] | colour of each cell value (pictures) |
 | ``action_space`` | dict | the action space in ``data.schema.space_to_json`` form (action encoders; filled from the dataset file) |
 | ``control`` | dict | goal-reaching tasks for ``lejepa plan`` (``lejepa_core.control.tasks``, docs/control.md) |
+| ``background_value`` | int | the grid value of empty cells inside the grid (default 0) |
+| ``grid_rules`` | str | name of the env's grid rules (``register_grid_rules``; grid evaluation) |
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class EnvInfo:
     )
     control: dict[str, Any] | None = attrs.field(
         default=None, converter=lambda c: dict(c) if isinstance(c, Mapping) else None
+    )
+    background_value: int | None = attrs.field(default=None, converter=_optional_int)
+    grid_rules: str | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else str(v)
     )
 
     @classmethod

@@ -84,3 +84,15 @@ def register_planners(register):
     ``lejepa plan --planner NAME`` uses them with a trained run's model or the true simulator
     (docs/control.md).
     """
+
+
+@hookspec
+def register_grid_rules(register):
+    """Register grid rules for the evaluation of integer-grid envs:
+    ``register("arc", ArcGridRules)``.
+
+    A rule class subclasses ``lejepa_core.eval.grid_rules.GridRules`` and is built as
+    ``cls(env_info)``; an env names its rules in its metadata (``grid_rules = "arc"``). It says
+    what an object is, how a blank grid looks and how the constant-velocity baseline moves
+    objects (docs/envs.md#grid-rules). Envs that name none get the generic ``GridRules``.
+    """

@@ -51,8 +51,9 @@ HOOKS = {
     "register_envs": "env",
     "register_action_encoders": "action_encoder",
     "register_planners": "planner",
+    "register_grid_rules": "grid_rules",
 }
-ALL_KINDS = (*KINDS, "env", *CONTROL_INTERFACES)
+ALL_KINDS = (*KINDS, "env", "grid_rules", *CONTROL_INTERFACES)
 
 
 def plural(kind: str) -> str:
@@ -117,6 +118,11 @@ def validate_component(kind: str, name: str, obj: Any) -> None:
             f"env {name!r}: expected an entry point 'module:Class', a callable or a dict with "
             f"'entry_point', got {obj!r}"
         )
+    if kind == "grid_rules":
+        from lejepa_core.eval.grid_rules import check_rules_class
+
+        check_rules_class(name, obj)
+        return
     interface = INTERFACES[kind] if kind in INTERFACES else CONTROL_INTERFACES[kind]
     if not (inspect.isclass(obj) and issubclass(obj, interface)):
         raise InvalidComponentError(
