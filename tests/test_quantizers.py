@@ -232,10 +232,10 @@ def test_vq_data_init_puts_every_code_on_a_training_latent():
     assert torch.equal(model.codebook, before)
     model.train()
     out = model(z)
-    # every code is one of the 8 rows (EMA moves the chosen ones toward the mean of their rows,
-    # which are those same rows: each row picks the code equal to it)
+    # every code sits on one of the 8 rows (rows of spread 5; the EMA's Laplace smoothing moves
+    # the unchosen duplicates by a few hundredths), none where N(0, 1) would put it
     distances = torch.cdist(model.codebook, z).min(dim=1).values
-    assert torch.allclose(distances, torch.zeros(16), atol=1e-4)
+    assert (distances < 0.2).all()
     assert bool(model.initialised)
     state = model.state_dict()
     fresh = vq(codebook_size=16, init="data")
@@ -243,7 +243,7 @@ def test_vq_data_init_puts_every_code_on_a_training_latent():
     fresh.train()
     kept = fresh.codebook.clone()
     fresh(z)  # an initialised codebook (from a checkpoint) is never drawn again
-    assert torch.cdist(fresh.codebook, kept).diagonal().max() < 1e-4
+    assert torch.cdist(fresh.codebook, kept).diagonal().max() < 0.2  # EMA steps only
 
 
 @pytest.mark.parametrize("name", ["vq", "fsq", "gumbel"])
