@@ -231,7 +231,7 @@ def test_vq_data_init_puts_every_code_on_a_training_latent():
     model(z)  # eval mode: no initialisation
     assert torch.equal(model.codebook, before)
     model.train()
-    out = model(z)
+    model(z)
     # every code sits on one of the 8 rows (rows of spread 5; the EMA's Laplace smoothing moves
     # the unchosen duplicates by a few hundredths), none where N(0, 1) would put it
     distances = torch.cdist(model.codebook, z).min(dim=1).values
