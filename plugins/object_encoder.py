@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lejepa_core import Encoder
-from lejepa_core.params import one_of, param, positive
+from lejepa_core.params import non_negative, one_of, param, positive
 from lejepa_plugins.layers import (
     TransformerEncoder,
     TransformerParams,
@@ -259,6 +259,19 @@ def colour_slots(tokens: torch.Tensor, colours: torch.Tensor) -> tuple[torch.Ten
     return slots, first.sum(dim=1) > 0
 
 
+def centroid_column(cell_values: int) -> int:
+    """Index of the centroid's row in ``extract_objects``' features (its column follows)."""
+    return (cell_values - 1) + 2 + 4 + 2
+
+
+def position_features(position: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """position: [..., 2] in [0, 1] -> [..., 4 F]: ``sin, cos(2^i pi p)`` for ``i < F``, both
+    coordinates."""
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=position.device)  # [F]
+    angles = (position[..., None] * scales).flatten(-2)  # [..., 2 F]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 def grid_feature_dim(cell_values: int) -> int:
     """Width of ``grid_features``: the histogram (``cell_values``), rows, columns, count."""
     return cell_values + 3
@@ -282,6 +295,12 @@ class ObjectEncoder(Encoder):
             "read out the grid token, or the mean over the grid token and the objects",
             one_of(("grid_token", "mean")),
         )
+        position_frequencies: int = param(
+            0,
+            "append sin and cos of 2^i * pi * centroid (row and column, i < this) to each "
+            "object's features: positions as many features, not two numbers among many",
+            non_negative,
+        )
         readout: Literal["pooled", "colour_slots"] = param(
             "pooled",
             "pooled: one vector per grid (pooling -> Linear -> D); colour_slots: D / C values "
@@ -299,9 +318,8 @@ class ObjectEncoder(Encoder):
             )
         # plain ints, not buffers: checkpoints hold only the parameters below
         self.cell_values, self.pad_value = grid_values(spec, "object encoder")
-        self.embed_object = nn.Linear(
-            object_feature_dim(params.shape_size, self.cell_values), params.dim
-        )
+        width = object_feature_dim(params.shape_size, self.cell_values)
+        self.embed_object = nn.Linear(width + 4 * params.position_frequencies, params.dim)
         self.embed_grid = nn.Linear(grid_feature_dim(self.cell_values), params.dim)
         self.grid_token = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
         self.transformer = TransformerEncoder.from_params(params)
@@ -340,7 +358,13 @@ class ObjectEncoder(Encoder):
                 cell_values=self.cell_values,
                 pad_value=self.pad_value,
             )  # [B, V + 3]
-        return objects.features, objects.padding_mask, global_features
+        features = objects.features
+        if p.position_frequencies:
+            start = centroid_column(self.cell_values)
+            centroid = features[..., start : start + 2]  # [B, M, 2] in (0, 1)
+            fourier = position_features(centroid, p.position_frequencies)  # [B, M, 4 F]
+            features = torch.cat([features, fourier * (~objects.padding_mask)[..., None]], -1)
+        return features, objects.padding_mask, global_features
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         p = self.params

@@ -415,6 +415,12 @@ class FiniteScalarQuantizer(_CodeMetrics):
         )
         window_batches: int = param(100, "training batches in the running usage window", positive)
         path: Literal["predictor", "side"] = path_param()
+        reconstruction_weight: float = param(
+            0.0,
+            "weight of mse(z_q, z), mean over batch and D, gradients to both sides: the codes "
+            "learn to summarise the latent (a side branch's only training signal; 0: none)",
+            non_negative,
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
@@ -463,7 +469,8 @@ class FiniteScalarQuantizer(_CodeMetrics):
         return (digits.float() - self.half_width) / self.half_width
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss 0."""
+        """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss:
+        ``reconstruction_weight x mse(z_q, z)`` (mean over batch and D; 0 by default)."""
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
@@ -471,7 +478,11 @@ class FiniteScalarQuantizer(_CodeMetrics):
             codes = self.grid_to_codes(grid.detach())
             z_q = self.project_out(grid)
             _, metrics = self._usage_metrics(codes)
-        loss = torch.zeros((), device=z.device)
+            loss = torch.zeros((), device=z.device)
+            if self.params.reconstruction_weight > 0:
+                reconstruction = F.mse_loss(z_q, flat)  # gradients to both sides
+                loss = self.params.reconstruction_weight * reconstruction
+                metrics["reconstruction"] = reconstruction.detach()
         return QuantizerOutput(
             z_q=z_q.reshape(*leading, -1).to(in_dtype),
             codes=codes.reshape(leading),
