@@ -143,26 +143,12 @@ def sigreg_statistic(
     return statistic.mean(), num_samples
 
 
-def _deltas(context: torch.Tensor) -> torch.Tensor:
-    """context [B, W, D] -> [B, W - 1, D] differences of consecutive frames (``W >= 2``)."""
-    if context.ndim != 3 or context.shape[1] < 2:
-        raise ValueError(
-            "sigreg: on = 'context_delta' needs context latents [B, W, D] with W >= 2 "
-            f"(data.context_frames), got {tuple(context.shape)}"
-        )
-    return context[:, 1:] - context[:, :-1]
-
-
 class SIGRegLoss(Loss):
     """LeJEPA's SIGReg: Epps-Pulley test of random 1-D projections against N(0, 1), x N.
 
     Reads ``outputs.context`` ([B, W, D], flattened to [B*W, D], or frame by frame with
     ``per_frame``), ``outputs.target`` or ``outputs.prediction`` ([B, D]) according to ``on``;
-    ``"both"`` averages the context's and the target's statistics; ``"context_delta"`` reads
-    the ``W - 1`` differences of consecutive context frames ([B, W-1, D]; like the context,
-    flattened or ``per_frame``): the part of the latent that changes within an episode is
-    held to an isotropic Gaussian, so it cannot shrink to nothing beside what identifies the
-    episode (on ARC grids colours and shapes, which never change). Directions are fresh every
+    ``"both"`` averages the context's and the target's statistics. Directions are fresh every
     step, drawn from ``outputs.generator`` (identically seeded on every rank) or, when it is
     None, from a generator seeded with ``FALLBACK_SEED + outputs.step``.
 
@@ -184,11 +170,10 @@ class SIGRegLoss(Loss):
 
     @attrs.frozen(kw_only=True)
     class Params:
-        on: Literal["context", "target", "both", "prediction", "context_delta"] = param(
+        on: Literal["context", "target", "both", "prediction"] = param(
             "context",
             "which latents to regularise (context: its W frames flattened, or frame by frame "
-            "with per_frame; context_delta: the W - 1 differences of consecutive context "
-            "frames, what changes within an episode)",
+            "with per_frame)",
         )
         num_directions: int = param(256, "random unit directions per step (M)", positive)
         num_points: int = param(17, "quadrature points in [0, t_max] (T, at least 2)", positive)
@@ -233,7 +218,7 @@ class SIGRegLoss(Loss):
             "target": {"target": outputs.target},
             "prediction": {"prediction": outputs.prediction},
             "both": {"context": outputs.context, "target": outputs.target},
-        }.get(on) or {"context_delta": _deltas(outputs.context)}
+        }[on]
 
     def _statistic(
         self, z: torch.Tensor, directions: torch.Tensor

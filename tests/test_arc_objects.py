@@ -102,22 +102,3 @@ def test_infonce_episode_negatives_send_gradient_to_the_context():
 def test_infonce_symmetric_needs_batch_negatives():
     with pytest.raises(ValueError, match="symmetric: expected false with negatives = 'episode'"):
         InfoNCELoss.Params(symmetric=True, negatives="episode")
-
-
-def test_sigreg_on_context_delta_is_sigreg_of_the_frame_differences():
-    from lejepa_plugins.sigreg import SIGRegLoss
-
-    g = torch.Generator().manual_seed(2)
-    context = torch.randn(16, 3, 6, generator=g)
-    target = torch.randn(16, 6, generator=g)
-    outputs = _outputs(target, target, context)
-    outputs.generator = torch.Generator().manual_seed(5)
-    delta = SIGRegLoss(SIGRegLoss.Params(on="context_delta", num_directions=8), ARC)(outputs)
-    differences = context[:, 1:] - context[:, :-1]  # [16, 2, 6]
-    shifted = _outputs(target, target, differences)
-    shifted.generator = torch.Generator().manual_seed(5)
-    plain = SIGRegLoss(SIGRegLoss.Params(on="context", num_directions=8), ARC)(shifted)
-    assert delta.value.item() == pytest.approx(plain.value.item(), rel=1e-6)
-    one_frame = _outputs(target, target, context[:, :1])
-    with pytest.raises(ValueError, match="W >= 2"):
-        SIGRegLoss(SIGRegLoss.Params(on="context_delta"), ARC)(one_frame)
