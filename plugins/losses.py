@@ -272,6 +272,17 @@ def vicreg_covariance(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.square().sum() / d
 
 
+def context_deltas(context: torch.Tensor) -> torch.Tensor:
+    """context [B, W, D] -> [B, W - 1, D] float differences of consecutive frames (W >= 2)."""
+    if context.ndim != 3 or context.shape[1] < 2:
+        raise ValueError(
+            "context_delta: needs context latents [B, W, D] with W >= 2 (data.context_frames), "
+            f"got {tuple(context.shape)}"
+        )
+    context = context.float()
+    return context[:, 1:] - context[:, :-1]
+
+
 class VICRegLoss(Loss):
     """VICReg (Bardes, Ponce & LeCun 2022): variance, invariance and covariance terms.
 
@@ -280,14 +291,20 @@ class VICRegLoss(Loss):
     covariance = sum over the two branches of ``sum_{i != j} C_ij^2 / D``, as in the official
     implementation. ``on = "context"``: variance and covariance of the context latents
     ``[B*W, D]`` alone (an anti-collapse regulariser for the encoder; no invariance term).
+    ``on = "context_delta"``: the same on the differences of consecutive context frames
+    ``[B*(W-1), D]``: the variance hinge keeps what changes within an episode from shrinking
+    (its gradient does not vanish at zero, unlike SIGReg's on near-zero differences).
     Value: the weighted sum of the terms (weights 25, 25, 1 as in the paper). Metrics: the
     unweighted ``invariance``, ``variance``, ``covariance``. Needs at least 2 samples.
     """
 
     @attrs.frozen(kw_only=True)
     class Params:
-        on: Literal["prediction_target", "context"] = param(
-            "prediction_target", "prediction vs target, or the context latents alone"
+        on: Literal["prediction_target", "context", "context_delta"] = param(
+            "prediction_target",
+            "prediction vs target, the context latents alone, or the differences of "
+            "consecutive context frames (what changes within an episode)",
+            one_of(("prediction_target", "context", "context_delta")),
         )
         invariance_weight: float = param(25.0, "weight of the MSE term (lambda)", non_negative)
         variance_weight: float = param(25.0, "weight of the std hinge term (mu)", non_negative)
@@ -299,6 +316,9 @@ class VICRegLoss(Loss):
         p = self.params
         if p.on == "context":
             branches = [outputs.context.reshape(-1, outputs.context.shape[-1]).float()]
+            invariance = None
+        elif p.on == "context_delta":
+            branches = [context_deltas(outputs.context).reshape(-1, outputs.context.shape[-1])]
             invariance = None
         else:
             _check_pair("vicreg", outputs.prediction, outputs.target)

@@ -102,3 +102,23 @@ def test_infonce_episode_negatives_send_gradient_to_the_context():
 def test_infonce_symmetric_needs_batch_negatives():
     with pytest.raises(ValueError, match="symmetric: expected false with negatives = 'episode'"):
         InfoNCELoss.Params(symmetric=True, negatives="episode")
+
+
+def test_vicreg_on_context_delta_is_the_variance_hinge_of_the_frame_differences():
+    from lejepa_plugins.losses import VICRegLoss
+
+    g = torch.Generator().manual_seed(2)
+    context = torch.randn(16, 3, 6, generator=g) * 0.1
+    target = torch.randn(16, 6, generator=g)
+    params = VICRegLoss.Params(on="context_delta", variance_weight=1.0, covariance_weight=0.0)
+    value = VICRegLoss(params, ARC)(_outputs(target, target, context)).value
+    differences = (context[:, 1:] - context[:, :-1]).reshape(32, 6)
+    std = torch.sqrt(differences.var(dim=0) + 1e-4)
+    assert value.item() == pytest.approx(torch.relu(1.0 - std).mean().item(), rel=1e-6)
+    # its gradient does not vanish when nothing changes within the window
+    still = torch.zeros(16, 2, 6, requires_grad=True)
+    noise = 1e-6 * torch.randn(16, 2, 6, generator=g)
+    VICRegLoss(params, ARC)(_outputs(target, target, still + noise)).value.backward()
+    assert still.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="W >= 2"):
+        VICRegLoss(params, ARC)(_outputs(target, target, context[:, :1]))
