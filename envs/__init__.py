@@ -36,4 +36,11 @@ def register_envs(register):
         register(env_id, dict(spec))
 
 
+@hookimpl
+def register_grid_rules(register):
+    from lejepa_envs.arc_rules import ArcGridRules
+
+    register("arc", ArcGridRules)
+
+
 register_with_gymnasium()

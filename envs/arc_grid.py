@@ -103,9 +103,13 @@ class ArcGridEnv(gym.Env):
         "cell_values": CELL_VALUES,
         "palette": (*ARC_PALETTE, PAD_COLOUR),
         "feature_names": (),
+        "background_value": 0,
+        "grid_rules": "arc",
     }
     """``cell_values``, ``pad_value`` and ``palette`` (RGB of each cell value) are what lejepa's
-    grid encoders, probes and pictures read: docs/envs.md#metadata-lejepa-reads."""
+    grid encoders, probes and pictures read; ``background_value`` and ``grid_rules`` (the rules
+    registered as ``"arc"``, :mod:`lejepa_envs.arc_rules`) what the grid evaluation reads:
+    docs/envs.md#metadata-lejepa-reads."""
 
     def __init__(
         self,

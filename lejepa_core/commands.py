@@ -247,7 +247,7 @@ def params_rows(params_cls: type) -> list[tuple[str, str, str, str]]:
 
 
 @click.command("describe")
-@click.argument("kind", type=click.Choice([k for k in ALL_KINDS if k != "env"]))
+@click.argument("kind", type=click.Choice([k for k in ALL_KINDS if k not in ("env", "grid_rules")]))
 @click.argument("name")
 def describe_command(kind: str, name: str) -> None:
     """Show a component's description and parameters (the keys of its recipe table)."""

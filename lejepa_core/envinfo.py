@@ -17,6 +17,8 @@ making the env. docs/envs.md#metadata-lejepa-reads is the reference.
 | ``cell_values`` | int | integer-grid observations take values ``0 .. cell_values-1`` |
 | ``pad_value`` | int | the grid value that means "outside the grid" |
 | ``palette`` | list[[r, g, b]] | colour of each cell value (pictures) |
+| ``background_value`` | int | the grid value of empty cells inside the grid (default 0) |
+| ``grid_rules`` | str | name of the env's grid rules (``register_grid_rules``; grid evaluation) |
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ class EnvInfo:
     pad_value: int | None = attrs.field(default=None, converter=_optional_int)
     palette: tuple[tuple[int, int, int], ...] = attrs.field(
         default=(), converter=lambda p: tuple(tuple(int(c) for c in rgb) for rgb in (p or ()))
+    )
+    background_value: int | None = attrs.field(default=None, converter=_optional_int)
+    grid_rules: str | None = attrs.field(
+        default=None, converter=lambda v: None if v is None else str(v)
     )
 
     @classmethod

@@ -66,3 +66,15 @@ def register_envs(register):
 @hookspec
 def register_commands(cli):
     """Add commands to the ``lejepa`` click group: ``cli.add_command(my_command)``."""
+
+
+@hookspec
+def register_grid_rules(register):
+    """Register grid rules for the evaluation of integer-grid envs:
+    ``register("arc", ArcGridRules)``.
+
+    A rule class subclasses ``lejepa_core.eval.grid_rules.GridRules`` and is built as
+    ``cls(env_info)``; an env names its rules in its metadata (``grid_rules = "arc"``). It says
+    what an object is, how a blank grid looks and how the constant-velocity baseline moves
+    objects (docs/envs.md#grid-rules). Envs that name none get the generic ``GridRules``.
+    """

@@ -49,8 +49,9 @@ HOOKS = {
     "register_losses": "loss",
     "register_maskers": "masker",
     "register_envs": "env",
+    "register_grid_rules": "grid_rules",
 }
-ALL_KINDS = (*KINDS, "env")
+ALL_KINDS = (*KINDS, "env", "grid_rules")
 
 
 def plural(kind: str) -> str:
@@ -115,6 +116,11 @@ def validate_component(kind: str, name: str, obj: Any) -> None:
             f"env {name!r}: expected an entry point 'module:Class', a callable or a dict with "
             f"'entry_point', got {obj!r}"
         )
+    if kind == "grid_rules":
+        from lejepa_core.eval.grid_rules import check_rules_class
+
+        check_rules_class(name, obj)
+        return
     interface = INTERFACES[kind]
     if not (inspect.isclass(obj) and issubclass(obj, interface)):
         raise InvalidComponentError(

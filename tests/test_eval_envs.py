@@ -201,7 +201,14 @@ def test_grid_eval_reads_cell_values(tmp_path, arc_data, published):
     output, report = run_eval(run_dir)
     assert report["kind"] == "grid" and report["cell_values"] == 11
     assert 0.0 <= report["probe_cell_accuracy"] <= 1.0
-    assert report["estimators"] == ["model", "rollout", "copy_last", "probe_floor"]
+    assert report["estimators"] == [
+        "model",
+        "rollout",
+        "blank",
+        "copy_last",
+        "constant_velocity",
+        "probe_floor",
+    ]
     for row in report["per_k"]:
         for name in report["estimators"]:
             assert 0.0 <= row[f"{name}/cell_accuracy"] <= 1.0

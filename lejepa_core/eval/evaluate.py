@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lejepa_core.eval.grid import evaluate_grid
+from lejepa_core.eval.grid_table import print_grid
 from lejepa_core.eval.load import PROBE_SEED, LoadedRun, load_run
 from lejepa_core.eval.rollout import latent_figures, rollout_horizon
 from lejepa_core.eval.samples import Samples, collect
@@ -87,7 +88,7 @@ def evaluate_run(
         },
     }
     if probe.cell_values is not None:
-        result.update(evaluate_grid(probe, val, per_k))
+        result.update(evaluate_grid(run, probe, val, per_k, batches=batches, seed=seed))
     else:
         result.update(evaluate_state(run.spec.env, probe, val, per_k))
     result["latent"] = latent_figures(per_k, run.recipe.data.horizons)
@@ -177,26 +178,19 @@ def print_eval(result: dict[str, Any], console: Any = None) -> None:
             caption=_caption(result, decoded=True),
         )
         columns = {group: f"mae_{group}" for group in groups}
+        for heading in ("k", "estimator", *columns):
+            table.add_column(heading, justify="left" if heading == "estimator" else "right")
+        for row in result["per_k"]:
+            for i, estimator in enumerate(estimators):
+                table.add_row(
+                    str(row["k"]) if i == 0 else "",
+                    _column(estimator, result["kind"]),
+                    *(_number(row.get(f"{estimator}/{figure}")) for figure in columns.values()),
+                    end_section=i == len(estimators) - 1,
+                )
+        console.print(table)
     else:
-        console.print(
-            "probe cell accuracy (target latents -> grid): "
-            f"{_number(result['probe_cell_accuracy'])}"
-        )
-        table = Table(
-            title="decoded predicted grids: cell accuracy", caption=_caption(result, decoded=True)
-        )
-        columns = {"cell accuracy": "cell_accuracy"}
-    for heading in ("k", "estimator", *columns):
-        table.add_column(heading, justify="left" if heading == "estimator" else "right")
-    for row in result["per_k"]:
-        for i, estimator in enumerate(estimators):
-            table.add_row(
-                str(row["k"]) if i == 0 else "",
-                _column(estimator, result["kind"]),
-                *(_number(row.get(f"{estimator}/{figure}")) for figure in columns.values()),
-                end_section=i == len(estimators) - 1,
-            )
-    console.print(table)
+        print_grid(result, console, Table, caption=_caption(result, decoded=True))
     if "latent" in result:
         console.print(_latent_table(result, Table))
     console.print(f"written: {result.get('path', '')}")

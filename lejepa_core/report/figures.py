@@ -191,9 +191,12 @@ FIGURES = (
         section=MODEL,
         draw=views.grid_figure,
         caption=(
-            "For validation episodes: the last context grid, the true next grid and the grid a "
-            "ridge probe (one-hot cell values, argmax) decodes from the predicted latent for k = 1, "
-            "cropped to the cells that are not padding, in the env's palette."
+            "For validation episodes: the last context grid, the true next grid, the grid the "
+            "grid probe (ridge onto one-hot cells, prior-balanced argmax: docs/metrics.md) decodes "
+            "from the predicted latent for k = 1, and the constant-velocity and copy-last grids, "
+            "cropped to the cells that are not padding, in the env's palette. Each title gives "
+            "that grid's active-cell accuracy (cells that are objects in the true or the last "
+            "context grid) and object recall; a blank decoded grid scores 0 recall."
         ),
     ),
 )

@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import matplotlib
 import numpy as np
 import torch
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -33,9 +31,10 @@ from lejepa_core.eval.evaluate import recorded_probe_fit
 from lejepa_core.eval.load import LoadedRun, load_run
 from lejepa_core.eval.probe import Probe
 from lejepa_core.report.canvas import NotDrawn, new_figure
+from lejepa_core.report.grid_views import PAD_GREY, crop, grid_colours, grid_figure
 from lejepa_core.report.run_files import RunFiles
 
-PAD_GREY = (0.9, 0.9, 0.9)
+__all__ = ["PAD_GREY", "crop", "grid_colours", "grid_figure"]  # grid pictures: grid_views
 
 
 @attrs.define
@@ -319,70 +318,4 @@ def rollout_figure(views: ModelViews) -> Figure | None:
     ]
     figure.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=9)
     figure.suptitle(f"Positions ({x_name}, {y_name}) in {area}, one colour per object")
-    return figure
-
-
-# ----------------------------------------------------------------------------- grids
-def grid_colours(env: EnvInfo, cell_values: int) -> ListedColormap:
-    """One colour per cell value: ``env.palette`` (RGB 0..255), light grey for
-    ``env.pad_value``, matplotlib's tab10 (tab20 past 10 values) for the rest."""
-    count = max(cell_values, (env.pad_value or 0) + 1)
-    default = matplotlib.colormaps["tab10" if count <= 10 else "tab20"].colors
-    colours = []
-    for value in range(count):
-        if value < len(env.palette):
-            colours.append(tuple(c / 255 for c in env.palette[value]))
-        elif value == env.pad_value:
-            colours.append(PAD_GREY)
-        else:
-            colours.append(default[value % len(default)])
-    return ListedColormap(colours)
-
-
-def crop(grids: list[torch.Tensor], pad_value: int | None) -> tuple[slice, slice]:
-    """Rows and columns that hold a value other than ``pad_value`` in any of the [H, W]
-    grids; everything when there is no pad value or nothing but padding."""
-    if pad_value is None:
-        return slice(None), slice(None)
-    used = sum((g != pad_value).long() for g in grids) > 0
-    rows, cols = used.any(1).nonzero().flatten(), used.any(0).nonzero().flatten()
-    if len(rows) == 0:
-        return slice(None), slice(None)
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-@torch.no_grad()
-def grid_figure(views: ModelViews) -> Figure | None:
-    """Per episode: the last context grid, the true grid at t0+1 and the grid the probe
-    decodes from the predicted latent for k = 1. None unless the observations are grids."""
-    cell_values = views.loaded.cell_values()
-    if cell_values is None:
-        return None
-    env = views.env
-    cmap = grid_colours(env, cell_values)
-    probe = views.probe()
-    figure = Figure(figsize=(10.5, 3.6 * len(views.episodes)), layout="constrained")
-    axes = figure.subplots(len(views.episodes), 3, squeeze=False)
-    for row_axes, ep in zip(axes, views.episodes, strict=True):
-        decoded = probe.decode(ep.predicted[:1])[0].cpu()  # [H, W]
-        context, truth = ep.obs[ep.t0].long().cpu(), ep.obs[ep.t0 + 1].long().cpu()
-        r, c = crop([context, truth], env.pad_value)
-        accuracy = float((decoded[r, c] == truth[r, c]).float().mean())
-        titles = (
-            f"context, last frame (t={ep.t0})",
-            "true grid at t+1",
-            f"probe-decoded prediction, k=1\n(cell accuracy {accuracy:.2f})",
-        )
-        for ax, grid, title in zip(row_axes, (context, truth, decoded), titles, strict=True):
-            grid = grid[r, c].numpy()
-            ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, interpolation="nearest")
-            ax.set_xticks(np.arange(-0.5, grid.shape[1], 1), minor=True)
-            ax.set_yticks(np.arange(-0.5, grid.shape[0], 1), minor=True)
-            ax.grid(which="minor", color="0.35", linewidth=0.4)
-            ax.tick_params(which="both", length=0, labelbottom=False, labelleft=False)
-            ax.set_title(title, fontsize=10)
-        row_axes[0].set_ylabel(f"validation episode {ep.episode}")
-    palette = "the env's palette" if env.palette else "matplotlib's qualitative palette"
-    padding = ", light grey: padding" if env.pad_value is not None else ""
-    figure.suptitle(f"Grids in {palette} ({cell_values} cell values{padding})")
     return figure
