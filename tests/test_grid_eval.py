@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -223,3 +224,101 @@ def test_envinfo_reads_the_grid_keys():
     assert info.background_value == 3 and info.grid_rules == "arc"
     again = EnvInfo.from_metadata(info.to_metadata())
     assert again == info and math.isfinite(float(again.background_value))
+
+
+TORUS_ID = "torusorg/Torus-v0"
+
+
+class TorusEnv(gym.Env):
+    """A third party's grid env: two single cells (values 2, 3) on a 5 x 5 background of 1,
+    padded with 4 to 6 x 6, moving with constant velocity and wrapping around the edges."""
+
+    metadata = {
+        "render_modes": [],
+        "cell_values": 5,
+        "pad_value": 4,
+        "background_value": 1,
+        "grid_rules": "torus",
+        "noop_action": 0,
+    }
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(0, 4, shape=(6, 6), dtype=np.int8)
+        self.action_space = gym.spaces.Discrete(1)
+        self.rng = np.random.default_rng(0)
+
+    def _obs(self):
+        grid = np.full((6, 6), 4, dtype=np.int8)
+        grid[:5, :5] = 1
+        for value, (row, col) in zip((2, 3), self.cells, strict=True):
+            grid[row, col] = value
+        return grid
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.rng = np.random.default_rng(seed)
+        self.cells = [self.rng.integers(0, 5, 2) for _ in range(2)]
+        while (self.cells[0] == self.cells[1]).all():
+            self.cells[1] = self.rng.integers(0, 5, 2)
+        self.velocities = [np.array([0, 1]), np.array([1, 0])]
+        return self._obs(), {}
+
+    def step(self, action):
+        self.cells = [(c + v) % 5 for c, v in zip(self.cells, self.velocities, strict=True)]
+        return self._obs(), 0.0, False, False, {}
+
+
+class _TorusEnvPlugin(_TorusPlugin):
+    from lejepa_core import hookimpl
+
+    @hookimpl
+    def register_envs(self, register):
+        register(TORUS_ID, {"entry_point": TorusEnv})
+
+
+@pytest.mark.slow
+def test_a_third_party_grid_env_gets_the_grid_evaluation_with_its_rules(tmp_path):
+    """Generated, trained and evaluated like ArcGrid: the env's metadata names its rules
+    (registered by its plugin), so the constant-velocity baseline wraps around and is exact."""
+    from lejepa_core import registry as registry_module
+    from lejepa_core.data.generate import generate_dataset
+    from tests.test_eval_envs import OBJECT_ENCODER, run_eval, train_tiny
+
+    registry_module.reset()
+    pm = registry_module.get_plugin_manager()
+    name = pm.register_plugin(_TorusEnvPlugin(), "torus-env", distribution="torus", version="0")
+    try:
+        registry_module.ensure_envs_registered()
+        data = tmp_path / "torus.h5"
+        generate_dataset(TORUS_ID, episodes=12, steps=30, out=data, progress=False)
+        encoder = OBJECT_ENCODER.replace("max_objects = 8", "max_objects = 4")
+        run_dir = train_tiny(tmp_path, TORUS_ID, data_path=data, encoder=encoder)
+        output, report = run_eval(run_dir)
+    finally:
+        pm.unregister(name=name)
+        registry_module.reset()
+        gym.registry.pop(TORUS_ID, None)
+    assert report["kind"] == "grid" and report["grid_rules"] == "torus"
+    for row in report["per_k"]:
+        assert row["constant_velocity/exact_match"] == 1.0
+        assert row["copy_last/object_recall"] == 0.0  # both cells always move
+        assert row["blank/object_recall"] == 0.0
+        assert 0.0 <= row["model/retrieval"] <= 1.0 and row["chance/retrieval"] > 0
+    assert 0.0 <= report["within_episode_share"] <= 1.0
+    assert "probe sanity" in output and "constant velocity" in output
+
+
+def test_report_rows_and_the_probe_sanity_note():
+    from lejepa_core.report.grid_rows import grid_notes, grid_rows
+
+    figures = {"object_recall": 0.01, "active_accuracy": 0.2, "cell_accuracy": 0.97}
+    evaluation = {
+        "probe_sanity": {"grid": figures, "ridge": figures, "ok": False, "note": "cannot"},
+        "within_episode_share": 0.05,
+    }
+    rows = grid_rows(evaluation)
+    assert [row[0].split(" on ")[0] for row in rows[:2]] == ["grid probe", "plain ridge probe"]
+    assert "object recall 0.0100" in rows[0][1] and rows[2][1] == "0.0500"
+    assert grid_notes(evaluation) == ["probe sanity: cannot"]
+    evaluation["probe_sanity"]["ok"] = True
+    assert grid_notes(evaluation) == [] and grid_rows({}) == [] and grid_notes({}) == []

@@ -11,10 +11,10 @@ solve, deterministic. Only cells whose value varies among the fit's grids are re
 always held.
 
 Measured on hand-made latents of procedural grids (a random linear map of the in-grid one-hot
-cells, docs/metrics.md#the-grid-probe): D = 256, object recall 0.32 (plain argmax) -> 0.67
-(BALANCE 0.25), cell accuracy 0.986 -> 0.990; D = 2560 (the map is invertible): 0.96 -> 0.98.
-A one-hidden-layer MLP probe trained with object-weighted cross-entropy (300-600 Adam steps,
-~1,000 fit samples) reached 0.21 / 0.27 there: it is not shipped.
+cells; ``benchmarks/grid_probe.py``, docs/metrics.md#grid-figures): D = 256, object recall 0.32
+(plain argmax) -> 0.67 (BALANCE 0.25), cell accuracy 0.986 -> 0.990; D = 2560 (the map is
+invertible): 0.96 -> 0.98. A one-hidden-layer MLP probe trained with object-weighted
+cross-entropy (600 Adam steps, ~1,000 fit samples) reached 0.21 / 0.27: it is not shipped.
 
 Shape legend: ``N`` samples, ``D`` latent_dim, ``H x W`` one grid, ``C`` varying cells,
 ``V`` cell values.

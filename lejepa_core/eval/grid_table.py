@@ -12,6 +12,7 @@ COLUMNS = {  # eval.json figure -> table heading
     "cell_accuracy": "cell acc",
 }
 RETRIEVAL = ("model", "rollout", "copy_last", "chance")
+RETRIEVAL_NAMES = {"copy_last": "copy last (target encoder)"}
 NAMES = {
     "model": "model",
     "rollout": "rollout",
@@ -78,7 +79,7 @@ def print_grid(result: dict[str, Any], console: Any, table_class: Any, *, captio
         title="frame retrieval (no decoder): the nearest target latent of the sample's "
         "validation episode is the true frame t+k",
     )
-    for heading in ("k", *(NAMES[name] for name in RETRIEVAL)):
+    for heading in ("k", *(RETRIEVAL_NAMES.get(name, NAMES[name]) for name in RETRIEVAL)):
         table.add_column(heading, justify="right")
     for row in result["per_k"]:
         table.add_row(str(row["k"]), *(number(row.get(f"{name}/retrieval")) for name in RETRIEVAL))

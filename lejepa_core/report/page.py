@@ -25,6 +25,7 @@ from lejepa_core import __version__, artifacts
 from lejepa_core.errors import CheckpointError, LejepaError
 from lejepa_core.report import figures
 from lejepa_core.report.curves import Curves
+from lejepa_core.report.grid_rows import grid_notes, grid_rows
 from lejepa_core.report.per_k import fmt, per_k
 from lejepa_core.report.run_files import HEALTH_COLUMNS, RunFiles, read_run
 from lejepa_core.report.views import load_views
@@ -58,6 +59,7 @@ def summary_rows(run: RunFiles) -> list[list[str]]:
         rows.append([f"probe R^2 ({group}, eval.json)", fmt(value)])
     if "probe_cell_accuracy" in evaluation:
         rows.append(["probe cell accuracy (eval.json)", fmt(evaluation["probe_cell_accuracy"])])
+    rows += grid_rows(evaluation)
     return rows
 
 
@@ -103,7 +105,7 @@ def write_report(
     validation episodes they show; max_k: the largest horizon they predict.
     """
     run = read_run(run_dir)
-    notes = list(run.notes)
+    notes = list(run.notes) + grid_notes(run.evaluation or {})
     curves, curve_notes = figures.draw(figures.CURVES, [Curves.of(run)])
     table = per_k(run)
     per_k_pictures, per_k_notes = figures.draw(figures.PER_K, table) if table else ([], [])

@@ -24,7 +24,12 @@ ESTIMATOR_NAMES = {  # eval.json estimators, in its order; names on the page
     "constant_velocity": "constant velocity",
     "probe_floor": "probe floor",
 }
-GRID_NAMES = {**ESTIMATOR_NAMES, "copy_last": "copy last grid"}
+GRID_NAMES = {
+    **ESTIMATOR_NAMES,
+    "copy_last": "copy last grid",
+    "blank": "blank grid",
+    "chance": "chance",
+}
 LATENT_LINES = (  # eval.json ``latent`` key prefix, legend name, colour, style
     ("model", "direct prediction", "C0", "-"),
     ("rollout", "rollout", "C3", "--"),
@@ -94,8 +99,20 @@ def _decoded_panels(evaluation: dict[str, Any], ks: list[int], columns: list) ->
     accuracy, a bar per estimator it holds (the probe floor included)."""
     rows = {int(row["k"]): row for row in evaluation.get("per_k", [])}
     if evaluation.get("kind") == "grid":
-        figures = {"cell_accuracy": ("Decoded grid cell accuracy", "fraction of cells")}
-        columns_of = {"cell_accuracy": "decoded cell accuracy"}
+        figures = {
+            "active_accuracy": ("Decoded grid active-cell accuracy", "fraction of active cells"),
+            "object_recall": ("Decoded grid object recall", "fraction of true object cells"),
+            "exact_match": ("Decoded grid exact match", "fraction of grids"),
+            "cell_accuracy": ("Decoded grid cell accuracy", "fraction of cells"),
+            "retrieval": ("Frame retrieval (latent, no decoder)", "fraction of predictions"),
+        }
+        columns_of = {
+            "active_accuracy": "decoded active-cell accuracy",
+            "object_recall": "decoded object recall",
+            "exact_match": "decoded exact grid match",
+            "cell_accuracy": "decoded cell accuracy",
+            "retrieval": "frame retrieval",
+        }
         names = GRID_NAMES
     else:
         groups = evaluation.get("groups") or {}
@@ -106,6 +123,8 @@ def _decoded_panels(evaluation: dict[str, Any], ks: list[int], columns: list) ->
         columns_of = {f"mae_{group}": f"decoded {group} MAE" for group in groups}
         names = ESTIMATOR_NAMES
     estimators = evaluation.get("estimators") or list(names)
+    if evaluation.get("kind") == "grid":
+        estimators = [*estimators, "chance"]
     panels = []
     for figure, (title, ylabel) in figures.items():
         bars = {}
