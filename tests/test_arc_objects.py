@@ -122,3 +122,19 @@ def test_vicreg_on_context_delta_is_the_variance_hinge_of_the_frame_differences(
     assert still.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="W >= 2"):
         VICRegLoss(params, ARC)(_outputs(target, target, context[:, :1]))
+
+
+def test_position_features_are_sines_and_cosines_of_the_centroid():
+    from lejepa_plugins.object_encoder import position_features
+
+    position = torch.tensor([[0.1, 0.3]])  # (row, column)
+    got = position_features(position, 2)[0]
+    angles = [math.pi * 0.1, 2 * math.pi * 0.1, math.pi * 0.3, 2 * math.pi * 0.3]
+    expected = [math.sin(a) for a in angles] + [math.cos(a) for a in angles]
+    assert got.tolist() == pytest.approx(expected, abs=1e-6)
+    encoder = slots_encoder(readout="colour_slots", position_frequencies=2)
+    grid = torch.zeros(1, 10, 10, dtype=torch.int8)
+    grid[0, 2, 3] = 5
+    features, padding, _ = encoder.tokenize(grid)
+    assert features.shape[-1] == encoder.embed_object.in_features
+    assert (features[0, 1:] == 0).all() and padding[0, 1:].all()  # padding stays zero
