@@ -101,9 +101,15 @@ class QuantizerOutput:
 
 
 class Quantizer(Component, abc.ABC):
-    """``forward(z: [B, D]) -> QuantizerOutput``; arithmetic in float32 under autocast."""
+    """``forward(z: [B, D]) -> QuantizerOutput``; arithmetic in float32 under autocast.
+
+    ``feeds_predictor``: True (default) when the predictor reads the quantized context; a
+    quantizer that sets it False is a side branch (its codes, auxiliary loss and metrics are
+    computed, the predictor reads the context latents unquantized).
+    """
 
     kind = "quantizer"
+    feeds_predictor: bool = True
 
     @abc.abstractmethod
     def forward(self, z: torch.Tensor) -> QuantizerOutput: ...

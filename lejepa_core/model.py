@@ -174,7 +174,7 @@ class WorldModel:
     @torch.no_grad()
     def predict_latent(self, z_context: Any, k: Any, actions: Any = None) -> torch.Tensor:
         """Context-encoder latents [B, W, D] (or [W, D]) and k -> predicted latent [B, D] (or
-        [D]); the quantizer is applied first, as in training."""
+        [D]); the quantizer is applied first, as in training (unless it is a side branch)."""
         z = torch.as_tensor(z_context, dtype=torch.float32, device=self._device)
         z, batched = self._window(z, "z_context", 1)
         batch, window, dim = z.shape
@@ -182,7 +182,7 @@ class WorldModel:
             raise ValueError(
                 f"z_context: D = {dim}, the run's latent_dim is {self.spec.latent_dim}"
             )
-        if self.quantizer is not None:
+        if self.quantizer is not None and getattr(self.quantizer, "feeds_predictor", True):
             z = self.quantizer(z.reshape(batch * window, dim)).z_q.reshape(batch, window, dim)
         k = self._k(k, batch)
         if not self.takes_actions:

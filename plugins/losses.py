@@ -23,7 +23,7 @@ from torch import nn
 from lejepa_core import Loss, LossOutput, StepOutputs, hookimpl
 from lejepa_core.errors import TrainingError
 from lejepa_core.metrics import cosine_similarity, error_to_signal_ratio
-from lejepa_core.params import non_negative, param, positive
+from lejepa_core.params import non_negative, one_of, param, positive
 from lejepa_plugins.sigreg import SIGRegLoss
 
 
@@ -146,6 +146,12 @@ class InfoNCELoss(Loss):
     ``[min_temperature, max_temperature]`` before every use. Metrics: ``accuracy`` (top-1
     retrieval, prediction to target), ``temperature``, ``chance_level`` (``ln B``).
 
+    ``negatives`` picks the candidates: ``batch`` (the batch's targets, above); ``episode``
+    (the sample's own target against its own ``W`` context latents, the same episode at
+    earlier times: logits ``[B, 1 + W]``, so the latents must tell the times of one episode
+    apart rather than the episodes); ``batch_and_episode`` (both: ``[B, B + W]``). The context
+    negatives keep their gradient (they push the context encoder's frames apart in time).
+
     Under DDP the negatives are the local batch's by default (``gather = false``: the value
     depends on the per-rank batch size). ``gather = true`` all-gathers the targets (and, when
     ``symmetric``, the predictions) of every rank: logits ``[B, B_global]``, positives at this
@@ -164,8 +170,19 @@ class InfoNCELoss(Loss):
         symmetric: bool = param(False, "average both directions (prediction->target and back)")
         stop_gradient_target: bool = param(True, "detach the target latents")
         gather: bool = param(False, "under DDP, negatives from every rank's batch (all-gather)")
+        negatives: Literal["batch", "episode", "batch_and_episode"] = param(
+            "batch",
+            "batch: the other samples' targets; episode: the sample's own context frames (the "
+            "same episode at earlier times); batch_and_episode: both",
+            one_of(("batch", "episode", "batch_and_episode")),
+        )
 
         def __attrs_post_init__(self) -> None:
+            if self.symmetric and self.negatives != "batch":
+                raise ValueError(
+                    f"symmetric: expected false with negatives = {self.negatives!r} (the "
+                    "target-to-prediction direction has no episode negatives)"
+                )
             if not self.min_temperature <= self.temperature <= self.max_temperature:
                 raise ValueError(
                     f"temperature: expected a value in [min_temperature, max_temperature] = "
@@ -211,9 +228,18 @@ class InfoNCELoss(Loss):
         temperature = self.temperature()
         prediction = F.normalize(prediction.float(), dim=-1)
         target = F.normalize(target.float(), dim=-1)
-        all_targets, offset = self._candidates(target)  # [B_global, D]
-        logits = prediction @ all_targets.T / temperature  # [B, B_global]
-        labels = offset + torch.arange(logits.shape[0], device=logits.device)
+        negatives = self.params.negatives
+        if negatives == "episode":
+            logits = (prediction * target).sum(-1, keepdim=True) / temperature  # [B, 1]
+            labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        else:
+            all_targets, offset = self._candidates(target)  # [B_global, D]
+            logits = prediction @ all_targets.T / temperature  # [B, B_global]
+            labels = offset + torch.arange(logits.shape[0], device=logits.device)
+        if negatives != "batch":
+            context = F.normalize(outputs.context.float(), dim=-1)  # [B, W, D]
+            own = torch.einsum("bd,bwd->bw", prediction, context) / temperature  # [B, W]
+            logits = torch.cat([logits, own], dim=1)
         value = F.cross_entropy(logits, labels)
         if self.params.symmetric:
             all_predictions, _ = self._candidates(prediction)
@@ -246,6 +272,17 @@ def vicreg_covariance(z: torch.Tensor) -> torch.Tensor:
     return off_diagonal.square().sum() / d
 
 
+def context_deltas(context: torch.Tensor) -> torch.Tensor:
+    """context [B, W, D] -> [B, W - 1, D] float differences of consecutive frames (W >= 2)."""
+    if context.ndim != 3 or context.shape[1] < 2:
+        raise ValueError(
+            "context_delta: needs context latents [B, W, D] with W >= 2 (data.context_frames), "
+            f"got {tuple(context.shape)}"
+        )
+    context = context.float()
+    return context[:, 1:] - context[:, :-1]
+
+
 class VICRegLoss(Loss):
     """VICReg (Bardes, Ponce & LeCun 2022): variance, invariance and covariance terms.
 
@@ -254,14 +291,20 @@ class VICRegLoss(Loss):
     covariance = sum over the two branches of ``sum_{i != j} C_ij^2 / D``, as in the official
     implementation. ``on = "context"``: variance and covariance of the context latents
     ``[B*W, D]`` alone (an anti-collapse regulariser for the encoder; no invariance term).
+    ``on = "context_delta"``: the same on the differences of consecutive context frames
+    ``[B*(W-1), D]``: the variance hinge keeps what changes within an episode from shrinking
+    (its gradient does not vanish at zero, unlike SIGReg's on near-zero differences).
     Value: the weighted sum of the terms (weights 25, 25, 1 as in the paper). Metrics: the
     unweighted ``invariance``, ``variance``, ``covariance``. Needs at least 2 samples.
     """
 
     @attrs.frozen(kw_only=True)
     class Params:
-        on: Literal["prediction_target", "context"] = param(
-            "prediction_target", "prediction vs target, or the context latents alone"
+        on: Literal["prediction_target", "context", "context_delta"] = param(
+            "prediction_target",
+            "prediction vs target, the context latents alone, or the differences of "
+            "consecutive context frames (what changes within an episode)",
+            one_of(("prediction_target", "context", "context_delta")),
         )
         invariance_weight: float = param(25.0, "weight of the MSE term (lambda)", non_negative)
         variance_weight: float = param(25.0, "weight of the std hinge term (mu)", non_negative)
@@ -273,6 +316,9 @@ class VICRegLoss(Loss):
         p = self.params
         if p.on == "context":
             branches = [outputs.context.reshape(-1, outputs.context.shape[-1]).float()]
+            invariance = None
+        elif p.on == "context_delta":
+            branches = [context_deltas(outputs.context).reshape(-1, outputs.context.shape[-1])]
             invariance = None
         else:
             _check_pair("vicreg", outputs.prediction, outputs.target)

@@ -20,7 +20,12 @@ Python loop):
    of the bounding box gives a shape descriptor. Tokens ``[B, M, F]`` with a padding mask, fixed
    shapes throughout (no ``nonzero`` / ``unique``: no host sync).
 3. ``ObjectEncoder``: a grid token (colour histogram, grid extent, object count) plus the
-   object tokens -> transformer -> grid token (or mean) -> Linear -> ``[B, D]``.
+   object tokens -> transformer -> grid token (or mean) -> Linear -> ``[B, D]``; or, with
+   ``readout = "colour_slots"``, one slot of ``D / C`` values per colour (``C = cell_values - 1``
+   colours, the pad excluded): the largest object of that colour, through a shared Linear, or a
+   learned "absent" vector when the grid has none (``colour_slots``). A slot keeps its object
+   from frame to frame (colours do not change unless a recolour rule is on), so the latent
+   carries each object's position where a pooled vector mixes them.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lejepa_core import Encoder
-from lejepa_core.params import one_of, param, positive
+from lejepa_core.params import non_negative, one_of, param, positive
 from lejepa_plugins.layers import (
     TransformerEncoder,
     TransformerParams,
@@ -242,6 +247,31 @@ def grid_features(
     return torch.cat([histogram, rows, cols, count], dim=1)
 
 
+def colour_slots(tokens: torch.Tensor, colours: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-colour slots: the token of the first (largest) object of each colour.
+
+    tokens: [B, M, E] object tokens in size order; colours: [B, M, C] one-hot colour of each
+    object (all zero at padding) -> (slots [B, C, E], present [B, C] bool). A colour without
+    an object gets a zero slot and ``present`` False.
+    """
+    first = colours * (colours.cumsum(dim=1) == 1)  # [B, M, C]: 1 at each colour's first object
+    slots = torch.einsum("bmc,bme->bce", first, tokens)  # [B, C, E]
+    return slots, first.sum(dim=1) > 0
+
+
+def centroid_column(cell_values: int) -> int:
+    """Index of the centroid's row in ``extract_objects``' features (its column follows)."""
+    return (cell_values - 1) + 2 + 4 + 2
+
+
+def position_features(position: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """position: [..., 2] in [0, 1] -> [..., 4 F]: ``sin, cos(2^i pi p)`` for ``i < F``, both
+    coordinates."""
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=position.device)  # [F]
+    angles = (position[..., None] * scales).flatten(-2)  # [..., 2 F]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 def grid_feature_dim(cell_values: int) -> int:
     """Width of ``grid_features``: the histogram (``cell_values``), rows, columns, count."""
     return cell_values + 3
@@ -265,6 +295,19 @@ class ObjectEncoder(Encoder):
             "read out the grid token, or the mean over the grid token and the objects",
             one_of(("grid_token", "mean")),
         )
+        position_frequencies: int = param(
+            0,
+            "append sin and cos of 2^i * pi * centroid (row and column, i < this) to each "
+            "object's features: positions as many features, not two numbers among many",
+            non_negative,
+        )
+        readout: Literal["pooled", "colour_slots"] = param(
+            "pooled",
+            "pooled: one vector per grid (pooling -> Linear -> D); colour_slots: D / C values "
+            "per colour (C = cell_values - 1), each the largest object of that colour (latent_dim "
+            "must be a multiple of C)",
+            one_of(("pooled", "colour_slots")),
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
@@ -275,13 +318,23 @@ class ObjectEncoder(Encoder):
             )
         # plain ints, not buffers: checkpoints hold only the parameters below
         self.cell_values, self.pad_value = grid_values(spec, "object encoder")
-        self.embed_object = nn.Linear(
-            object_feature_dim(params.shape_size, self.cell_values), params.dim
-        )
+        width = object_feature_dim(params.shape_size, self.cell_values)
+        self.embed_object = nn.Linear(width + 4 * params.position_frequencies, params.dim)
         self.embed_grid = nn.Linear(grid_feature_dim(self.cell_values), params.dim)
         self.grid_token = nn.Parameter(torch.randn(1, 1, params.dim) * 0.02)  # [1, 1, dim]
         self.transformer = TransformerEncoder.from_params(params)
-        self.head = nn.Linear(params.dim, spec.latent_dim)
+        if params.readout == "colour_slots":
+            colours = self.cell_values - 1
+            if spec.latent_dim % colours:
+                raise ValueError(
+                    f"object encoder: readout 'colour_slots' needs latent_dim a multiple of "
+                    f"{colours} (cell_values - 1 colours), got latent_dim {spec.latent_dim}"
+                )
+            slot_dim = spec.latent_dim // colours
+            self.head = nn.Linear(params.dim, slot_dim)
+            self.absent = nn.Parameter(torch.randn(colours, slot_dim) * 0.02)  # [C, D / C]
+        else:
+            self.head = nn.Linear(params.dim, spec.latent_dim)
 
     @torch.compiler.disable  # data-dependent (the convergence loop): stays out of the graph
     def tokenize(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -305,7 +358,13 @@ class ObjectEncoder(Encoder):
                 cell_values=self.cell_values,
                 pad_value=self.pad_value,
             )  # [B, V + 3]
-        return objects.features, objects.padding_mask, global_features
+        features = objects.features
+        if p.position_frequencies:
+            start = centroid_column(self.cell_values)
+            centroid = features[..., start : start + 2]  # [B, M, 2] in (0, 1)
+            fourier = position_features(centroid, p.position_frequencies)  # [B, M, 4 F]
+            features = torch.cat([features, fourier * (~objects.padding_mask)[..., None]], -1)
+        return features, objects.padding_mask, global_features
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         p = self.params
@@ -315,5 +374,10 @@ class ObjectEncoder(Encoder):
         # [B, 1 + M]; the grid token is never padding
         mask = F.pad(padding_mask, (1, 0), value=False)
         x = self.transformer(x, mask)  # [B, 1 + M, dim]
+        if p.readout == "colour_slots":
+            colours = object_features[..., : self.cell_values - 1]  # [B, M, C] one-hot
+            slots, present = colour_slots(x[:, 1:], colours)  # [B, C, dim], [B, C]
+            slots = torch.where(present[..., None], self.head(slots), self.absent)
+            return slots.flatten(1)  # [B, C * D / C]
         pooled = x[:, 0] if p.pooling == "grid_token" else masked_mean(x, mask)  # [B, dim]
         return self.head(pooled)  # [B, D]

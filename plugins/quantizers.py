@@ -44,6 +44,18 @@ def _at_least_two(instance, attribute, value) -> None:
         raise ValueError(f"{attribute.name}: expected every level >= 2, got {value!r}")
 
 
+def path_param():
+    """The ``path`` parameter every built-in quantizer has; the trainer reads the quantizer's
+    ``feeds_predictor`` (``path == "predictor"``)."""
+    return param(
+        "predictor",
+        "predictor: the predictor reads the quantized context; side: a side branch (codes, "
+        "auxiliary loss and usage metrics from the context latents, which the predictor reads "
+        "unquantized)",
+        one_of(("predictor", "side")),
+    )
+
+
 class UsageWindow(nn.Module):
     """Code counts of the last ``window`` training batches: a ring buffer ``[window, K]``."""
 
@@ -163,9 +175,24 @@ class VectorQuantizer(_CodeMetrics):
             "std of the noise added to a replacement, relative to the batch's per-dimension std",
             non_negative,
         )
+        max_replaced_fraction: float = param(
+            0.1,
+            "at most this fraction of the K codes is re-initialised in one step (at least one "
+            "code; the dead codes beyond it wait for later steps, chosen at random): no step "
+            "resets most of the codebook at once",
+            in_range(0.0, 1.0),
+        )
+        init: Literal["random", "data"] = param(
+            "random",
+            "random: codes drawn from N(0, 1); data: the first training batch's encoder outputs "
+            "(random rows plus replacement_noise), so every code starts where latents are",
+            one_of(("random", "data")),
+        )
+        path: Literal["predictor", "side"] = path_param()
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
+        self.feeds_predictor = params.path == "predictor"
         K, D = params.codebook_size, spec.latent_dim
         self._init_window(K, params.window_batches)
         codebook = torch.randn(K, D)
@@ -177,6 +204,9 @@ class VectorQuantizer(_CodeMetrics):
         self.register_buffer("ema_embed_sum", codebook.clone())  # [K, D]
         # training batches since each code was (re)initialised: only codes one window old can be dead
         self.register_buffer("code_age", torch.zeros(K, dtype=torch.long))  # [K]
+        # False until the first training batch has set a data-initialised codebook
+        self.register_buffer("initialised", torch.tensor(params.init == "random"))
+        self._initialised_seen = params.init == "random"
 
     # -- pieces ---------------------------------------------------------------------------
     def nearest_codes(self, z: torch.Tensor) -> torch.Tensor:
@@ -213,6 +243,31 @@ class VectorQuantizer(_CodeMetrics):
         self.codebook.copy_(codebook)
         return counts
 
+    @torch.no_grad()
+    def init_from_data(self, z: torch.Tensor) -> None:
+        """``init = "data"``: every code set to a random row of ``z: [N, D]`` plus
+        ``replacement_noise`` x the batch's per-dimension std (once, on the first training
+        batch; rank 0's choice broadcast under DDP)."""
+        K = self.codebook.shape[0]
+        new_codes = self._candidates(z, K)
+        self.codebook.copy_(new_codes)
+        self.ema_embed_sum.copy_(new_codes)
+        self.ema_cluster_size.fill_(1.0)
+        self.initialised.fill_(True)
+
+    def _candidates(self, z: torch.Tensor, count: int) -> torch.Tensor:
+        """``count`` random rows of ``z: [N, D]`` plus noise (unit-normalised with
+        ``l2_normalize``), identical on every rank: ``[count, D]``."""
+        rows = torch.randint(z.shape[0], (count,), device=z.device)
+        scale = z.std(dim=0, keepdim=True) if z.shape[0] > 1 else torch.ones_like(z[:1])
+        noise = torch.randn(count, z.shape[1], device=z.device) * scale
+        new_codes = z[rows] + noise * self.params.replacement_noise
+        if self.params.l2_normalize:
+            new_codes = F.normalize(new_codes, dim=-1)
+        if _distributed():
+            torch.distributed.broadcast(new_codes, src=0)
+        return new_codes
+
     def dead_code_mask(self) -> torch.Tensor:
         """[K] bool: codes at least one window old chosen < dead_code_threshold times in the window."""
         old_enough = self.code_age >= self.usage_window.window
@@ -226,16 +281,18 @@ class VectorQuantizer(_CodeMetrics):
         the codebooks stay identical. Returns the number replaced (0-d tensor).
         """
         dead = self.dead_code_mask()  # [K]
-        K, D = self.codebook.shape
-        # a candidate for every code, kept where the code is dead: fixed shapes, no host sync
-        rows = torch.randint(z.shape[0], (K,), device=z.device)
-        scale = z.std(dim=0, keepdim=True) if z.shape[0] > 1 else torch.ones_like(z[:1])
-        noise = torch.randn(K, D, device=z.device) * scale * self.params.replacement_noise
-        new_codes = z[rows] + noise  # [K, D]
-        if self.params.l2_normalize:
-            new_codes = F.normalize(new_codes, dim=-1)
+        K = self.codebook.shape[0]
+        # at most max_replaced_fraction of K per step: a random order of the dead codes
+        cap = max(1, int(self.params.max_replaced_fraction * K))
+        priority = torch.where(dead, torch.rand(K, device=dead.device), 2.0)  # dead first
         if _distributed():
-            torch.distributed.broadcast(new_codes, src=0)
+            torch.distributed.broadcast(priority, src=0)
+        position = torch.empty_like(priority).scatter_(
+            0, priority.argsort(), torch.arange(K, device=dead.device, dtype=priority.dtype)
+        )
+        dead = dead & (position < cap)
+        # a candidate for every code, kept where the code is dead: fixed shapes, no host sync
+        new_codes = self._candidates(z, K)  # [K, D]
         column = dead[:, None]  # [K, 1]
         self.codebook.copy_(torch.where(column, new_codes, self.codebook))
         self.ema_embed_sum.copy_(torch.where(column, new_codes, self.ema_embed_sum))
@@ -252,6 +309,10 @@ class VectorQuantizer(_CodeMetrics):
             flat = z.reshape(-1, z.shape[-1]).float()  # [N, D]
             if self.params.l2_normalize:
                 flat = F.normalize(flat, dim=-1)
+            if self.training and not self._initialised_seen:
+                if not bool(self.initialised):  # one host sync, until the codebook is set
+                    self.init_from_data(flat.detach())
+                self._initialised_seen = True
             codes = self.nearest_codes(flat.detach())  # [N]
             z_q = F.embedding(codes, self.codebook.float())  # [N, D], no gradient to the codebook
             loss = self.params.commitment_cost * F.mse_loss(flat, z_q.detach())
@@ -295,9 +356,11 @@ class GumbelQuantizer(_CodeMetrics):
             non_negative,
         )
         window_batches: int = param(100, "training batches in the running usage window", positive)
+        path: Literal["predictor", "side"] = path_param()
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
+        self.feeds_predictor = params.path == "predictor"
         K, D = params.codebook_size, spec.latent_dim
         self._init_window(K, params.window_batches)
         self.to_logits = nn.Linear(D, K)
@@ -351,9 +414,17 @@ class FiniteScalarQuantizer(_CodeMetrics):
             each(_at_least_two),
         )
         window_batches: int = param(100, "training batches in the running usage window", positive)
+        path: Literal["predictor", "side"] = path_param()
+        reconstruction_weight: float = param(
+            0.0,
+            "weight of mse(z_q, z), mean over batch and D, gradients to both sides: the codes "
+            "learn to summarise the latent (a side branch's only training signal; 0: none)",
+            non_negative,
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
+        self.feeds_predictor = params.path == "predictor"
         levels = torch.tensor(params.levels, dtype=torch.long)
         self._init_window(int(math.prod(params.levels)), params.window_batches)
         self.register_buffer("levels", levels, persistent=False)  # [L]
@@ -398,7 +469,8 @@ class FiniteScalarQuantizer(_CodeMetrics):
         return (digits.float() - self.half_width) / self.half_width
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
-        """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss 0."""
+        """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss:
+        ``reconstruction_weight x mse(z_q, z)`` (mean over batch and D; 0 by default)."""
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
@@ -406,7 +478,11 @@ class FiniteScalarQuantizer(_CodeMetrics):
             codes = self.grid_to_codes(grid.detach())
             z_q = self.project_out(grid)
             _, metrics = self._usage_metrics(codes)
-        loss = torch.zeros((), device=z.device)
+            loss = torch.zeros((), device=z.device)
+            if self.params.reconstruction_weight > 0:
+                reconstruction = F.mse_loss(z_q, flat)  # gradients to both sides
+                loss = self.params.reconstruction_weight * reconstruction
+                metrics["reconstruction"] = reconstruction.detach()
         return QuantizerOutput(
             z_q=z_q.reshape(*leading, -1).to(in_dtype),
             codes=codes.reshape(leading),

@@ -154,7 +154,9 @@ def test_describe_unknown_component_exits_2(toy):
     assert result.exit_code == 2 and "did you mean 'toy'" in result.output
 
 
-@pytest.mark.parametrize("recipe", ["multi_k_physics", "lejepa_physics", "arc_vq", "arc_fsq"])
+@pytest.mark.parametrize(
+    "recipe", ["multi_k_physics", "lejepa_physics", "arc_vq", "arc_fsq", "arc_objects"]
+)
 def test_shipped_recipes_validate_and_build(recipe, tmp_path):
     from pathlib import Path
 

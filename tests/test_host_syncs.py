@@ -30,6 +30,7 @@ MAX_SYNCS_PER_STEP = {
     "arc_fsq": 2,
     "control_physics": 0,
     "arc_tasks": 0,
+    "arc_objects": 2,
 }
 TINY = (
     "data.episodes=8",

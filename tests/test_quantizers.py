@@ -184,7 +184,7 @@ def _clustered(n: int, centres: torch.Tensor, generator: torch.Generator) -> tor
 def test_vq_dead_codes_replaced_when_usage_low_never_when_full():
     g = torch.Generator().manual_seed(6)
     torch.manual_seed(6)
-    model = vq(codebook_size=8, window_batches=3, decay=0.9)
+    model = vq(codebook_size=8, window_batches=3, decay=0.9, max_replaced_fraction=1.0)
     centres = model.codebook.clone()
     # full usage: every code chosen in every batch -> nothing is ever replaced, whatever the step
     for _ in range(10):
@@ -205,6 +205,61 @@ def test_vq_dead_codes_replaced_when_usage_low_never_when_full():
     assert (distances < 0.5).all()
     model.eval()
     assert model(_clustered(64, far, g)).metrics["usage"] > 2 / 8
+
+
+def test_vq_replaces_at_most_its_fraction_of_the_codebook_per_step():
+    g = torch.Generator().manual_seed(6)
+    torch.manual_seed(6)
+    model = vq(codebook_size=20, window_batches=2, decay=0.9, max_replaced_fraction=0.1)
+    far = model.codebook[:2].clone()
+    replaced = []
+    for _ in range(12):
+        out = model(_clustered(32, far, g))
+        replaced.append(int(out.metrics["replaced_codes"]))
+        assert out.metrics["dead_codes"] <= 18
+    # 18 codes die at once; 2 (10 % of 20) are replaced per step, the rest wait
+    assert replaced[0] == 0  # the window still holds their use
+    assert replaced[1:10] == [2] * 9 and max(replaced) == 2  # never more than 2 in one step
+
+
+def test_vq_data_init_puts_every_code_on_a_training_latent():
+    torch.manual_seed(3)
+    model = vq(codebook_size=16, init="data", replacement_noise=0.0)
+    z = torch.randn(8, model.codebook.shape[1]) * 5 + 3
+    model.eval()
+    before = model.codebook.clone()
+    model(z)  # eval mode: no initialisation
+    assert torch.equal(model.codebook, before)
+    model.train()
+    model(z)
+    # every code sits on one of the 8 rows (rows of spread 5; the EMA's Laplace smoothing moves
+    # the unchosen duplicates by a few hundredths), none where N(0, 1) would put it
+    distances = torch.cdist(model.codebook, z).min(dim=1).values
+    assert (distances < 0.2).all()
+    assert bool(model.initialised)
+    state = model.state_dict()
+    fresh = vq(codebook_size=16, init="data")
+    fresh.load_state_dict(state)
+    fresh.train()
+    kept = fresh.codebook.clone()
+    fresh(z)  # an initialised codebook (from a checkpoint) is never drawn again
+    assert torch.cdist(fresh.codebook, kept).diagonal().max() < 0.2  # EMA steps only
+
+
+@pytest.mark.parametrize("name", ["vq", "fsq", "gumbel"])
+def test_a_side_branch_quantizer_does_not_feed_the_predictor(name):
+    from lejepa_core.training.step import ContextOutputs, predictor_input
+
+    cls = {"vq": q.VectorQuantizer, "fsq": q.FiniteScalarQuantizer, "gumbel": q.GumbelQuantizer}
+    spec = ModelSpec(obs_shape=(4,), latent_dim=8)
+    on_path = cls[name](cls[name].Params(), spec)
+    side = cls[name](cls[name].Params(path="side"), spec)
+    assert on_path.feeds_predictor and not side.feeds_predictor
+    context, quantized = torch.zeros(2, 3, 8), torch.ones(2, 3, 8)
+    ctx = ContextOutputs(context, quantized, None, None)
+    assert predictor_input(on_path, ctx) is quantized
+    assert predictor_input(side, ctx) is context
+    assert predictor_input(None, ContextOutputs(context, context, None, None)) is context
 
 
 def test_vq_replacement_disabled_still_reports_dead_codes():

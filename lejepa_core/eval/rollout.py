@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lejepa_core.training.step import JEPAModel, forward_context
+from lejepa_core.training.step import JEPAModel, forward_context, predictor_input
 
 
 def rollout_horizon(horizons: Sequence[int]) -> int:
@@ -66,13 +66,14 @@ def rollout(model: JEPAModel, context_obs: torch.Tensor, k: torch.Tensor, *, ste
         raise ValueError(f"rollout: every k must be a positive multiple of step={step}, got {k}")
     steps = k // step  # [B]
     ctx = forward_context(model.context_encoder, None, model.quantizer, context_obs, None)
-    window = ctx.context_quantized  # [B, W, D]
+    window = predictor_input(model.quantizer, ctx)  # [B, W, D]
+    quantize = model.quantizer is not None and getattr(model.quantizer, "feeds_predictor", True)
     horizon = torch.full_like(k, step)
     predictions = []
     for _ in range(int(steps.max())):
         prediction = model.predictor(window, horizon)  # [B, D]
         predictions.append(prediction)
-        appended = prediction if model.quantizer is None else model.quantizer(prediction).z_q
+        appended = model.quantizer(prediction).z_q if quantize else prediction
         window = torch.cat([window[:, 1:], appended.unsqueeze(1).to(window.dtype)], dim=1)
     path = torch.stack(predictions, dim=1)  # [B, n, D]
     pick = (steps - 1).to(path.device).view(-1, 1, 1).expand(-1, 1, path.shape[-1])

@@ -150,6 +150,14 @@ def loss_fn(
     return StepLoss(total=total, parts=parts, metrics=metrics)
 
 
+def predictor_input(quantizer: nn.Module | None, ctx: ContextOutputs) -> torch.Tensor:
+    """What the predictor reads, [B, W, D]: the quantized context, or the unquantized one when
+    the quantizer is a side branch (``feeds_predictor`` False)."""
+    if quantizer is not None and not getattr(quantizer, "feeds_predictor", True):
+        return ctx.context
+    return ctx.context_quantized
+
+
 def _float(x: torch.Tensor | None) -> torch.Tensor | None:
     return None if x is None else x.float()
 
@@ -214,7 +222,7 @@ class JEPAModel(nn.Module):
         ``forward_context`` (quantizer included) and predictor as a training step, no masker.
         """
         ctx = forward_context(self.context_encoder, None, self.quantizer, context_obs, None)
-        return self.run_predictor(ctx.context_quantized, k, actions, action_mask)
+        return self.run_predictor(predictor_input(self.quantizer, ctx), k, actions, action_mask)
 
     def forward(
         self,
@@ -245,7 +253,9 @@ class JEPAModel(nn.Module):
             self.context_encoder if self.shared_target or target_encoder is None else target_encoder
         )
         target = forward_target(encoder, target_obs, shared=self.shared_target)
-        prediction = self.run_predictor(ctx.context_quantized, k, actions, action_mask)
+        prediction = self.run_predictor(
+            predictor_input(self.quantizer, ctx), k, actions, action_mask
+        )
         unmasked = None
         if self.needs_unmasked:
             unmasked = (
