@@ -38,6 +38,9 @@ COMPILES = {
     "lejepa_physics": (6, 0),
     "arc_vq": (5, 5),
     "arc_fsq": (5, 5),
+    "arc_objects": (5, 5),
+    "arc_tasks": (6, 0),
+    "control_physics": (6, 0),
 }
 
 

@@ -64,6 +64,38 @@ def by_hand(model: JEPAModel, context_obs, steps: int, step: int, *, quantize_ap
     return prediction
 
 
+class ActionSumPredictor(nn.Module):
+    """Last latent + the sum of the first k actions ([B, K, D] Box actions): an exact model of
+    a world where each action is added to the state."""
+
+    def forward(self, z_context, k, actions=None, action_mask=None):
+        if actions is None:
+            return z_context[:, -1]
+        steps = torch.arange(actions.shape[1]).unsqueeze(0) < k.unsqueeze(1)  # [B, K]
+        return z_context[:, -1] + (actions * steps.unsqueeze(-1)).sum(1)
+
+
+@torch.no_grad()
+def test_rollout_gives_each_step_the_actions_that_lead_to_its_target():
+    model = JEPAModel(
+        encoder=nn.Identity(),
+        predictor=ActionSumPredictor(),
+        masker=nn.Identity(),
+        losses=[],
+        weights=[],
+        labels=[],
+    ).eval()
+    g = torch.Generator().manual_seed(2)
+    context, actions = torch.randn(5, W, D, generator=g), torch.randn(5, 6, D, generator=g)
+    mask = torch.ones(5, 6, dtype=torch.bool)
+    for k, step in ((1, 1), (4, 1), (6, 2), (6, 3)):
+        kk = torch.full((5,), k)
+        expected = context[:, -1] + actions[:, :k].sum(1)
+        torch.testing.assert_close(model.predict(context, kk, actions, mask), expected)
+        got = rollout(model, context, kk, step=step, actions=actions, action_mask=mask)
+        torch.testing.assert_close(got, expected)
+
+
 @pytest.mark.parametrize("quantized", [False, True], ids=["plain", "quantizer"])
 @torch.no_grad()
 def test_rollout_is_the_one_step_model_applied_repeatedly(quantized):

@@ -51,7 +51,15 @@ def rollout_note(horizons: Sequence[int]) -> str | None:
 
 
 @torch.no_grad()
-def rollout(model: JEPAModel, context_obs: torch.Tensor, k: torch.Tensor, *, step: int = 1):
+def rollout(
+    model: JEPAModel,
+    context_obs: torch.Tensor,
+    k: torch.Tensor,
+    *,
+    step: int = 1,
+    actions: torch.Tensor | None = None,
+    action_mask: torch.Tensor | None = None,
+):
     """The autoregressive prediction of ``z_{t+k}``: ``k / step`` applications of the predictor
     at horizon ``step``, each appended (quantized when the model has a quantizer) to the window.
 
@@ -60,6 +68,11 @@ def rollout(model: JEPAModel, context_obs: torch.Tensor, k: torch.Tensor, *, ste
     ``JEPAModel.predict``). With ``k == step`` it is ``model.predict(context_obs, k)``. The
     model should be in eval mode, as for ``predict``: a quantizer in training mode would update
     its codebook from the appended predictions.
+
+    actions [B, K, *act] / action_mask [B, K] (K >= max k): the actions taken after the last
+    context frame; application ``i`` of an action-conditioned predictor gets actions
+    ``i*step .. (i+1)*step - 1``, those that lead from its window's last frame to its target
+    (a passive predictor ignores them).
     """
     k = k.long()
     if bool((k < step).any()) or bool((k % step != 0).any()):
@@ -70,8 +83,14 @@ def rollout(model: JEPAModel, context_obs: torch.Tensor, k: torch.Tensor, *, ste
     quantize = model.quantizer is not None and getattr(model.quantizer, "feeds_predictor", True)
     horizon = torch.full_like(k, step)
     predictions = []
-    for _ in range(int(steps.max())):
-        prediction = model.predictor(window, horizon)  # [B, D]
+    for i in range(int(steps.max())):
+        taken = slice(i * step, (i + 1) * step)
+        prediction = model.run_predictor(  # [B, D]
+            window,
+            horizon,
+            None if actions is None else actions[:, taken],
+            None if action_mask is None else action_mask[:, taken],
+        )
         predictions.append(prediction)
         appended = model.quantizer(prediction).z_q if quantize else prediction
         window = torch.cat([window[:, 1:], appended.unsqueeze(1).to(window.dtype)], dim=1)

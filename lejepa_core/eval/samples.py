@@ -73,7 +73,16 @@ def collect(
             z_hat.append(model.predict(b.context_obs, b.k, b.actions, b.action_mask).float())
             z_copy_last.append(target_encoder(b.context_obs[:, -1]).float())
             if rollout_step is not None and bool((b.k % rollout_step == 0).all()):
-                z_rollout.append(rollout(model, b.context_obs, b.k, step=rollout_step).float())
+                z_rollout.append(
+                    rollout(
+                        model,
+                        b.context_obs,
+                        b.k,
+                        step=rollout_step,
+                        actions=b.actions,
+                        action_mask=b.action_mask,
+                    ).float()
+                )
         target_state.append(b.target_state if b.target_state is not None else b.target_obs)
         last_state.append(
             b.context_state[:, -1] if b.context_state is not None else b.context_obs[:, -1]
