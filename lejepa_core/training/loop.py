@@ -271,7 +271,7 @@ def train_step(
         _skip_step(run, total, grad_norm)
     else:
         run.optimizer.step()
-        if run.target_encoder is not None:
+        if run.target_encoder is not None and recipe.target.mode == "ema":  # not "frozen"
             ema_update(run.target_encoder, run.model.context_encoder, momentum)
         state.nonfinite_consecutive = 0
         state.clipped_total += int(was_clipped)
