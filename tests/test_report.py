@@ -277,7 +277,8 @@ def test_every_figure_has_its_caption_beside_it(report, grid_report, logged_repo
     drawn = {}
     for path in (report, grid_report, logged_report):
         drawn.update(Page(path.read_text(encoding="utf-8")).figures)
-    assert set(drawn) == {f.stem for f in FIGURES}  # the three runs draw every picture
+    image_only = {"frames", "latent_positions"}  # image runs: tests/test_pixels_run.py
+    assert set(drawn) == {f.stem for f in FIGURES} - image_only  # the three runs draw the rest
     for entry in FIGURES:
         caption = " ".join(drawn[entry.stem]["caption"].split())
         assert caption.startswith(f"{entry.title}. {entry.caption}"), entry.stem

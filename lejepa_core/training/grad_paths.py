@@ -163,6 +163,8 @@ def gradient_shares(step_loss: StepLoss, model: JEPAModel) -> dict[str, torch.Te
     Call before ``step_loss.total.backward()``: each ``torch.autograd.grad`` keeps the graph.
     """
     params = _trainable(model.context_encoder)
+    if not params:  # an encoder without parameters (identity): nothing to share out
+        return {}
     weights = dict(zip(model.labels, model.weights, strict=True))
     norms: dict[str, torch.Tensor] = {}
     zero = step_loss.total.new_zeros(())
