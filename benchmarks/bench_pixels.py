@@ -3,7 +3,7 @@ what the step's time goes to.
 
     .venv/bin/python benchmarks/bench_pixels.py [--recipes recipes/pixels_physics.toml
         recipes/multi_k_physics.toml] [--batch-size 64] [--steps 20] [--warmup 3]
-        [--render-copies 1024] [--json FILE]
+        [--render-copies 1024] [--threads 1] [--json FILE]
 
 Per recipe, at one batch size (the same for both, so the rates compare): the median process CPU
 time and wall time per step over ``--steps`` steps, split into its parts, each timed on its own
@@ -11,8 +11,8 @@ time and wall time per step over ``--steps`` steps, split into its parts, each t
 WindowSampler batch), ``mask`` (the masker on the context frames), ``context encoder`` (forward
 on B x W frames), ``target encoder`` (forward on B frames, no gradient), ``predictor``
 (forward), ``losses``, ``backward`` and ``optimizer`` (AdamW + EMA update). samples/s =
-batch / CPU seconds per step / cores used (the step runs on ``torch.get_num_threads()``
-threads). The data files are generated first when missing (not timed).
+batch / CPU seconds per step x threads (``--threads``, default 1: on a shared machine
+spinning OpenMP threads inflate CPU time). The data files are generated first when missing (not timed).
 
 Also: frames/s of the renderers at ``--render-copies`` envs (``render_gray``: [H, W] white
 discs; ``render_ball_channels``: [N, H, W], one channel per ball), best of 5.
@@ -173,7 +173,14 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--render-copies", type=int, default=1024)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: no spin-waiting on a busy machine)",
+    )
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     result = {
         "machine": machine_info("torch", "numpy"),
         "render_frames_per_s": render_rates(args.render_copies),

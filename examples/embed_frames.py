@@ -4,7 +4,7 @@
 
 The encoder here is a *randomly initialised, frozen* ``conv`` encoder (the built-in image
 encoder, spatial-softmax pooling), a stand-in for the encoder you bring (V-JEPA 2, CLIP, ...):
-replace ``make_encoder`` with yours. ``recipes/embeddings_physics.toml`` trains a predictor on
+replace ``make_encoder`` with yours. ``examples/embeddings_physics.toml`` trains a predictor on
 the result with the ``identity`` encoder and a frozen target (docs/embeddings.md).
 """
 

@@ -26,6 +26,7 @@ MAX_SYNCS_PER_STEP = {
     "lejepa_physics": 1,
     "arc_vq": 3,
     "arc_fsq": 3,
+    "pixels_physics": 1,
 }
 TINY = (
     "data.episodes=8",
