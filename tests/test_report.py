@@ -279,7 +279,7 @@ def test_every_figure_has_its_caption_beside_it(report, grid_report, logged_repo
         drawn.update(Page(path.read_text(encoding="utf-8")).figures)
     image_only = {"frames", "latent_positions"}  # image runs: tests/test_pixels_run.py
     assert set(drawn) == {f.stem for f in FIGURES} - image_only  # the three runs draw the rest
-    for entry in FIGURES:
+    for entry in (f for f in FIGURES if f.stem not in image_only):
         caption = " ".join(drawn[entry.stem]["caption"].split())
         assert caption.startswith(f"{entry.title}. {entry.caption}"), entry.stem
         assert caption.endswith(f"({entry.stem}.png)")

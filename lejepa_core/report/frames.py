@@ -1,7 +1,7 @@
 """Pictures of runs on image observations: the frames with decoded predictions drawn on them,
 and the latent PCA coloured by position.
 
-Drawn for float observations ``[C, H, W]`` or ``[H, W]`` whose env publishes ``positions`` and
+Drawn for float observations ``[C, H, W]`` or ``[H, W]`` (no named feature axis) whose env publishes ``positions`` and
 ``box`` (``EnvInfo``) and whose file holds the true state: a frame is drawn filling the box,
 row 0 at the top (matplotlib's ``imshow`` with ``extent = (0, w, 0, h)``), so a position
 ``(x, y)`` of the state lands where the env rendered it. Channels get one colour each (tab10,
@@ -27,8 +27,11 @@ FRAME_HORIZONS = (1, 2, 5, 10)
 
 
 def _is_image_run(views: ModelViews) -> bool:
+    """Float observations of 2 or 3 axes whose last axis is not named features (a state
+    ``[N, F]`` names its features: ``spec.feature_names``)."""
     spec = views.loaded.spec
-    return views.loaded.cell_values() is None and len(spec.obs_shape) in (2, 3)
+    images = len(spec.obs_shape) in (2, 3) and not spec.feature_names
+    return views.loaded.cell_values() is None and images
 
 
 def frame_rgb(frame: torch.Tensor, low: float, high: float) -> np.ndarray:
