@@ -28,7 +28,7 @@ STATE_FEATURE_NAMES = ("x", "y", "vx", "vy")
 STATE_FEATURE_GROUPS = {"positions": ("x", "y"), "velocities": ("vx", "vy")}
 STATE_POSITIONS = ("x", "y")
 STATE_DERIVATIVES = {"x": "vx", "y": "vy"}
-OBS_MODES = ("state", "pixels")
+OBS_MODES = ("state", "pixels", "ball_channels")
 # Push directions of the actions 1 + 4 * ball + direction: +x, -x, +y, -y.
 PUSH_DIRECTIONS = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
 
@@ -71,8 +71,8 @@ class BallsConfig:
     (``vy`` decreases by ``gravity * dt`` per step). damping: rate ``γ >= 0``, velocities are
     multiplied by ``exp(-γ dt)`` per step. speed_range: ``(low, high)`` of the initial speeds
     (uniform), directions uniform. push_speed: velocity change of a push action.
-    max_events_per_step: cap on collision events per env and step. obs_mode: ``"state"`` or
-    ``"pixels"``. image_size: pixels observation ``(H, W)`` or one int. render_size: side of
+    max_events_per_step: cap on collision events per env and step. obs_mode: ``"state"``,
+    ``"pixels"`` or ``"ball_channels"``. image_size: pixels observation ``(H, W)`` or one int. render_size: side of
     the ``rgb_array`` frame. max_steps: truncate after this many steps (None: never).
     """
 

@@ -1,4 +1,5 @@
-"""Rasterisation of BouncingBalls states: grayscale observations and RGB frames for humans.
+"""Rasterisation of BouncingBalls states: grayscale observations, one channel per ball, and RGB
+frames for humans.
 
 Image convention: row 0 is the top of the box (``y = h``), column 0 its left (``x = 0``);
 pixel ``(r, c)`` samples the point at its centre. Discs are anti-aliased: a pixel's value is
@@ -60,14 +61,35 @@ def render_gray(
     out = np.empty((pos.shape[0], *shape), dtype=np.float32)
     for start in range(0, pos.shape[0], RENDER_CHUNK):
         chunk = slice(start, start + RENDER_CHUNK)
-        out[chunk] = _render_gray_windows(pos[chunk], radius, box, shape)
+        out[chunk] = _render_windows(pos[chunk], radius, box, shape, per_ball=False)
     return out
 
 
-def _render_gray_windows(
+def render_ball_channels(
     pos: np.ndarray, radius: np.ndarray, box: tuple[float, float], shape: tuple[int, int]
 ) -> np.ndarray:
-    """pos [E, N, 2] -> float64 [E, H, W]: coverage in a window per ball, maximum over balls."""
+    """pos [E, N, 2] -> float32 [E, N, H, W] in [0, 1]: channel n holds ball n alone.
+
+    Same values as ``disc_coverage(...)`` (anti-aliased), computed in a window per ball like
+    ``render_gray``: which ball is which is readable from one frame, overlaps included.
+    """
+    out = np.empty((pos.shape[0], pos.shape[1], *shape), dtype=np.float32)
+    for start in range(0, pos.shape[0], RENDER_CHUNK):
+        chunk = slice(start, start + RENDER_CHUNK)
+        out[chunk] = _render_windows(pos[chunk], radius, box, shape, per_ball=True)
+    return out
+
+
+def _render_windows(
+    pos: np.ndarray,
+    radius: np.ndarray,
+    box: tuple[float, float],
+    shape: tuple[int, int],
+    *,
+    per_ball: bool,
+) -> np.ndarray:
+    """pos [E, N, 2] -> float64 coverage in a window per ball: [E, H, W] (maximum over balls)
+    or, with ``per_ball``, [E, N, H, W] (one channel per ball)."""
     height, width = shape
     num_envs, num_balls = pos.shape[:2]
     pixel_w, pixel_h = box[0] / width, box[1] / height
@@ -92,8 +114,15 @@ def _render_gray_windows(
     np.clip(rows, -1, height, out=rows)
     np.clip(cols, -1, width, out=cols)
     flat = (rows[..., :, None] + 1) * padded_w + (cols[..., None, :] + 1)  # [E, N, KH, KW]
-    flat += (np.arange(num_envs) * (padded_h * padded_w))[:, None, None, None]
-    image = np.zeros(num_envs * padded_h * padded_w)
+    planes = num_envs * num_balls if per_ball else num_envs  # images drawn into
+    plane = np.arange(num_envs)[:, None] * (num_balls if per_ball else 1)  # [E, 1]
+    if per_ball:
+        plane = plane + np.arange(num_balls)  # [E, N]
+    flat += (plane * (padded_h * padded_w))[..., None, None]
+    image = np.zeros(planes * padded_h * padded_w)
+    if per_ball:  # every window has a plane of its own; clipped pixels only touch the border
+        image[flat.ravel()] = coverage.ravel()
+        return image.reshape(num_envs, num_balls, padded_h, padded_w)[..., 1:-1, 1:-1]
     for ball in range(num_balls):  # one ball's windows never share a pixel across envs
         where = flat[:, ball].ravel()
         image[where] = np.maximum(image[where], coverage[:, ball].ravel())

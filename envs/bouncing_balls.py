@@ -3,6 +3,9 @@
 Observation, ``obs_mode="state"``: float32 ``[N, 4]`` of (x, y, vx, vy) per ball.
 Observation, ``obs_mode="pixels"``: float32 ``[H, W]`` in [0, 1] (white balls on black,
 anti-aliased, row 0 at the top); ``info["state"]`` carries the float32 ``[N, 4]`` true state.
+Observation, ``obs_mode="ball_channels"``: float32 ``[N, H, W]``, channel n drawing ball n alone
+(the same anti-aliased discs, so which ball is which is readable from one frame); ``info["state"]``
+as in pixels mode.
 Action: ``Discrete(1 + 4 N)``; 0 is the no-op, ``1 + 4 * ball + d`` adds ``push_speed`` to
 that ball's velocity in direction d of (+x, -x, +y, -y). Reward is always 0; the episode never
 terminates and is truncated after ``max_steps`` steps when that is set.
@@ -25,15 +28,31 @@ from lejepa_envs.ball_physics import (
     BallsConfig,
     state_array,
 )
-from lejepa_envs.ball_render import render_gray, render_rgb
+from lejepa_envs.ball_render import render_ball_channels, render_gray, render_rgb
 
 RENDER_MODES = ("rgb_array",)
+IMAGE_MODES = ("pixels", "ball_channels")  # obs modes whose observations are images
+
+
+def observation_shape(config: BallsConfig) -> tuple[int, ...]:
+    """One observation's shape: ``[N, 4]``, ``[H, W]`` (pixels) or ``[N, H, W]`` (ball_channels)."""
+    if config.obs_mode == "pixels":
+        return config.image_shape
+    if config.obs_mode == "ball_channels":
+        return (config.num_balls, *config.image_shape)
+    return (config.num_balls, 4)
+
+
+def render_observation(config: BallsConfig, radius: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """pos [E, N, 2] -> the image observations of ``config.obs_mode``: [E, *observation_shape]."""
+    render = render_ball_channels if config.obs_mode == "ball_channels" else render_gray
+    return render(pos, radius, config.box, config.image_shape)
 
 
 def observation_space(config: BallsConfig) -> gym.spaces.Box:
     """The single-env observation space of ``config.obs_mode``."""
-    if config.obs_mode == "pixels":
-        return gym.spaces.Box(0.0, 1.0, shape=config.image_shape, dtype=np.float32)
+    if config.obs_mode in IMAGE_MODES:
+        return gym.spaces.Box(0.0, 1.0, shape=observation_shape(config), dtype=np.float32)
     w, h = config.box
     low = np.tile(np.array([0.0, 0.0, -np.inf, -np.inf], np.float32), (config.num_balls, 1))
     high = np.tile(np.array([w, h, np.inf, np.inf], np.float32), (config.num_balls, 1))
@@ -45,7 +64,7 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
     (empty in pixels mode); ``state_*`` always describe the ``[N, 4]`` state. ``dt``,
     ``derivatives`` (x -> vx, y -> vy), ``positions`` and ``box`` are what evaluation reads
     (the constant-velocity baseline, pictures): docs/envs.md#metadata-lejepa-reads."""
-    pixels = config.obs_mode == "pixels"
+    pixels = config.obs_mode in IMAGE_MODES
     return {
         **base,
         "obs_mode": config.obs_mode,
@@ -59,7 +78,7 @@ def env_metadata(config: BallsConfig, base: dict[str, Any]) -> dict[str, Any]:
         "positions": STATE_POSITIONS,
         "box": tuple(float(side) for side in config.box),
         # what a dataset file's /observations and /states attributes say (docs/data.md)
-        "observation_axes": ("row (top to bottom)", "column") if pixels else ("ball", "feature"),
+        "observation_axes": _observation_axes(config.obs_mode),
         "state_axes": ("ball", "feature"),
         "feature_units": {"x": "length", "y": "length", "vx": "length/time", "vy": "length/time"},
         "noop_action": 0,  # the generator's default policy for envs that publish one
@@ -82,6 +101,11 @@ def control_task(config: BallsConfig) -> dict[str, Any]:
         "horizon": 30,
         "reset_state_option": "state",
     }
+
+
+def _observation_axes(obs_mode: str) -> tuple[str, ...]:
+    image = ("row (top to bottom)", "column")
+    return {"pixels": image, "ball_channels": ("ball", *image)}.get(obs_mode, ("ball", "feature"))
 
 
 def check_render_mode(render_mode: str | None) -> None:
@@ -132,13 +156,12 @@ class BouncingBallsEnv(gym.Env):
         return state_array(self._state)[0]
 
     def _observation(self) -> np.ndarray:
-        if self.config.obs_mode == "pixels":
-            shape = self.config.image_shape
-            return render_gray(self._state[:2].T, self.physics.radius, self.config.box, shape)[0]
+        if self.config.obs_mode in IMAGE_MODES:
+            return render_observation(self.config, self.physics.radius, self._state[:2].T)[0]
         return self.state
 
     def _info(self) -> dict[str, Any]:
-        return {"state": self.state} if self.config.obs_mode == "pixels" else {}
+        return {"state": self.state} if self.config.obs_mode in IMAGE_MODES else {}
 
     def render(self):
         """``rgb_array``: uint8 [render_size, render_size, 3], one colour per ball."""

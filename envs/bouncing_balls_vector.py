@@ -6,7 +6,8 @@ Trajectories equal those of E single ``BouncingBallsEnv``s under
 its own ``np.random.Generator``. Autoreset: ``AutoresetMode.NEXT_STEP`` (gymnasium's default):
 the step after a truncation resets that copy and returns its first observation, reward 0.
 
-Observations: float32 ``[E, N, 4]`` (state) or ``[E, H, W]`` (pixels, with
+Observations: float32 ``[E, N, 4]`` (state), ``[E, H, W]`` (pixels) or ``[E, N, H, W]``
+(ball_channels), the image modes with
 ``info["state"]: [E, N, 4]`` and the mask ``info["_state"]: [E]``). Actions: int ``[E]``.
 """
 
@@ -21,12 +22,14 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from lejepa_envs.ball_physics import BallPhysics, BallsConfig, state_array
-from lejepa_envs.ball_render import render_gray, render_rgb
+from lejepa_envs.ball_render import render_rgb
 from lejepa_envs.bouncing_balls import (
+    IMAGE_MODES,
     RENDER_MODES,
     check_render_mode,
     env_metadata,
     observation_space,
+    render_observation,
 )
 
 
@@ -139,14 +142,12 @@ class BouncingBallsVectorEnv(VectorEnv):
         return state_array(self._state)
 
     def _observation(self) -> np.ndarray:
-        if self.config.obs_mode == "pixels":
-            return render_gray(
-                self._state[:2].T, self.physics.radius, self.config.box, self.config.image_shape
-            )
+        if self.config.obs_mode in IMAGE_MODES:
+            return render_observation(self.config, self.physics.radius, self._state[:2].T)
         return self.state
 
     def _info(self, mask: np.ndarray) -> dict[str, Any]:
-        if self.config.obs_mode != "pixels":
+        if self.config.obs_mode not in IMAGE_MODES:
             return {}
         return {"state": self.state, "_state": mask.copy()}
 

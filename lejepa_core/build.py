@@ -204,7 +204,7 @@ def training_memory(recipe: Recipe, spec: ModelSpec) -> tuple[int, int]:
             continue
         counts[kind] = counts.get(kind, 0) + count_parameters(module)
     parameters = sum(counts.values())
-    ema = counts.get("encoder", 0) if recipe.target.mode == "ema" else 0
+    ema = counts.get("encoder", 0) if recipe.target.mode in ("ema", "frozen") else 0
     window = (spec.context_frames + 1) * (math.prod(spec.obs_shape) + spec.latent_dim)
     samples = recipe.train.batch_size + recipe.train.val_windows  # a batch + the val windows
     return parameters, 4 * (4 * parameters + ema) + 4 * window * samples

@@ -70,10 +70,11 @@ class ModelConfig:
 
 @attrs.frozen(kw_only=True)
 class TargetConfig:
-    mode: Literal["ema", "shared"] = param(
+    mode: Literal["ema", "shared", "frozen"] = param(
         "ema",
         "'ema': a slowly updated copy of the context encoder; 'shared': the context "
-        "encoder itself, gradients flowing (LeJEPA style, SIGReg prevents collapse)",
+        "encoder itself, gradients flowing (LeJEPA style, SIGReg prevents collapse); "
+        "'frozen': the context encoder's initial copy, never updated (embedding data)",
     )
     momentum: float = param(0.995, "EMA momentum at the start of training", in_range(0.0, 1.0))
     momentum_final: float | None = param(

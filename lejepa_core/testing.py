@@ -66,6 +66,8 @@ STANDARD_SPECS: dict[str, ModelSpec] = {
         env=EnvInfo(cell_values=11, pad_value=10),
     ),
     "image": ModelSpec(obs_shape=(16, 16), latent_dim=D, context_frames=W, horizons=(1, 2)),
+    # embedding vectors computed elsewhere (the identity encoder's input, docs/embeddings.md)
+    "embedding": ModelSpec(obs_shape=(D,), latent_dim=D, context_frames=W, horizons=(1, 2)),
 }
 
 

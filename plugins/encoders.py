@@ -11,6 +11,9 @@ Every encoder maps ``obs: [B, *spec.obs_shape] -> z: [B, D]`` and is registered 
 ``transformer`` tokens = objects (rows of ``[B, N, F]``) or patches of ``[B, H, W]``.
 ``grid_cnn``   one-hot ARC colours -> convolutions -> global pooling -> Linear.
 ``object``     connected components of ARC grids as tokens -> transformer (object_encoder.py).
+``conv``       residual CNN for float images [C, H, W] / [H, W] (image_encoders.py).
+``vit``        vision transformer for float images (image_encoders.py).
+``identity``   embeddings computed elsewhere [D] -> [D] unchanged (image_encoders.py).
 =============  ======================================================================
 
 Observations may be float (physics ``(N, 4)``, pixels ``(H, W)``) or int8 ARC grids
@@ -28,6 +31,7 @@ from torch import nn
 
 from lejepa_core import Encoder, hookimpl
 from lejepa_core.params import non_negative, one_of, param, positive
+from lejepa_plugins.image_encoders import ConvEncoder, IdentityEncoder, ViTEncoder
 from lejepa_plugins.layers import (
     ACTIVATIONS,
     MLP,
@@ -344,3 +348,6 @@ def register_encoders(register):
     register("transformer", TransformerTokenEncoder)
     register("grid_cnn", GridCNNEncoder)
     register("object", ObjectEncoder)
+    register("conv", ConvEncoder)
+    register("vit", ViTEncoder)
+    register("identity", IdentityEncoder)

@@ -41,6 +41,7 @@ COMPILES = {
     "arc_objects": (5, 5),
     "arc_tasks": (6, 0),
     "control_physics": (6, 0),
+    "pixels_physics": (6, 0),
 }
 
 

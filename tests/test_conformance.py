@@ -43,7 +43,7 @@ class GoodEncoder(Encoder):
 
 
 def test_a_correct_encoder_passes():
-    assert check_component("encoder", GoodEncoder) == ["state", "grid", "image"]
+    assert check_component("encoder", GoodEncoder) == ["state", "grid", "image", "embedding"]
 
 
 class WrongShapeEncoder(GoodEncoder):

@@ -63,7 +63,16 @@ def random_obs(spec: ModelSpec, batch: int, generator: torch.Generator) -> torch
 
 def test_registered_names_and_params():
     found = registered()
-    assert set(found) == {"mlp", "set", "transformer", "grid_cnn", "object"}
+    assert set(found) == {
+        "mlp",
+        "set",
+        "transformer",
+        "grid_cnn",
+        "object",
+        "conv",
+        "vit",
+        "identity",
+    }
     for name, cls in found.items():
         assert issubclass(cls, Encoder)
         assert cls.__doc__.splitlines()[0].strip(), name

@@ -31,6 +31,7 @@ MAX_SYNCS_PER_STEP = {
     "control_physics": 0,
     "arc_tasks": 0,
     "arc_objects": 2,
+    "pixels_physics": 0,
 }
 TINY = (
     "data.episodes=8",

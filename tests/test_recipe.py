@@ -64,7 +64,10 @@ def test_round_trip_through_toml_is_identity(registry):
         ({"encoder.hidden_dim": "-3"}, "encoder.hidden_dim: expected a positive value, got -3"),
         ({"encoder.dropout": "1.5"}, "encoder.dropout: expected a value in [0.0, 1.0], got 1.5"),
         ({"train.compile": '"false"'}, 'train.compile: expected true or false, got "false"'),
-        ({"target.mode": '"emma"'}, 'target.mode: expected one of "ema", "shared", got "emma"'),
+        (
+            {"target.mode": '"emma"'},
+            'target.mode: expected one of "ema", "shared", "frozen", got "emma"',
+        ),
         ({"data.horizons": "[]"}, "data.horizons: expected a non-empty array, got ()"),
         ({"data.horizons": "[1, 0]"}, "data.horizons: expected a positive value, got 0"),
         ({"losses.0.weight": '"heavy"'}, 'losses[0].weight: expected a number, got "heavy"'),

@@ -27,6 +27,7 @@ from lejepa_core.eval.load import PROBE_SEED, LoadedRun, load_run
 from lejepa_core.eval.rollout import latent_figures, rollout_horizon
 from lejepa_core.eval.samples import Samples, collect
 from lejepa_core.eval.state import evaluate_state
+from lejepa_core.eval.two_frames import evaluate_two_frames
 
 EVAL_JSON = "eval.json"
 
@@ -80,6 +81,7 @@ def evaluate_run(
         "env_id": run.data.env_id,
         "probe": {
             "kind": "ridge",
+            "input": "target encoder on one frame (the target frame t+k) [D] -> its state",
             "alpha": alpha,
             "batches": batches,
             "seed": seed,
@@ -91,6 +93,9 @@ def evaluate_run(
         result.update(evaluate_grid(run, probe, val, per_k, batches=batches, seed=seed))
     else:
         result.update(evaluate_state(run.spec.env, probe, val, per_k))
+        two = evaluate_two_frames(run, alpha=alpha, batches=batches, seed=seed, val_seed=seed + 1)
+        if two is not None:  # velocities need two frames: eval/two_frames.py
+            result["two_frame_probe"] = two
     result["latent"] = latent_figures(per_k, run.recipe.data.horizons)
     path = Path(run_dir) / EVAL_JSON
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -168,6 +173,12 @@ def print_eval(result: dict[str, Any], console: Any = None) -> None:
             "probe R^2 on validation episodes (target latents -> state): "
             + ", ".join(f"{group} {_number(value)}" for group, value in r2.items())
         )
+        two = result.get("two_frame_probe")
+        if two:
+            console.print(
+                "two-frame probe R^2 (latents of frames t-1, t -> state at t): "
+                + ", ".join(f"{group} {_number(value)}" for group, value in two["r2"].items())
+            )
         console.print(
             "feature groups: "
             + "; ".join(f"{group} ({', '.join(names)})" for group, names in groups.items())

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from lejepa_core.report import codebook, curves, gradients, per_k, plan, views
+from lejepa_core.report import codebook, curves, frames, gradients, per_k, plan, views
 from lejepa_core.report.canvas import NotDrawn, figure_png
 
 CURVES, PER_K, MODEL = "curves", "per_k", "model"
@@ -183,6 +183,29 @@ FIGURES = (
             "decodes from the predicted latents for k = 1..K (crosses), starting at the last "
             "context frame (square). The probe (the one lejepa eval fits) is fitted on target "
             "latents of training episodes."
+        ),
+    ),
+    ReportFigure(
+        stem="frames",
+        title="Frames and decoded predictions",
+        section=MODEL,
+        draw=frames.frames_figure,
+        caption=(
+            "Image observations of validation episodes: the context frames, then the true frame k "
+            "steps after the last one for several k, with the true positions (white circles) and "
+            "the positions the ridge probe of lejepa eval decodes from the model's predicted latent "
+            "(crosses, one colour per object; with one channel per object, the channel's colour)."
+        ),
+    ),
+    ReportFigure(
+        stem="latent_positions",
+        title="Latent space by position",
+        section=MODEL,
+        draw=frames.latent_position_figure,
+        caption=(
+            "Target latents of the frames of the drawn validation episodes on their first two "
+            "principal components, coloured by the position of an object (one panel per "
+            "coordinate): smooth colour gradients mean the latents lay positions out smoothly."
         ),
     ),
     ReportFigure(

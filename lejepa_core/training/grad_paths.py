@@ -33,7 +33,7 @@ from lejepa_core.interfaces import ModelSpec
 from lejepa_core.recipe import Recipe
 from lejepa_core.testing import observations
 from lejepa_core.training.step import JEPAModel, StepLoss
-from lejepa_core.training.target import make_ema_copy
+from lejepa_core.training.target import has_target_copy, make_ema_copy
 
 GRAD_SHARE_PREFIX = "grad_share/"
 """``grad_share/<label>`` in the ``train`` records of metrics.jsonl (log steps only)."""
@@ -78,7 +78,9 @@ def _check(recipe: Recipe, spec: ModelSpec, device: torch.device, batch: int) ->
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(recipe.train.seed)
         model = build_model(recipe, spec).to(device).train()
-        target = make_ema_copy(model.context_encoder) if recipe.target.mode == "ema" else None
+        target = (
+            make_ema_copy(model.context_encoder) if has_target_copy(recipe.target.mode) else None
+        )
         g = torch.Generator().manual_seed(0)
         window = spec.context_frames
         context = observations(spec, g, batch * window).reshape(batch, window, *spec.obs_shape)
@@ -126,7 +128,7 @@ def _why(config: Any, loss: nn.Module, outputs: Any, recipe: Recipe) -> str:
     """`` (reason)`` when the loss reads the target latents that an EMA target encoder
     computes without gradients (found by running it again on target latents that require
     them), else ``""``."""
-    if recipe.target.mode != "ema":
+    if not has_target_copy(recipe.target.mode):
         return ""
     probe = outputs.target.detach().requires_grad_(True)
     value = loss(attrs.evolve(outputs, target=probe)).value
@@ -161,6 +163,8 @@ def gradient_shares(step_loss: StepLoss, model: JEPAModel) -> dict[str, torch.Te
     Call before ``step_loss.total.backward()``: each ``torch.autograd.grad`` keeps the graph.
     """
     params = _trainable(model.context_encoder)
+    if not params:  # an encoder without parameters (identity): nothing to share out
+        return {}
     weights = dict(zip(model.labels, model.weights, strict=True))
     norms: dict[str, torch.Tensor] = {}
     zero = step_loss.total.new_zeros(())

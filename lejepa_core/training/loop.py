@@ -275,7 +275,7 @@ def train_step(
     masked_step(run.optimizer, bad)  # a skipped step never reaches the weights
     if scaler is not None:
         scaler.update()  # backs off after an overflow, grows after growth_interval good steps
-    if run.target_encoder is not None:
+    if run.target_encoder is not None and run.recipe.target.mode == "ema":  # not "frozen"
         ema_update(run.target_encoder, run.model.context_encoder, momentum, apply=ok)
     run.counters.update(
         bad, clipped, step=step, limit=t.max_nonfinite_steps, loss=total, grad_norm=grad_norm

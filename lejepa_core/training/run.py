@@ -42,7 +42,7 @@ from lejepa_core.training.recipe_diff import _saved_recipe, recipe_changes
 from lejepa_core.training.run_dir import RunDirectory
 from lejepa_core.training.runtime import derive_seed, grad_scaler, resolve_device
 from lejepa_core.training.step import JEPAModel
-from lejepa_core.training.target import make_ema_copy
+from lejepa_core.training.target import has_target_copy, make_ema_copy
 
 
 def rank_device(name: str) -> torch.device:
@@ -288,7 +288,7 @@ def build_run(
     if run_dir is not None and dist_info.is_main:
         model_input.write(run_dir)
     target_encoder = None
-    if recipe.target.mode == "ema":
+    if has_target_copy(recipe.target.mode):
         target_encoder = make_ema_copy(model.context_encoder).eval()
     total_steps = t.epochs * t.steps_per_epoch
     optimizer = build_optimizer(

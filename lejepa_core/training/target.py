@@ -1,5 +1,8 @@
-"""The target encoder: an exponential moving average (EMA) of the context encoder, or the
-context encoder itself ("shared" mode, LeJEPA style: gradients flow through both views).
+"""The target encoder: an exponential moving average (EMA) of the context encoder, the
+context encoder itself ("shared" mode, LeJEPA style: gradients flow through both views), or
+a frozen copy of the context encoder at initialisation ("frozen": never updated; with the
+``identity`` encoder the targets are the observations themselves, e.g. embeddings computed
+elsewhere, docs/embeddings.md).
 
 EMA update, per parameter: ``target <- momentum * target + (1 - momentum) * online``;
 buffers (e.g. batch-norm statistics) are copied. The momentum is constant, or follows a
@@ -13,6 +16,14 @@ import math
 
 import torch
 from torch import nn
+
+TARGET_COPY_MODES = ("ema", "frozen")
+"""``target.mode`` values with a target encoder of its own (a copy of the context encoder)."""
+
+
+def has_target_copy(mode: str) -> bool:
+    """True when ``target.mode`` keeps a separate target encoder (``ema``, ``frozen``)."""
+    return mode in TARGET_COPY_MODES
 
 
 def ema_momentum(step: int, *, base: float, final: float | None, total_steps: int) -> float:
