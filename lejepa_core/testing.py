@@ -28,10 +28,9 @@ from typing import Any
 
 import attrs
 import torch
-from torch.overrides import TorchFunctionMode
 
 from lejepa_core.envinfo import EnvInfo
-from lejepa_core.host_reads import ScalarReadCounter  # noqa: F401 (part of the kit)
+from lejepa_core.host_reads import HostSyncCounter, ScalarReadCounter  # noqa: F401 (the kit)
 from lejepa_core.interfaces import (
     INTERFACES,
     LossOutput,
@@ -73,47 +72,6 @@ STANDARD_SPECS: dict[str, ModelSpec] = {
 
 class ConformanceError(AssertionError):
     """A component broke its interface's contract; the message names it and what broke."""
-
-
-class HostSyncCounter(TorchFunctionMode):
-    """Counts calls that copy a tensor's value to the host (each one a GPU stall).
-
-    with HostSyncCounter() as syncs: ...; syncs.count, syncs.calls (names, in order).
-    """
-
-    NAMES = frozenset(
-        {
-            "item",
-            "tolist",
-            "__bool__",
-            "__int__",
-            "__float__",
-            "__index__",
-            "nonzero",
-            "unique",
-            "unique_consecutive",
-            "equal",
-            "numpy",
-            "bincount",
-            "masked_select",
-            "repeat_interleave",
-            "argwhere",
-        }
-    )
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in self.NAMES:
-            self.calls.append(name)
-        return func(*args, **(kwargs or {}))
-
-    @property
-    def count(self) -> int:
-        return len(self.calls)
 
 
 @attrs.frozen
