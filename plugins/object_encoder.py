@@ -10,10 +10,10 @@ never objects). Cell values ``V`` and the pad value come from the env's metadata
 "colour" is any value but the pad. The pipeline, all batched torch operations (no per-grid
 Python loop):
 
-1. ``connected_components``: iterative min-label propagation between same-colour
-   4-neighbours, with pointer jumping, until nothing changes (checked every
-   ``ROUNDS_PER_CHECK`` rounds: the only host sync of the encoder). Each object's label is the
-   raster index of its first cell.
+1. ``connected_components`` (``connected_components.py``): star hooking and pointer jumping
+   over the grid's same-colour 4-neighbour links, a fixed schedule of rounds that provably
+   suffices (no convergence check: no host sync). Each object's label is the raster index of
+   its first cell.
 2. ``extract_objects``: every cell index is a potential object slot of its grid ``[B, n]``;
    scatter reductions give size (> 0 exactly at the labels in use), bounding box and centroid;
    a sort of the slots keeps the ``M`` largest objects; a ``S x S`` nearest-neighbour resample
@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from lejepa_core import Encoder
 from lejepa_core.params import non_negative, one_of, param, positive
+from lejepa_plugins.connected_components import connected_components
 from lejepa_plugins.layers import (
     TransformerEncoder,
     TransformerParams,
@@ -47,62 +48,6 @@ from lejepa_plugins.layers import (
     is_integer_dtype,
     masked_mean,
 )
-
-# ------------------------------------------------------------------------ connected components
-
-# rounds of propagation between convergence checks: ARC's procedural grids settle in 2, random
-# 30 x 30 grids of 3 colours in ~15, a 30 x 30 spiral in ~60
-ROUNDS_PER_CHECK = 4
-
-
-def connected_components(grid: torch.Tensor, ignore: tuple[int, ...]) -> torch.Tensor:
-    """Label 4-connected components of equal values. ``grid: [B, H, W]`` int -> ``[B, H, W]`` int64.
-
-    A component's label is the smallest raster index ``h * W + w`` among its cells (so labels
-    are unique within one grid, not across the batch); cells whose value is in ``ignore`` get
-    -1. Equivalent to ``scipy.ndimage.label(grid == c)`` for every value ``c``, up to renaming.
-    """
-    batch, height, width = grid.shape
-    n = height * width
-    values = grid.long()
-    ignored = torch.tensor(ignore, dtype=torch.long, device=grid.device)
-    foreground = ~torch.isin(values, ignored)  # [B, H, W]
-    # links between a cell and its lower / right neighbour: same value, both foreground
-    down = values[:, :-1] == values[:, 1:]
-    link_down = down & foreground[:, :-1] & foreground[:, 1:]  # [B, H-1, W]
-    right = values[:, :, :-1] == values[:, :, 1:]
-    link_right = right & foreground[:, :, :-1] & foreground[:, :, 1:]  # [B, H, W-1]
-
-    index = torch.arange(n, device=grid.device).view(1, height, width).expand(batch, height, width)
-    labels = torch.where(foreground, index, n)  # [B, H, W]; n = "no label", larger than any index
-    flat_foreground = foreground.reshape(batch, n)
-
-    def propagate(labels: torch.Tensor) -> torch.Tensor:
-        new = labels.clone()
-        # take the smaller label of a linked neighbour, in all four directions
-        new[:, :-1] = torch.where(link_down, torch.minimum(new[:, :-1], labels[:, 1:]), new[:, :-1])
-        new[:, 1:] = torch.where(link_down, torch.minimum(new[:, 1:], labels[:, :-1]), new[:, 1:])
-        new[:, :, :-1] = torch.where(
-            link_right, torch.minimum(new[:, :, :-1], labels[:, :, 1:]), new[:, :, :-1]
-        )
-        new[:, :, 1:] = torch.where(
-            link_right, torch.minimum(new[:, :, 1:], labels[:, :, :-1]), new[:, :, 1:]
-        )
-        # pointer jumping: a label is a cell of the same component; adopt that cell's label
-        flat = new.reshape(batch, n)
-        jumped = flat.gather(1, flat.clamp(max=n - 1))  # [B, n]
-        flat = torch.where(flat_foreground, torch.minimum(flat, jumped), n)
-        return flat.view(batch, height, width)
-
-    # a round that changes nothing has reached the fixed point; the last round of a block is
-    # compared with the one before: one comparison (a host sync) per block, not per round
-    while True:
-        for _ in range(ROUNDS_PER_CHECK):
-            labels, previous = propagate(labels), labels
-        if torch.equal(labels, previous):
-            break
-    return torch.where(foreground, labels, -1)
-
 
 # ----------------------------------------------------------------------------- object tokens
 
