@@ -66,8 +66,11 @@ class UsageWindow(nn.Module):
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     def push(self, counts: torch.Tensor) -> None:
-        """counts: [K] code histogram of one batch (already summed over ranks)."""
-        self.counts[self.batches_seen % self.window] = counts.to(self.counts)
+        """counts: [K] code histogram of one batch (already summed over ranks). The slot is a
+        ``[1]`` index tensor (``index_copy_``): indexing with the 0-d ``batches_seen`` would read
+        it on the host (a device sync per step)."""
+        slot = (self.batches_seen % self.window).view(1)  # [1]
+        self.counts.index_copy_(0, slot, counts.to(self.counts).view(1, -1))
         self.batches_seen += 1
 
     def total(self) -> torch.Tensor:
