@@ -167,8 +167,10 @@ def main(argv=None) -> None:
     }
     print(machine_line("torch", "numpy"))
     print(f"B = {args.batch}, 30 x 30, schedule {schedule(30, 30)}, best of {args.repeats}")
-    print("| grids | labelling: before ms | fixed ms | x before | encoder: before ms | fixed ms "
-          "| x before |")
+    print(
+        "| grids | labelling: before ms | fixed ms | x before | encoder: before ms | fixed ms "
+        "| x before |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, grid in batches.items():
         for ignore in ((PAD, 0),):

@@ -31,7 +31,7 @@ Python loop):
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import attrs
 import torch
@@ -58,11 +58,11 @@ def object_feature_dim(shape_size: int, cell_values: int) -> int:
     return (cell_values - 1) + 2 + 4 + 2 + 2 + shape_size * shape_size
 
 
-@attrs.frozen
-class ObjectTokens:
+class ObjectTokens(NamedTuple):
     """features: [B, M, F] (zeros at padding); padding_mask: [B, M] bool, True where no object;
     num_objects: [B] objects found per grid before the cap at M; labels: [B, H, W] from
-    ``connected_components``."""
+    ``connected_components``. A NamedTuple: dynamo traces it (a frozen attrs class breaks the
+    graph)."""
 
     features: torch.Tensor
     padding_mask: torch.Tensor
@@ -281,11 +281,10 @@ class ObjectEncoder(Encoder):
         else:
             self.head = nn.Linear(params.dim, spec.latent_dim)
 
-    @torch.compiler.disable  # data-dependent (the convergence loop): stays out of the graph
     def tokenize(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Grids ``[B, H, W]`` -> object features ``[B, M, F]``, padding mask ``[B, M]`` and grid
-        features ``[B, V + 3]``, without gradient (tokenisation is discrete). Plain tensors: a
-        compiled ``forward`` traces only the transformer around them."""
+        features ``[B, V + 3]``, without gradient (tokenisation is discrete). Fixed shapes and a
+        fixed schedule (no data-dependent step): a compiled ``forward`` traces it whole."""
         p = self.params
         with torch.no_grad():
             objects = extract_objects(

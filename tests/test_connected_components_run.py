@@ -106,3 +106,16 @@ def test_an_object_encoder_step_makes_no_host_sync(tmp_path: Path):
     )
     settle(run)
     assert run.state.step == 5 and run.state.nonfinite_total == 0
+
+
+@pytest.mark.slow
+def test_the_labelling_compiles_as_one_graph():
+    """No graph break (``fullgraph``): the object encoder's tokenisation is traced whole under
+    ``--compile``; the compiled labels equal the eager ones."""
+    from lejepa_plugins.connected_components import connected_components
+    from tests.test_connected_components import adversarial_30
+
+    torch._dynamo.reset()
+    grid = torch.from_numpy(adversarial_30()).to(torch.int8)
+    compiled = torch.compile(connected_components, backend="aot_eager", fullgraph=True)
+    assert torch.equal(compiled(grid, (10, 0)), connected_components(grid, (10, 0)))
