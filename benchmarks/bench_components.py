@@ -1,7 +1,7 @@
 """Connected components of ARC grids: the fixed schedule (no host sync) against the previous
 propagate-until-stable labelling (one host sync per check), and the object encoder around them.
 
-    python benchmarks/bench_components.py [--batch 64] [--repeats 7] [--threads 1]
+    python benchmarks/bench_components.py [--batch 64] [--repeats 7] [--threads 1] [--no-step]
 
 Batches of ``--batch`` grids [B, 30, 30] (pad 10): ``procedural`` (ArcGrid procedural episodes,
 what the arc recipes train on), ``arc`` (real ARC-AGI-2 training grids through ArcGrid's
@@ -9,13 +9,17 @@ what the arc recipes train on), ``arc`` (real ARC-AGI-2 training grids through A
 components) and ``spiral`` (a 1-wide spiral path, the worst case for propagation). Both labellings
 are checked equal on every batch. Each figure is the best of ``--repeats`` timed runs by process
 CPU time (the machine may be shared); ratios are taken within one run. "encoder" rows time the
-``object`` encoder's forward (the arc recipes' parameters) with either labelling.
+``object`` encoder's forward (the arc recipes' parameters) with either labelling; the "training
+step" row times ``train_step`` of ``recipes/arc_objects.toml`` (batch ``--batch``, tiny data in a
+temporary directory; context and EMA target: two encoder calls, ``3 B`` grids per step).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,11 +155,61 @@ def encoder(labelling) -> torch.nn.Module:
     return object_encoder.ObjectEncoder(params, spec)
 
 
+def training_step_times(batch: int, repeats: int, steps: int = 5) -> list[float]:
+    """CPU seconds per ``train_step`` of recipes/arc_objects.toml with the previous and the fixed
+    labelling (best of ``repeats`` blocks of ``steps`` steps each, the two interleaved)."""
+    from lejepa_core.data.prepare import open_data
+    from lejepa_core.recipe import load_recipe
+    from lejepa_core.training import distributed
+    from lejepa_core.training.loop import train_step
+    from lejepa_core.training.run import build_run, build_samplers
+    from lejepa_core.training.runtime import StopFlag
+
+    recipe_file = Path(__file__).resolve().parent.parent / "recipes" / "arc_objects.toml"
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [
+            f"data.path={tmp}/arc.h5",
+            "data.episodes=32",
+            "data.steps=20",
+            f"train.batch_size={batch}",
+            "train.val_windows=8",
+            "log.every=100000",
+        ]
+        recipe = load_recipe(recipe_file, overrides)
+        data = open_data(recipe, device, progress=False)
+        sampler, _ = build_samplers(recipe, data, device)
+        run = build_run(recipe, data, device, distributed.DistInfo())
+        run.model.train()
+        params = [p for p in run.model.parameters() if p.requires_grad]
+        loss_generator = torch.Generator()
+        best = [float("inf"), float("inf")]
+        with StopFlag() as stop:
+
+            def block() -> None:
+                for _ in range(steps):
+                    sample = sampler.sample(batch, run.generators["sampler"])
+                    train_step(run, run.model, sample, params, loss_generator, stop)
+
+            for labelling in (propagate_until_stable, connected_components):  # warm-up
+                object_encoder.connected_components = labelling
+                block()
+            for _ in range(repeats):
+                for which, labelling in enumerate((propagate_until_stable, connected_components)):
+                    object_encoder.connected_components = labelling
+                    start = time.process_time()
+                    block()
+                    best[which] = min(best[which], (time.process_time() - start) / steps)
+    object_encoder.connected_components = connected_components
+    return best
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-step", action="store_true", help="skip the training-step row")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -189,6 +243,12 @@ def main(argv=None) -> None:
             f"{times[1] / times[0]:.2f} |"
         )
     object_encoder.connected_components = connected_components
+    if not args.no_step:
+        before, fixed = training_step_times(args.batch, args.repeats)
+        print(
+            f"| training step (arc_objects, procedural) | | | | {1e3 * before:.1f} | "
+            f"{1e3 * fixed:.1f} | {fixed / before:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ parent) driven by a schedule that depends on ``H, W`` only: no data-dependent co
 check, so no host sync (the object encoder's labelling never waits for the device) and a graph
 ``torch.compile`` can trace. A *star* is a tree of depth <= 1 (every cell points at the root).
 
-Start: every cell of one row run (consecutive linked cells of a row) points at the run's first
-cell: stars, and a component holds at most ``c0 = H * ceil(W / 2)`` of them (two runs of one
-component in a row are separated by another cell). Then ``R`` rounds, each
+Two cells are *linked* when they are 4-neighbours of equal value, neither ignored. Start: every
+cell of one row run (consecutive linked cells of a row) points at the run's first cell: stars,
+and a component holds at most ``c0 = H * ceil(W / 2)`` of them (two runs of one component in a
+row are separated by another cell). Left and right links lie inside a run, so from here on only
+the up and down links can join two trees. Then ``R`` rounds, each
 
 1. **conditional hooking**: each star's root takes the smallest root linked to the star when it
    is smaller than its own (a scatter ``amin`` onto the roots);
@@ -20,20 +22,24 @@ component in a row are separated by another cell). Then ``R`` rounds, each
 
 Why a fixed schedule is exact. Invariant: at the start of a round every tree is a star.
 
-- No cycle: step 1 only points a root at a strictly smaller root. A stagnant star's neighbours
-  all have larger roots (else it would have hooked in step 1), so two stagnant stars are never
-  linked and step 2 never points at a stagnant root; a stagnant root receives nothing in either
-  step, so it lies on no cycle, and a cycle of step 1's strictly decreasing pointers is
-  impossible.
-- Halving: in a component of ``c >= 2`` trees every tree hooks or is hooked onto (it has a
-  linked tree: with a smaller root it hooks in step 1, else it was hooked onto in step 1, else
-  it is stagnant and hooks in step 2), so the trees merge in groups of >= 2: at most ``c // 2``
-  trees remain. With ``c <= c0 >> i`` trees at round ``i``, ``R = floor(log2 c0)`` rounds leave
+- No cycle: step 1 only points a root at a strictly smaller root. Every tree linked to a
+  stagnant star has a larger root (else the star would have hooked in step 1), so two stagnant
+  stars are never linked and step 2 never points at a stagnant root; a stagnant root receives
+  nothing in either step, so it lies on no cycle, and a cycle of step 1's strictly decreasing
+  pointers is impossible.
+- Halving: in a component of ``c >= 2`` trees every tree has a linked tree (the component is
+  connected) and so hooks or is hooked onto: with a smaller linked root it hooks in step 1, else
+  it was hooked onto in step 1, else it is stagnant and hooks in step 2. The trees merge in
+  groups of >= 2: at most ``c // 2`` trees remain. With ``c <= c0 >> i`` trees at round ``i``, ``R = floor(log2 c0)`` rounds leave
   one tree per component (``c0 = 450``, ``R = 8`` on 30 x 30).
 - Depth: a group of ``k <= c0 >> i`` stars forms a tree of depth <= ``k`` (its roots chain
   through at most ``k - 1`` pointers, each of them a cell of a star, plus the star's leaves); a
   jump halves a depth (``d -> ceil(d / 2)``), so ``J_i = ceil(log2(c0 >> i))`` jumps restore
   the stars. 30 x 30: 8 rounds, 44 jumps in all.
+
+(Shiloach and Vishkin 1982 and Awerbuch and Shiloach 1987 interleave one jump per round and
+bound the rounds by ``O(log n)``; flattening to stars every round makes the halving above, and
+so the exact round count, a two-line argument.)
 
 After the rounds each component is one star whose root is any of its cells; a scatter ``amin``
 of the raster indices over the roots gives each component its smallest cell index, the label.
@@ -59,7 +65,7 @@ def connected_components(grid: torch.Tensor, ignore: tuple[int, ...]) -> torch.T
     batch, height, width = grid.shape
     n = height * width
     foreground, links = grid_links(grid, ignore)  # [B, H, W], [B, 4, H, W]
-    linked = linked_cells(links)  # [B, 4 n]
+    linked = linked_cells(links)  # [B, 2 n]
     parent = row_runs(links)  # [B, n]
     for jumps in schedule(height, width):
         parent = hook(parent, linked)
@@ -105,13 +111,14 @@ def neighbours(x: torch.Tensor, fill: int) -> torch.Tensor:
 
 
 def linked_cells(links: torch.Tensor) -> torch.Tensor:
-    """``links: [B, 4, H, W]`` -> ``[B, 4 n]``: the raster index of each cell's up, down, left and
-    right neighbour where linked, else of the cell itself (so extremes over the four include
-    the cell's own value)."""
+    """``links: [B, 4, H, W]`` -> ``[B, 2 n]``: the raster index of each cell's up and down
+    neighbour where linked, else of the cell itself (so extremes over the two include the
+    cell's own value). Left and right links join cells of one row run, which share a tree from
+    the start: only vertical links join two trees."""
     batch, _, height, width = links.shape
     index = torch.arange(height * width, device=links.device).view(1, 1, height, width)
-    step = torch.tensor([-width, width, -1, 1], device=links.device).view(1, 4, 1, 1)
-    return torch.where(links, index + step, index).reshape(batch, -1)
+    step = torch.tensor([-width, width], device=links.device).view(1, 2, 1, 1)
+    return torch.where(links[:, :2], index + step, index).reshape(batch, -1)
 
 
 def row_runs(links: torch.Tensor) -> torch.Tensor:
@@ -127,22 +134,20 @@ def row_runs(links: torch.Tensor) -> torch.Tensor:
 
 def hook(parent: torch.Tensor, linked: torch.Tensor) -> torch.Tensor:
     """One round of conditional then unconditional star hooking. ``parent: [B, n]``, every tree
-    a star (``parent`` is each cell's root); ``linked: [B, 4 n]`` from ``linked_cells`` ->
+    a star (``parent`` is each cell's root); ``linked: [B, 2 n]`` from ``linked_cells`` ->
     ``[B, n]``, a forest of depth <= the size of its largest group of hooked stars."""
     batch, n = parent.shape
-    roots = parent.gather(1, linked).view(batch, 4, n)  # the linked cells' roots (own if none)
-    larger = roots.amax(dim=1)  # [B, n]
-    smaller = torch.minimum(torch.minimum(roots[:, 0], roots[:, 1]), roots[:, 2])
-    smaller = torch.minimum(smaller, roots[:, 3])  # (int64 amin over dim 1 is slow on CPU)
+    roots = parent.gather(1, linked).view(batch, 2, n)  # the linked cells' roots (own if none)
+    smaller = torch.minimum(roots[:, 0], roots[:, 1])  # [B, n]
+    larger = torch.maximum(roots[:, 0], roots[:, 1])
     # 1. conditional: each root takes the smallest root linked to its star, if smaller than its
     # own (include_self); only roots are written (every index is a root)
     hooked = parent.scatter_reduce(1, parent, smaller, "amin")
     moved = (hooked != parent).long()  # [B, n] 1 at the roots that hooked
     # roots that hooked or were hooked onto (targets are roots of the round's start)
     active = moved.scatter_add(1, hooked, moved)
-    stagnant = (active == 0).gather(
-        1, parent
-    )  # [B, n]: the cell's star neither hooked nor was hooked onto
+    # [B, n]: the cell's star neither hooked nor was hooked onto
+    stagnant = (active == 0).gather(1, parent)
     # 2. unconditional: a stagnant star's linked roots are all >= its own, so the largest one
     # over the star is another tree's unless it has none (then its own: no change)
     return hooked.scatter_reduce(1, parent, torch.where(stagnant, larger, -1), "amax")
