@@ -94,7 +94,7 @@ def grid_links(grid: torch.Tensor, ignore: tuple[int, ...]) -> tuple[torch.Tenso
     foreground = torch.ones_like(values, dtype=torch.bool)  # [B, H, W]
     for value in ignore:
         foreground &= values != value
-    # -1 off the grid: equal to no value of a foreground neighbour once masked below
+    # off the grid: any fill, ``both`` masks it
     same = neighbours(values, -1) == values[:, None]  # [B, 4, H, W]
     both = neighbours(foreground.to(torch.uint8), 0).bool() & foreground[:, None]
     return foreground, same & both
@@ -116,9 +116,12 @@ def linked_cells(links: torch.Tensor) -> torch.Tensor:
     cell's own value). Left and right links join cells of one row run, which share a tree from
     the start: only vertical links join two trees."""
     batch, _, height, width = links.shape
-    index = torch.arange(height * width, device=links.device).view(1, 1, height, width)
-    step = torch.tensor([-width, width], device=links.device).view(1, 2, 1, 1)
-    return torch.where(links[:, :2], index + step, index).reshape(batch, -1)
+    n = height * width
+    index = torch.arange(n, device=links.device).view(1, height, width)
+    # offsets as Python numbers: no host -> device copy (a sync under CUDA's sync debug mode)
+    up = torch.where(links[:, 0], index - width, index).reshape(batch, n)
+    down = torch.where(links[:, 1], index + width, index).reshape(batch, n)
+    return torch.cat([up, down], dim=1)
 
 
 def row_runs(links: torch.Tensor) -> torch.Tensor:
