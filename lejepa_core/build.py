@@ -128,6 +128,8 @@ def model_spec(recipe: Recipe, data: Any = None) -> ModelSpec:
         context_frames=recipe.data.context_frames,
         horizons=tuple(recipe.data.horizons),
         env=EnvInfo.from_metadata(metadata),
+        latent_grid=tuple(recipe.model.latent_grid),
+        latent_patch=recipe.model.latent_patch,
     )
 
 

@@ -11,6 +11,7 @@ Components are plain ``nn.Module``s built *from* their parameters.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any, ClassVar
 
 import attrs
@@ -34,6 +35,11 @@ class ModelSpec:
     horizons: the set of k the run trains on (``(1, 2, 4, 8, 10)``).
     env: what the environment publishes about its observations (feature groups, dt, box,
         grid cell values, ...: ``lejepa_core.envinfo``), read from the dataset file or the env.
+    latent_grid: ``(rows, cols)`` when the latent is a grid of feature vectors (``z.view(B,
+        rows, cols, latent_channels)``, row-major, channels last), location ``(r, c)`` covering
+        the observation cells ``[r*P:(r+1)*P, c*P:(c+1)*P]`` with ``P = latent_patch``; ``()``
+        for one vector. Spatial encoders produce it; spatial predictors, quantizer windows and
+        the per-location grid probe read it (docs/grids.md).
     """
 
     obs_shape: tuple[int, ...]
@@ -43,10 +49,17 @@ class ModelSpec:
     context_frames: int = 1
     horizons: tuple[int, ...] = (1,)
     env: EnvInfo = attrs.field(factory=EnvInfo)
+    latent_grid: tuple[int, ...] = ()
+    latent_patch: int = 1
 
     @property
     def max_horizon(self) -> int:
         return max(self.horizons)
+
+    @property
+    def latent_channels(self) -> int:
+        """Features per ``latent_grid`` location (``latent_dim`` for a one-vector latent)."""
+        return self.latent_dim // math.prod(self.latent_grid)
 
 
 @attrs.frozen(kw_only=True)

@@ -103,6 +103,8 @@ class ModelInput:
             context_frames=recipe.data.context_frames,
             horizons=tuple(recipe.data.horizons),
             env=EnvInfo.from_metadata(self.env),
+            latent_grid=tuple(recipe.model.latent_grid),
+            latent_patch=recipe.model.latent_patch,
         )
 
     def check_data(self, data: Any) -> None:

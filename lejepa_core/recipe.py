@@ -66,6 +66,28 @@ class LossConfig(ComponentConfig):
 @attrs.frozen(kw_only=True)
 class ModelConfig:
     latent_dim: int = param(64, "dimension D of every latent", positive)
+    latent_grid: tuple[int, ...] = param(
+        (),
+        "[rows, cols]: the latent is a grid of latent_dim / (rows * cols) features per location "
+        "(row-major, channels last; docs/grids.md); [] (default): one vector",
+        each(positive),
+    )
+    latent_patch: int = param(
+        1, "observation cells per side of one latent_grid location, from the top-left", positive
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.latent_grid:
+            if len(self.latent_grid) != 2:
+                raise ValueError(
+                    f"latent_grid: expected [rows, cols] or [], got {list(self.latent_grid)}"
+                )
+            rows, cols = self.latent_grid
+            if self.latent_dim % (rows * cols):
+                raise ValueError(
+                    f"latent_dim: expected a multiple of latent_grid's {rows} x {cols} = "
+                    f"{rows * cols} locations, got {self.latent_dim}"
+                )
 
 
 @attrs.frozen(kw_only=True)

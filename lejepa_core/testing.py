@@ -64,6 +64,17 @@ STANDARD_SPECS: dict[str, ModelSpec] = {
         horizons=(1,),
         env=EnvInfo(cell_values=11, pad_value=10),
     ),
+    # a grid latent: 6 x 6 locations of 2 x 2 cells, 4 features each (docs/grids.md)
+    "grid_latent": ModelSpec(
+        obs_shape=(12, 12),
+        obs_dtype="int8",
+        latent_dim=6 * 6 * 4,
+        context_frames=W,
+        horizons=HORIZONS,
+        env=EnvInfo(cell_values=11, pad_value=10),
+        latent_grid=(6, 6),
+        latent_patch=2,
+    ),
     "image": ModelSpec(obs_shape=(16, 16), latent_dim=D, context_frames=W, horizons=(1, 2)),
     # embedding vectors computed elsewhere (the identity encoder's input, docs/embeddings.md)
     "embedding": ModelSpec(obs_shape=(D,), latent_dim=D, context_frames=W, horizons=(1, 2)),

@@ -33,6 +33,7 @@ from torch import nn
 from lejepa_core import Quantizer, QuantizerOutput, hookimpl
 from lejepa_core.metrics import code_histogram, codebook_usage, perplexity
 from lejepa_core.params import each, in_range, non_empty, non_negative, one_of, param, positive
+from lejepa_plugins.grid_latents import from_windows, latent_windows, window_dim
 
 
 def _distributed() -> bool:
@@ -42,6 +43,17 @@ def _distributed() -> bool:
 def _at_least_two(instance, attribute, value) -> None:
     if value < 2:
         raise ValueError(f"{attribute.name}: expected every level >= 2, got {value!r}")
+
+
+def window_param():
+    """The ``window`` parameter every built-in quantizer has (``grid_latents.latent_windows``)."""
+    return param(
+        0,
+        "0: code the whole latent as one vector; w > 0: code every w x w block of a grid "
+        "latent's locations (model.latent_grid) as its own vector, one shared codebook "
+        "(codes [..., G], G = blocks)",
+        non_negative,
+    )
 
 
 def path_param():
@@ -92,6 +104,20 @@ class _CodeMetrics(Quantizer):
     def _init_window(self, codebook_size: int, window_batches: int) -> None:
         self.codebook_size = codebook_size
         self.usage_window = UsageWindow(codebook_size, window_batches)
+
+    def _vector_dim(self, name: str) -> int:
+        """Length of one coded vector (``latent_dim``, or one block of a grid latent)."""
+        return window_dim(self.spec, self.params.window, f"{name} quantizer")
+
+    def _vectors(self, z: torch.Tensor) -> torch.Tensor:
+        """[..., D] -> the coded vectors: [..., D] (window 0) or [..., G, w*w*C]."""
+        window = self.params.window
+        return z if window == 0 else latent_windows(z, self.spec, window)
+
+    def _latent(self, z_q: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``_vectors``."""
+        window = self.params.window
+        return z_q if window == 0 else from_windows(z_q, self.spec, window)
 
     def _usage_metrics(
         self, codes: torch.Tensor, global_counts: torch.Tensor | None = None
@@ -192,11 +218,12 @@ class VectorQuantizer(_CodeMetrics):
             one_of(("random", "data")),
         )
         path: Literal["predictor", "side"] = path_param()
+        window: int = window_param()
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.feeds_predictor = params.path == "predictor"
-        K, D = params.codebook_size, spec.latent_dim
+        K, D = params.codebook_size, self._vector_dim("vq")
         self._init_window(K, params.window_batches)
         codebook = torch.randn(K, D)
         if params.l2_normalize:
@@ -307,6 +334,7 @@ class VectorQuantizer(_CodeMetrics):
     # -- forward --------------------------------------------------------------------------
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """z: [B, D] (or [..., D]) -> z_q like z, codes [B] int64, loss = commitment term."""
+        z = self._vectors(z)
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()  # [N, D]
@@ -334,7 +362,7 @@ class VectorQuantizer(_CodeMetrics):
             metrics["dead_codes"] = self.dead_code_mask().sum().float()
             metrics["replaced_codes"] = replaced
         return QuantizerOutput(
-            z_q=out.reshape(*leading, -1).to(in_dtype),
+            z_q=self._latent(out.reshape(*leading, -1).to(in_dtype)),
             codes=codes.reshape(leading),
             loss=loss,
             metrics=metrics,
@@ -360,11 +388,12 @@ class GumbelQuantizer(_CodeMetrics):
         )
         window_batches: int = param(100, "training batches in the running usage window", positive)
         path: Literal["predictor", "side"] = path_param()
+        window: int = window_param()
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.feeds_predictor = params.path == "predictor"
-        K, D = params.codebook_size, spec.latent_dim
+        K, D = params.codebook_size, self._vector_dim("gumbel")
         self._init_window(K, params.window_batches)
         self.to_logits = nn.Linear(D, K)
         self.codebook = nn.Embedding(K, D)
@@ -384,6 +413,7 @@ class GumbelQuantizer(_CodeMetrics):
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """z: [B, D] -> z_q [B, D] = weights @ codebook, codes [B] = argmax of the weights."""
+        z = self._vectors(z)
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
@@ -398,7 +428,7 @@ class GumbelQuantizer(_CodeMetrics):
             _, metrics = self._usage_metrics(codes)
             metrics["kl_to_uniform"] = kl_to_uniform.detach()
         return QuantizerOutput(
-            z_q=z_q.reshape(*leading, -1).to(in_dtype),
+            z_q=self._latent(z_q.reshape(*leading, -1).to(in_dtype)),
             codes=codes.reshape(leading),
             loss=loss,
             metrics=metrics,
@@ -418,6 +448,7 @@ class FiniteScalarQuantizer(_CodeMetrics):
         )
         window_batches: int = param(100, "training batches in the running usage window", positive)
         path: Literal["predictor", "side"] = path_param()
+        window: int = window_param()
         reconstruction_weight: float = param(
             0.0,
             "weight of mse(z_q, z), mean over batch and D, gradients to both sides: the codes "
@@ -433,8 +464,9 @@ class FiniteScalarQuantizer(_CodeMetrics):
         self.register_buffer("levels", levels, persistent=False)  # [L]
         basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), levels[:-1]]), dim=0)
         self.register_buffer("basis", basis, persistent=False)  # [L] mixed-radix place values
-        self.project_in = nn.Linear(spec.latent_dim, len(params.levels))
-        self.project_out = nn.Linear(len(params.levels), spec.latent_dim)
+        dim = self._vector_dim("fsq")
+        self.project_in = nn.Linear(dim, len(params.levels))
+        self.project_out = nn.Linear(len(params.levels), dim)
 
     @property
     def half_width(self) -> torch.Tensor:
@@ -474,6 +506,7 @@ class FiniteScalarQuantizer(_CodeMetrics):
     def forward(self, z: torch.Tensor) -> QuantizerOutput:
         """z: [B, D] -> z_q [B, D], codes [B] (mixed-radix index of the level tuple), loss:
         ``reconstruction_weight x mse(z_q, z)`` (mean over batch and D; 0 by default)."""
+        z = self._vectors(z)
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
@@ -487,7 +520,7 @@ class FiniteScalarQuantizer(_CodeMetrics):
                 loss = self.params.reconstruction_weight * reconstruction
                 metrics["reconstruction"] = reconstruction.detach()
         return QuantizerOutput(
-            z_q=z_q.reshape(*leading, -1).to(in_dtype),
+            z_q=self._latent(z_q.reshape(*leading, -1).to(in_dtype)),
             codes=codes.reshape(leading),
             loss=loss,
             metrics=metrics,

@@ -155,7 +155,8 @@ def test_describe_unknown_component_exits_2(toy):
 
 
 @pytest.mark.parametrize(
-    "recipe", ["multi_k_physics", "lejepa_physics", "arc_vq", "arc_fsq", "arc_objects"]
+    "recipe",
+    ["multi_k_physics", "lejepa_physics", "arc_vq", "arc_fsq", "arc_objects", "arc_cells"],
 )
 def test_shipped_recipes_validate_and_build(recipe, tmp_path):
     from pathlib import Path

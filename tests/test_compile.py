@@ -38,6 +38,7 @@ COMPILES = {
     "arc_vq": (6, 0),
     "arc_fsq": (6, 0),
     "arc_objects": (6, 0),
+    "arc_cells": (6, 0),
     "arc_tasks": (6, 0),
     "control_physics": (6, 0),
     "pixels_physics": (6, 0),

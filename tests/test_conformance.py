@@ -43,7 +43,13 @@ class GoodEncoder(Encoder):
 
 
 def test_a_correct_encoder_passes():
-    assert check_component("encoder", GoodEncoder) == ["state", "grid", "image", "embedding"]
+    assert check_component("encoder", GoodEncoder) == [
+        "state",
+        "grid",
+        "grid_latent",
+        "image",
+        "embedding",
+    ]
 
 
 class WrongShapeEncoder(GoodEncoder):

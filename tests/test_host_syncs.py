@@ -21,16 +21,17 @@ from lejepa_core.training.runtime import StopFlag
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 # recipe -> the most host syncs one non-log training step may make (issue 15 targets: 0 on the
-# physics recipes, 1 on ARC); ARC 2: the object encoder's connected-components convergence
-# check, once per encoder call (context and target)
+# physics recipes, 1 on ARC): none makes one (the object encoder's labelling is a fixed
+# schedule, the quantizers' usage window is written without a host read)
 MAX_SYNCS_PER_STEP = {
     "multi_k_physics": 0,
     "lejepa_physics": 0,
-    "arc_vq": 2,
-    "arc_fsq": 2,
+    "arc_vq": 0,
+    "arc_fsq": 0,
+    "arc_cells": 0,
     "control_physics": 0,
     "arc_tasks": 0,
-    "arc_objects": 2,
+    "arc_objects": 0,
     "pixels_physics": 0,
 }
 TINY = (

@@ -32,7 +32,7 @@ from lejepa_core.eval.grid_metrics import (
     retrieval_chance,
     within_episode_share,
 )
-from lejepa_core.eval.grid_probe import GridProbe
+from lejepa_core.eval.grid_probe import GridProbe, LocalGridProbe
 from lejepa_core.eval.grid_rules import GridRules
 from lejepa_core.eval.probe import Probe
 from lejepa_core.eval.samples import PROBE_FLOOR, Samples
@@ -63,13 +63,20 @@ def rules_for(env: Any, cell_values: int) -> GridRules:
 
 
 @torch.no_grad()
-def fit_grid_probe(run: Any, rules: GridRules, *, batches: int, seed: int) -> GridProbe:
-    """The grid probe (prior-balanced ridge, ``grid_probe``) on the target latents of the run's fixed training windows (the
-    ridge probe's samples: ``batches`` x ``batch_size``, seed ``seed``)."""
+def fit_grid_probe(
+    run: Any, rules: GridRules, *, batches: int, seed: int
+) -> GridProbe | LocalGridProbe:
+    """The grid probe (prior-balanced ridge, ``grid_probe``; per location for a grid latent)
+    on the target latents of the run's fixed training windows (the ridge probe's samples:
+    ``batches`` x ``batch_size``, seed ``seed``)."""
     z, grids = [], []
     for b in run.sampler("train").fixed_batches(run.batch_size, batches, seed):
         z.append(run.target_encoder(b.target_obs).float())
         grids.append(b.target_obs.long())
+    spec = run.spec
+    if spec.latent_grid:
+        layout = (*spec.latent_grid, spec.latent_channels, spec.latent_patch)
+        return LocalGridProbe.fit(torch.cat(z), torch.cat(grids), rules, layout)
     return GridProbe.fit(torch.cat(z), torch.cat(grids), rules)
 
 
@@ -188,7 +195,9 @@ def evaluate_grid(
         "estimators": estimators,
         "probe_cell_accuracy": cell_accuracy(probe.decode(val.z_target), val.target_state),
         "grid_probe": {
-            "kind": "balanced_ridge",
+            "kind": "balanced_ridge_per_location"
+            if isinstance(grid_probe, LocalGridProbe)
+            else "balanced_ridge",
             "alpha": grid_probe.alpha,
             "balance": grid_probe.balance,
             "fit_samples": grid_probe.samples,

@@ -89,3 +89,88 @@ class GridProbe:
             scores = scores.reshape(n, -1, self.rules.cell_values) / self.prior**self.balance
             out[:, self.varying] = self.rules.decode(scores)
         return out.reshape(n, *self.shape).to(z.device)
+
+
+@attrs.define(kw_only=True)
+class LocalGridProbe:
+    """The grid probe of a grid latent (``ModelSpec.latent_grid``): one ridge shared by every
+    location maps its ``C`` features to its ``P x P`` cells' one-hot values, decoded with the
+    same per-cell prior balance as ``GridProbe``. A linear read-out of each location alone
+    (a 1 x 1 convolution), so it tests that the features *at* a place hold that place's cells.
+    Cells outside the latent's region or never varying in the fit decode as their constant
+    value. ``decode(z [N, R*Q*C])`` -> ``[N, H, W]``."""
+
+    weight: torch.Tensor  # [C, P*P*V] float64
+    bias: torch.Tensor  # [P*P*V]
+    prior: torch.Tensor  # [R*P, Q*P, V] value frequency per cell of the region (floored)
+    varying: torch.Tensor  # [H, W] bool: cells the ridge decodes
+    constant: torch.Tensor  # [H, W] long: the value of every other cell
+    layout: tuple[int, int, int, int]  # R, Q, C, P
+    rules: GridRules
+    samples: int
+    alpha: float
+    balance: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.constant.shape)
+
+    @classmethod
+    def fit(
+        cls,
+        z: torch.Tensor,
+        grids: torch.Tensor,
+        rules: GridRules,
+        layout: tuple[int, int, int, int],
+        *,
+        alpha: float = 1e-3,
+        balance: float = BALANCE,
+    ) -> LocalGridProbe:
+        """Fit on grid latents ``z`` [N, R*Q*C] of grids [N, H, W]; ``layout`` (R, Q, C, P)."""
+        rows, cols, channels, patch = layout
+        v = rules.cell_values
+        grids = grids.long().cpu().clamp(0, v - 1)
+        n, height, width = grids.shape
+        region = grids[:, : rows * patch, : cols * patch]  # [N, R*P, Q*P]
+        x = z.detach().float().cpu().reshape(n * rows * cols, channels)
+        y = _patch_one_hot(region, patch, v)  # [N*R*Q, P*P*V]
+        weight, bias = ridge_fit(x, y, alpha)
+        varying = torch.zeros(height, width, dtype=torch.bool)
+        varying[: rows * patch, : cols * patch] = (region != region[:1]).any(0)
+        prior = torch.nn.functional.one_hot(region, v).double().mean(0).clamp_min(PRIOR_FLOOR)
+        return cls(
+            weight=weight,
+            bias=bias,
+            prior=prior,
+            varying=varying,
+            constant=grids[0].clone(),
+            layout=(rows, cols, channels, patch),
+            rules=rules,
+            samples=n,
+            alpha=alpha,
+            balance=balance,
+        )
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z [N, R*Q*C] -> [N, H, W] long (on z's device)."""
+        rows, cols, channels, patch = self.layout
+        n, v = z.shape[0], self.rules.cell_values
+        x = z.detach().float().cpu().reshape(n * rows * cols, channels)
+        scores = ridge_predict(x, self.weight, self.bias).double()  # [N*R*Q, P*P*V]
+        scores = scores.reshape(n, rows, cols, patch, patch, v).permute(0, 1, 3, 2, 4, 5)
+        scores = scores.reshape(n, rows * patch, cols * patch, v) / self.prior**self.balance
+        decoded = self.rules.decode(scores.reshape(n, -1, v)).reshape(n, rows * patch, -1)
+        out = self.constant.repeat(n, 1, 1)  # [N, H, W]
+        region = out[:, : rows * patch, : cols * patch]
+        keep = self.varying[: rows * patch, : cols * patch]
+        region[:, keep] = decoded[:, keep]
+        return out.to(z.device)
+
+
+def _patch_one_hot(region: torch.Tensor, patch: int, cell_values: int) -> torch.Tensor:
+    """[N, R*P, Q*P] ints -> [N*R*Q, P*P*V] one-hot of each location's cells (row-major)."""
+    n, height, width = region.shape
+    rows, cols = height // patch, width // patch
+    blocks = region.reshape(n, rows, patch, cols, patch).permute(0, 1, 3, 2, 4)
+    return one_hot_cells(blocks.reshape(n * rows * cols, patch * patch), cell_values)
