@@ -82,9 +82,7 @@ def window_dim(spec, window: int, component: str) -> int:
         return spec.latent_dim
     rows, cols, channels = latent_grid(spec, f"{component} with window = {window}")
     if rows % window or cols % window:
-        raise ValueError(
-            f"window: expected a divisor of latent_grid {rows} x {cols}, got {window}"
-        )
+        raise ValueError(f"window: expected a divisor of latent_grid {rows} x {cols}, got {window}")
     return window * window * channels
 
 
@@ -98,7 +96,9 @@ class CellsEncoder(Encoder):
     @attrs.frozen(kw_only=True)
     class Params:
         width: int = param(48, "channels of the convolutional branch", positive)
-        depth: int = param(2, "3 x 3 convolutions of the branch (receptive field 2 * depth + 1)", positive)
+        depth: int = param(
+            2, "3 x 3 convolutions of the branch (receptive field 2 * depth + 1)", positive
+        )
         activation: Literal["gelu", "relu", "silu", "tanh"] = param(
             "gelu", "activation after each convolution", one_of(ACTIVATIONS)
         )
@@ -194,7 +194,12 @@ class TransportPredictor(Predictor):
         self.embed_k = TimeEmbedding(params.time_embedding, params.time_dim, spec.max_horizon)
         self.stem = nn.Conv2d(frames * self.channels, width, 3, padding=1)
         self.blocks = nn.ModuleList(
-            FiLMBlock(width, params.dilations[i % len(params.dilations)], params.time_dim, params.activation)
+            FiLMBlock(
+                width,
+                params.dilations[i % len(params.dilations)],
+                params.time_dim,
+                params.activation,
+            )
             for i in range(params.depth)
         )
         self.offsets = (2 * params.radius + 1) ** 2

@@ -219,11 +219,25 @@ class VectorQuantizer(_CodeMetrics):
         )
         path: Literal["predictor", "side"] = path_param()
         window: int = window_param()
+        code_dim: int = param(
+            0,
+            "0: codes live in the latent's space; d > 0: factorised codes (Yu et al. 2022, "
+            "ViT-VQGAN): Linear -> d dimensions, the lookup there (with l2_normalize: cosine), "
+            "Linear back; a low-dimensional lookup keeps high-dimensional, mostly constant "
+            "vectors (8 x 8 blocks of a grid latent) from all choosing the one code nearest "
+            "their mean",
+            non_negative,
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.feeds_predictor = params.path == "predictor"
         K, D = params.codebook_size, self._vector_dim("vq")
+        self.project_in = self.project_out = None
+        if params.code_dim:
+            self.project_in = nn.Linear(D, params.code_dim)
+            self.project_out = nn.Linear(params.code_dim, D)
+            D = params.code_dim
         self._init_window(K, params.window_batches)
         codebook = torch.randn(K, D)
         if params.l2_normalize:
@@ -338,6 +352,8 @@ class VectorQuantizer(_CodeMetrics):
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()  # [N, D]
+            if self.project_in is not None:
+                flat = self.project_in(flat)  # [N, code_dim]
             if self.params.l2_normalize:
                 flat = F.normalize(flat, dim=-1)
             if self.training and not self._initialised_seen:
@@ -351,6 +367,8 @@ class VectorQuantizer(_CodeMetrics):
                 out = rotation_trick(flat, z_q)
             else:
                 out = _straight_through(flat, z_q)
+            if self.project_out is not None:
+                out = self.project_out(out)  # [N, D]
 
             global_counts, replaced = None, torch.zeros((), device=z.device)
             if self.training:
@@ -449,6 +467,12 @@ class FiniteScalarQuantizer(_CodeMetrics):
         window_batches: int = param(100, "training batches in the running usage window", positive)
         path: Literal["predictor", "side"] = path_param()
         window: int = window_param()
+        standardize: bool = param(
+            False,
+            "standardise each projected dimension to std 2 (batch statistics in training, "
+            "running ones in eval; no affine) before bounding: tanh then spreads the vectors "
+            "over the levels from the first step instead of rounding all to the mean's code",
+        )
         reconstruction_weight: float = param(
             0.0,
             "weight of mse(z_q, z), mean over batch and D, gradients to both sides: the codes "
@@ -466,6 +490,9 @@ class FiniteScalarQuantizer(_CodeMetrics):
         self.register_buffer("basis", basis, persistent=False)  # [L] mixed-radix place values
         dim = self._vector_dim("fsq")
         self.project_in = nn.Linear(dim, len(params.levels))
+        self.standardize = (
+            nn.BatchNorm1d(len(params.levels), affine=False) if params.standardize else None
+        )
         self.project_out = nn.Linear(len(params.levels), dim)
 
     @property
@@ -510,7 +537,10 @@ class FiniteScalarQuantizer(_CodeMetrics):
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
-            grid = self.quantize(self.project_in(flat))  # [N, L]
+            h = self.project_in(flat)  # [N, L]
+            if self.standardize is not None:
+                h = 2.0 * self.standardize(h)
+            grid = self.quantize(h)  # [N, L]
             codes = self.grid_to_codes(grid.detach())
             z_q = self.project_out(grid)
             _, metrics = self._usage_metrics(codes)

@@ -86,10 +86,15 @@ def test_cells_encoder_reads_patches_and_refuses_a_grid_larger_than_the_observat
     z = encoder(grids)
     probe = LocalGridProbe.fit(z, grids, GridRules(ENV, 11), (5, 5, 44, 2))
     assert torch.equal(probe.decode(z), grids)
-    with pytest.raises(ValueError, match="covers 12 x 12 cells; expected at most the observation's 10 x 10"):
+    with pytest.raises(
+        ValueError, match="covers 12 x 12 cells; expected at most the observation's 10 x 10"
+    ):
         CellsEncoder(CellsEncoder.Params(), grid_spec(rows=6, cols=6, patch=2))
     with pytest.raises(ValueError, match=r"needs a grid latent: set model.latent_grid"):
-        CellsEncoder(CellsEncoder.Params(), ModelSpec(obs_shape=(10, 10), obs_dtype="int8", latent_dim=8, env=ENV))
+        CellsEncoder(
+            CellsEncoder.Params(),
+            ModelSpec(obs_shape=(10, 10), obs_dtype="int8", latent_dim=8, env=ENV),
+        )
 
 
 def test_transport_starts_as_copy_last_and_moves_features_by_its_offset():
@@ -101,7 +106,7 @@ def test_transport_starts_as_copy_last_and_moves_features_by_its_offset():
     k = torch.tensor([1, 2, 4, 1])
     assert torch.allclose(predictor(z, k), z[:, -1], atol=1e-5)
     # all weight on the offset (+1 row, -2 cols): output (r, c) takes the last frame's (r+1, c-2)
-    n, centre = 25, 12
+    centre = 12  # of the 5 x 5 = 25 offsets
     with torch.no_grad():
         predictor.logits.bias.zero_()
         predictor.logits.bias[centre + 1 * 5 - 2] = 50.0
@@ -121,7 +126,11 @@ def test_transport_learns_a_constant_shift_in_a_few_steps():
         maps = torch.randn(16, 2, 6, 6, 4)
         target = torch.roll(maps[:, -1], shifts=1, dims=2)  # everything moves one column right
         target[:, :, 0] = 0
-        loss = (predictor(maps.flatten(2), torch.ones(16, dtype=torch.long)) - target.flatten(1)).square().mean()
+        loss = (
+            (predictor(maps.flatten(2), torch.ones(16, dtype=torch.long)) - target.flatten(1))
+            .square()
+            .mean()
+        )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -163,3 +172,33 @@ def test_local_probe_is_prior_balanced_and_reads_only_each_location():
     assert recall > plain_recall  # the balance lets rare object values win
     assert recall > 0.9
     assert spec.latent_channels == 11
+
+
+def test_factorised_vq_codes_in_a_low_dimensional_space():
+    spec = grid_spec(rows=4, cols=4, channels=8)
+    params = VectorQuantizer.Params(codebook_size=16, window=2, code_dim=3, l2_normalize=True)
+    module = VectorQuantizer(params, spec).eval()
+    assert module.codebook.shape == (16, 3)
+    z = torch.randn(6, spec.latent_dim)
+    out = module(z)
+    assert out.z_q.shape == z.shape and out.codes.shape == (6, 4)
+    # the lookup happens on the unit-normalised projection; z_q is the code projected back
+    h = torch.nn.functional.normalize(module.project_in(latent_windows(z, spec, 2)), dim=-1)
+    nearest = torch.cdist(h.reshape(-1, 3), module.codebook).argmin(-1).reshape(6, 4)
+    assert torch.equal(out.codes, nearest)
+    expected = module.project_out(module.codebook[out.codes])
+    assert torch.allclose(latent_windows(out.z_q, spec, 2), expected, atol=1e-5)
+
+
+def test_fsq_standardize_spreads_nearly_constant_vectors_over_the_levels():
+    spec = grid_spec(rows=4, cols=4, channels=8)
+    torch.manual_seed(0)
+    # vectors that differ from their mean by a little: without standardising they share one code
+    z = 5.0 + 1e-3 * torch.randn(512, spec.latent_dim)
+    codes = {}
+    for standardize in (False, True):
+        params = FiniteScalarQuantizer.Params(levels=(4, 4), standardize=standardize)
+        torch.manual_seed(1)
+        codes[standardize] = FiniteScalarQuantizer(params, spec)(z).codes
+    assert codes[False].unique().numel() == 1
+    assert codes[True].unique().numel() >= 8  # of 16
