@@ -409,9 +409,16 @@ class GumbelQuantizer(_CodeMetrics):
         window: int = window_param()
         logits: Literal["linear", "distance"] = param(
             "linear",
-            "linear: logits = Linear(z); distance: logits = -||z - e_k||² / D (the mean squared "
-            "difference per dimension, so O(1) whatever D), e_k the codebook",
+            "linear: logits = Linear(z); distance: logits = -||z - e_k||² / scale, e_k the "
+            "codebook, scale from distance_scale",
             one_of(("linear", "distance")),
+        )
+        distance_scale: Literal["sqrt_dimension", "dimension"] = param(
+            "sqrt_dimension",
+            "distance logits' scale: sqrt_dimension: sqrt(D), differences between codes' logits "
+            "O(1) whatever D (as attention's 1/sqrt(d)); dimension: D, the mean squared "
+            "difference per dimension (O(1) values, but differences shrink as 1/sqrt(D))",
+            one_of(("sqrt_dimension", "dimension")),
         )
         temperature_final: float = param(
             0.5, "τ at the end of the annealing (used only when anneal_steps > 0)", positive
@@ -457,14 +464,17 @@ class GumbelQuantizer(_CodeMetrics):
         )
 
     def compute_logits(self, z: torch.Tensor) -> torch.Tensor:
-        """z: [N, D] float32 -> logits [N, K]: ``Linear(z)`` or ``-||z - e_k||² / D``."""
+        """z: [N, D] float32 -> logits [N, K]: ``Linear(z)`` or ``-||z - e_k||² / scale``
+        (``scale`` sqrt(D) or D, ``distance_scale``)."""
         if self.params.logits == "linear":
             return self.to_logits(z)
         codebook = self.codebook.weight.float()  # [K, D]
         squared = (
             z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)[None, :]
         )  # [N, K]
-        return -squared / z.shape[-1]
+        dim = z.shape[-1]
+        scale = math.sqrt(dim) if self.params.distance_scale == "sqrt_dimension" else dim
+        return -squared / scale
 
     def assignments(
         self, z: torch.Tensor, temperature: torch.Tensor | float | None = None

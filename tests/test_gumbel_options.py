@@ -43,15 +43,20 @@ def test_defaults_are_todays_linear_gumbel_at_a_fixed_temperature():
     assert float(model(z).metrics["temperature"]) == pytest.approx(0.7)  # constant
 
 
-def test_distance_logits_are_negative_squared_distances_over_the_dimension():
+@pytest.mark.parametrize("scale", ["sqrt_dimension", "dimension"])
+def test_distance_logits_are_negative_squared_distances_over_the_scale(scale):
     torch.manual_seed(2)
-    model = gumbel(logits="distance")
+    model = gumbel(logits="distance", distance_scale=scale)
+    divisor = math.sqrt(D) if scale == "sqrt_dimension" else D
     assert not hasattr(model, "to_logits")
     z = torch.randn(10, D)
     codebook = model.codebook.weight.detach()
     expected = torch.tensor(
         [
-            [-sum((a - b) ** 2 for a, b in zip(x, e, strict=True)) / D for e in codebook.tolist()]
+            [
+                -sum((a - b) ** 2 for a, b in zip(x, e, strict=True)) / divisor
+                for e in codebook.tolist()
+            ]
             for x in z.tolist()
         ]
     )
@@ -60,15 +65,22 @@ def test_distance_logits_are_negative_squared_distances_over_the_dimension():
     assert torch.equal(model(z).codes, torch.cdist(z, codebook).argmin(-1))
 
 
-def test_distance_logits_stay_order_one_whatever_the_dimension():
-    """z and codes ~ N(0, I): E||z - e||² / D = 2 for every D (not 2 D)."""
+def test_sqrt_scale_keeps_the_spread_over_codes_order_one_whatever_the_dimension():
+    """z and codes ~ N(0, I): over codes, ||z - e||² has std sqrt(Σ(2 + 4 z_i²)) ≈ sqrt(6 D),
+    so / sqrt(D) spreads the logits by ≈ sqrt(6) for every D, while / D (values ≈ -2) spreads
+    them by sqrt(6 / D): near-uniform, noise-driven Gumbel samples for large blocks."""
     for dim in (4, 1024):
-        torch.manual_seed(3)
-        model = gumbel(
-            ModelSpec(obs_shape=(4,), latent_dim=dim), logits="distance", codebook_size=16
-        )
-        logits = model.compute_logits(torch.randn(256, dim)).detach()
-        assert logits.mean().item() == pytest.approx(-2.0, abs=0.25), dim
+        spreads = {}
+        for scale in ("sqrt_dimension", "dimension"):
+            torch.manual_seed(3)
+            spec = ModelSpec(obs_shape=(4,), latent_dim=dim)
+            model = gumbel(spec, logits="distance", distance_scale=scale, codebook_size=64)
+            logits = model.compute_logits(torch.randn(256, dim)).detach()
+            spreads[scale] = logits.std(dim=1).mean().item()
+            if scale == "dimension":
+                assert logits.mean().item() == pytest.approx(-2.0, abs=0.3), dim
+        assert spreads["sqrt_dimension"] == pytest.approx(math.sqrt(6), rel=0.25), dim
+        assert spreads["dimension"] == pytest.approx(math.sqrt(6 / dim), rel=0.25), dim
 
 
 @pytest.mark.parametrize("schedule", ["exponential", "cosine"])
@@ -175,6 +187,8 @@ def test_bad_values_name_the_parameter():
         GumbelQuantizer.Params(anneal="linear")
     with pytest.raises(ValueError, match="temperature_final"):
         GumbelQuantizer.Params(temperature_final=0.0)
+    with pytest.raises(ValueError, match="distance_scale"):
+        GumbelQuantizer.Params(distance_scale="norm")
     with pytest.raises(ValueError, match="anneal_steps"):
         GumbelQuantizer.Params(anneal_steps=-1)
 
