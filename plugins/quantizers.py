@@ -387,14 +387,32 @@ class VectorQuantizer(_CodeMetrics):
         )
 
 
+def annealed_temperature(
+    start: float, final: float, steps: int, calls: torch.Tensor, schedule: str
+) -> torch.Tensor:
+    """τ after ``calls`` training forwards (0-d long tensor, on the device): ``start`` at 0,
+    ``final`` from ``steps`` on. With ``u = min(calls, steps) / steps``:
+    exponential ``τ = start · (final / start)^u``; cosine ``τ = final + (start - final) ·
+    (1 + cos(π u)) / 2``. Returns a 0-d float32 tensor on ``calls``' device (no host read)."""
+    u = calls.clamp(max=steps).float() / steps
+    if schedule == "cosine":
+        return final + (start - final) * 0.5 * (1.0 + torch.cos(math.pi * u))
+    return start * torch.exp(u * math.log(final / start))  # no host -> device copy
+
+
 class GumbelQuantizer(_CodeMetrics):
-    """Gumbel-softmax over K codes from a linear layer, optional hard straight-through. z [B, D] -> z_q [B, D]."""
+    """Gumbel-softmax over K codes, logits from a linear layer or from negative squared
+    distances to the codebook; constant or annealed temperature; optional hard
+    straight-through. z [B, D] -> z_q [B, D]."""
 
     @attrs.frozen(kw_only=True)
     class Params:
         codebook_size: int = param(512, "number of codes K", positive)
         temperature: float = param(
-            1.0, "Gumbel-softmax temperature τ (constant; lower: closer to one-hot)", positive
+            1.0,
+            "Gumbel-softmax temperature τ (lower: closer to one-hot); with anneal_steps > 0 the "
+            "start of the schedule",
+            positive,
         )
         hard: bool = param(
             True, "one-hot sample in the forward pass, soft gradient (straight-through)"
@@ -407,24 +425,87 @@ class GumbelQuantizer(_CodeMetrics):
         window_batches: int = param(100, "training batches in the running usage window", positive)
         path: Literal["predictor", "side"] = path_param()
         window: int = window_param()
+        logits: Literal["linear", "distance"] = param(
+            "linear",
+            "linear: logits = Linear(z); distance: logits = -||z - e_k||² / scale, e_k the "
+            "codebook, scale from distance_scale",
+            one_of(("linear", "distance")),
+        )
+        distance_scale: Literal["sqrt_dimension", "dimension"] = param(
+            "sqrt_dimension",
+            "distance logits' scale: sqrt_dimension: sqrt(D), differences between codes' logits "
+            "O(1) whatever D (as attention's 1/sqrt(d)); dimension: D, the mean squared "
+            "difference per dimension (O(1) values, but differences shrink as 1/sqrt(D))",
+            one_of(("sqrt_dimension", "dimension")),
+        )
+        temperature_final: float = param(
+            0.5, "τ at the end of the annealing (used only when anneal_steps > 0)", positive
+        )
+        anneal_steps: int = param(
+            0,
+            "training forward calls over which τ goes from temperature to temperature_final "
+            "(counted in a buffer saved with the checkpoint); 0: constant τ",
+            non_negative,
+        )
+        anneal: Literal["exponential", "cosine"] = param(
+            "exponential",
+            "the annealing curve: exponential (geometric) or cosine",
+            one_of(("exponential", "cosine")),
+        )
+        reconstruction_weight: float = param(
+            0.0,
+            "weight of mse(z_q, z), mean over vectors and D, gradients to both sides: the codes "
+            "learn to summarise the latent (a side branch's training signal besides the "
+            "diversity term; 0: none)",
+            non_negative,
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
         self.feeds_predictor = params.path == "predictor"
         K, D = params.codebook_size, self._vector_dim("gumbel")
         self._init_window(K, params.window_batches)
-        self.to_logits = nn.Linear(D, K)
+        if params.logits == "linear":
+            self.to_logits = nn.Linear(D, K)
         self.codebook = nn.Embedding(K, D)
+        if params.anneal_steps > 0:  # a buffer only then: default state dicts are unchanged
+            self.register_buffer("forward_calls", torch.zeros((), dtype=torch.long))
 
-    def assignments(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def current_temperature(self) -> torch.Tensor | float:
+        """τ of the next training forward: ``temperature`` (a Python float, today's exact
+        arithmetic) when constant, else a 0-d float32 tensor (``annealed_temperature``)."""
+        p = self.params
+        if p.anneal_steps == 0:
+            return p.temperature
+        return annealed_temperature(
+            p.temperature, p.temperature_final, p.anneal_steps, self.forward_calls, p.anneal
+        )
+
+    def compute_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [N, D] float32 -> logits [N, K]: ``Linear(z)`` or ``-||z - e_k||² / scale``
+        (``scale`` sqrt(D) or D, ``distance_scale``)."""
+        if self.params.logits == "linear":
+            return self.to_logits(z)
+        codebook = self.codebook.weight.float()  # [K, D]
+        squared = (
+            z.pow(2).sum(1, keepdim=True) - 2 * z @ codebook.t() + codebook.pow(2).sum(1)[None, :]
+        )  # [N, K]
+        dim = z.shape[-1]
+        scale = math.sqrt(dim) if self.params.distance_scale == "sqrt_dimension" else dim
+        return -squared / scale
+
+    def assignments(
+        self, z: torch.Tensor, temperature: torch.Tensor | float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """z: [N, D] float32 -> (weights [N, K], logits [N, K]).
 
-        Training: a Gumbel-softmax sample (one-hot with straight-through gradients when ``hard``);
-        eval: the one-hot argmax of the logits, no noise.
+        Training: a Gumbel-softmax sample at ``temperature`` (default: the current τ), one-hot
+        with straight-through gradients when ``hard``; eval: the one-hot argmax, no noise.
         """
-        logits = self.to_logits(z)
+        logits = self.compute_logits(z)
         if self.training:
-            weights = F.gumbel_softmax(logits, tau=self.params.temperature, hard=self.params.hard)
+            tau = self.current_temperature() if temperature is None else temperature
+            weights = F.gumbel_softmax(logits, tau=tau, hard=self.params.hard)
         else:
             weights = F.one_hot(logits.argmax(dim=-1), self.codebook_size).to(logits.dtype)
         return weights, logits
@@ -435,7 +516,10 @@ class GumbelQuantizer(_CodeMetrics):
         leading, in_dtype = z.shape[:-1], z.dtype
         with torch.autocast(device_type=z.device.type, enabled=False):
             flat = z.reshape(-1, z.shape[-1]).float()
-            weights, logits = self.assignments(flat)
+            temperature = self.current_temperature()
+            weights, logits = self.assignments(flat, temperature)
+            if self.training and self.params.anneal_steps > 0:
+                self.forward_calls += 1
             z_q = weights @ self.codebook.weight.float()  # [N, D]
             codes = weights.detach().argmax(dim=-1)
             mean_probs = logits.softmax(dim=-1).mean(dim=0)  # [K]
@@ -445,6 +529,11 @@ class GumbelQuantizer(_CodeMetrics):
             loss = self.params.diversity_weight * kl_to_uniform
             _, metrics = self._usage_metrics(codes)
             metrics["kl_to_uniform"] = kl_to_uniform.detach()
+            metrics["temperature"] = torch.as_tensor(temperature, device=z.device).detach()
+            if self.params.reconstruction_weight > 0:
+                reconstruction = F.mse_loss(z_q, flat)  # gradients to both sides
+                loss = loss + self.params.reconstruction_weight * reconstruction
+                metrics["reconstruction"] = reconstruction.detach()
         return QuantizerOutput(
             z_q=self._latent(z_q.reshape(*leading, -1).to(in_dtype)),
             codes=codes.reshape(leading),
