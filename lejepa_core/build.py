@@ -179,6 +179,7 @@ def build_model(recipe: Recipe, spec: ModelSpec) -> JEPAModel:
         quantizer=components.quantizer,
         shared_target=recipe.target.mode == "shared",
         mask_frames=recipe.train.mask_frames,
+        loss_weighting=recipe.train.loss_weighting,
     )
 
 

@@ -45,6 +45,7 @@ from lejepa_core.params import (
 from lejepa_core.recipe_file import read_recipe_data, replaced_keys, tomllib  # noqa: F401
 from lejepa_core.structure import structure_attrs, structure_value, unstructure
 from lejepa_core.training.health import HealthConfig  # next to the checks that read it
+from lejepa_core.training.weighting_mode import loss_weighting_mode
 
 
 @attrs.frozen(kw_only=True)
@@ -197,6 +198,12 @@ class TrainConfig:
     )
     compile: bool = param(False, "wrap the models in torch.compile")
     threads: int = param(0, "CPU threads for torch (0: torch's default)", in_range(0, 4096))
+    loss_weighting: str = param(
+        "fixed",
+        "'fixed' (the [[losses]] weights), 'uncertainty' (learned log-variances), 'gradnorm' "
+        "(GradNorm, alpha 1.5) or 'gradnorm:A' (alpha A, e.g. 'gradnorm:0.5'); docs/training.md",
+        loss_weighting_mode,
+    )
 
 
 @attrs.frozen(kw_only=True)

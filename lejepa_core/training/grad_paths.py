@@ -165,7 +165,7 @@ def gradient_shares(step_loss: StepLoss, model: JEPAModel) -> dict[str, torch.Te
     params = _trainable(model.context_encoder)
     if not params:  # an encoder without parameters (identity): nothing to share out
         return {}
-    weights = dict(zip(model.labels, model.weights, strict=True))
+    weights = dict(zip(model.labels, model.current_weights(), strict=True))
     norms: dict[str, torch.Tensor] = {}
     zero = step_loss.total.new_zeros(())
     for label, value in step_loss.parts.items():

@@ -51,6 +51,7 @@ from lejepa_core.training.runtime import StopFlag, autocast, derive_seed
 from lejepa_core.training.step import StepLoss
 from lejepa_core.training.target import ema_momentum, ema_update
 from lejepa_core.training.validate import log_validation, validate
+from lejepa_core.training.weighting import loss_weight_metrics, training_parameters
 
 
 @attrs.define
@@ -149,7 +150,7 @@ def _loop(
     on_step: Callable[[Run], None] | None,
 ) -> TrainResult:
     t, state = run.recipe.train, run.state
-    params = [p for p in run.model.parameters() if p.requires_grad]
+    params = training_parameters(run.model)  # clipped (the loss weighting's are not)
     loss_generator = torch.Generator(device=run.device)
     window = LogWindow()
     history = read_records(run.run_dir, up_to_step=state.step) if state.step else []
@@ -282,7 +283,9 @@ def train_step(
     )
     run.counters.stop = flags[1] if run.dist.enabled else None
     metrics = {**_step_metrics(step_loss, outputs, grad_norm, clipped), **shares}
-    metrics.update(effective_weights(run.model.labels, run.model.weights, step_loss.metrics))
+    weights = run.model.current_weights()  # adaptive under train.loss_weighting
+    metrics.update(effective_weights(run.model.labels, weights, step_loss.metrics))
+    metrics.update(loss_weight_metrics(run.model.labels, run.model.loss_weighting))
     advance_schedule(run.scheduler, skipped=True)  # no warning if a fallback did not step
     state.step += 1
     state.samples_seen += run.world_batch

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lejepa_core.interfaces import QuantizerOutput, StepOutputs, takes_actions
+from lejepa_core.training.weighting import build_weighting
 
 
 @attrs.define
@@ -126,10 +127,17 @@ def forward_target(
 
 
 def loss_fn(
-    losses: nn.ModuleList, weights: list[float], labels: list[str], outputs: StepOutputs
+    losses: nn.ModuleList,
+    weights: list[float],
+    labels: list[str],
+    outputs: StepOutputs,
+    weighting: nn.Module | None = None,
+    shared: list[nn.Parameter] | None = None,
 ) -> StepLoss:
     """total = sum(weight * loss) over the recipe's losses, plus the quantizer's aux loss.
 
+    weighting: ``train.loss_weighting``'s module (``weighting.py``; None: the fixed weights)
+    turns the losses into their part of the total; shared: the parameters GradNorm balances on.
     The latents are cast to float32 first: losses run in full precision under bf16 autocast.
     """
     parts: dict[str, torch.Tensor] = {}
@@ -140,9 +148,12 @@ def loss_fn(
             result = loss(outputs)
             value = result.value.float()
             parts[label] = value
-            total = total + weight * value
+            if weighting is None:
+                total = total + weight * value
             for name, metric in result.metrics.items():
                 metrics[f"{label}/{name}"] = metric
+        if weighting is not None:
+            total = total + weighting([parts[label] for label in labels], shared or [])
         if outputs.quantizer_output is not None:
             aux = outputs.quantizer_output.loss.float()
             parts["quantizer"] = aux
@@ -179,6 +190,7 @@ class JEPAModel(nn.Module):
         quantizer: nn.Module | None = None,
         shared_target: bool = False,
         mask_frames: str = "per_frame",
+        loss_weighting: str = "fixed",
     ):
         super().__init__()
         self.context_encoder = encoder
@@ -192,8 +204,18 @@ class JEPAModel(nn.Module):
         if mask_frames not in MASK_FRAMES:
             raise ValueError(f"mask_frames: expected one of {MASK_FRAMES}, got {mask_frames!r}")
         self.mask_frames = mask_frames
+        self.loss_weighting = build_weighting(loss_weighting, self.weights)  # None: fixed
         self.needs_unmasked = any("context_unmasked" in getattr(m, "requires", ()) for m in losses)
         self.takes_actions = takes_actions(predictor)
+
+    def current_weights(self) -> list[float | torch.Tensor]:
+        """Each loss's weight in the total now: the recipe's floats, or (adaptive weighting)
+        0-d detached tensors, a weight of 0 kept as the float 0.0."""
+        if self.loss_weighting is None:
+            return list(self.weights)
+        adaptive = getattr(self.loss_weighting, "used", None)  # the last forward's
+        adaptive = self.loss_weighting.effective_weights() if adaptive is None else adaptive
+        return [0.0 if w == 0 else adaptive[i] for i, w in enumerate(self.weights)]
 
     def run_predictor(
         self,
@@ -273,4 +295,10 @@ class JEPAModel(nn.Module):
             generator=loss_generator,
             step=step,
         )
-        return loss_fn(self.losses, self.weights, self.labels, outputs), outputs
+        shared = None
+        if self.loss_weighting is not None:  # GradNorm balances on the context encoder's
+            shared = [p for p in self.context_encoder.parameters() if p.requires_grad]
+        step_loss = loss_fn(
+            self.losses, self.weights, self.labels, outputs, self.loss_weighting, shared
+        )
+        return step_loss, outputs
