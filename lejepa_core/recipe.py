@@ -140,6 +140,13 @@ class DataConfig:
     on_device: Literal["auto", "always", "never"] = param(
         "auto", "hold the dataset on the training device ('auto': when it fits)"
     )
+    augment: tuple[str, ...] = param(
+        (),
+        "transforms of each training window of integer grids: 'colours' (permute the values "
+        "other than pad and background), 'dihedral' (rotate / reflect the content region); "
+        "[] (default): none (docs/data.md)",
+        each(one_of(("colours", "dihedral"))),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import attrs
 import h5py
@@ -91,6 +92,10 @@ class WindowSampler:
     when ``device`` is CUDA). The caller's generator advances exactly as without prefetch, and
     a prefetched batch is used only when the generator's state matches the one it was drawn
     from, so the same seed gives the same batches with and without prefetch.
+
+    augment: a ``data.augment.WindowAugment`` (or None): ``sample`` draws its random numbers
+    from the generator right after the windows' and transforms the batch; ``fixed_batches``
+    (validation, evaluation) never augments.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class WindowSampler:
         horizons: tuple[int, ...],
         device: str | torch.device = "cpu",
         prefetch: bool | None = None,
+        augment: Any = None,
     ):
         if context_frames < 1:
             raise ValueError(f"context_frames must be >= 1, got {context_frames}")
@@ -109,6 +115,7 @@ class WindowSampler:
         if not horizons or min(horizons) < 1:
             raise ValueError(f"horizons must be a non-empty tuple of ints >= 1, got {horizons}")
         self.data = data
+        self.augment = augment
         self.context_frames = context_frames
         self.horizons = horizons
         self.device = torch.device(device)
@@ -180,9 +187,11 @@ class WindowSampler:
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """``batch_size`` windows; random numbers from ``generator`` (on any device)."""
         if not self.prefetch:
-            return self._sample(batch_size, generator, None)
+            batch = self._sample(batch_size, generator, None)
+            return self._augmented(batch, batch_size, generator)
         state = generator.get_state()
         drawn = self._draw(batch_size, generator, None)
+        choices = None if self.augment is None else self.augment.draw(batch_size, generator)
         pending, self._pending = self._pending, None
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="lejepa-prefetch")
@@ -198,7 +207,14 @@ class WindowSampler:
             generator.get_state(),
             self._executor.submit(self._read, next_rows),
         )
-        return self._assemble(batch_size, drawn, rows.result())
+        batch = self._assemble(batch_size, drawn, rows.result())
+        return batch if choices is None else self.augment.apply(batch, choices)
+
+    def _augmented(self, batch: Batch, batch_size: int, generator: torch.Generator) -> Batch:
+        """``batch`` through ``augment`` (its random numbers drawn now), or as it is."""
+        if self.augment is None:
+            return batch
+        return self.augment.apply(batch, self.augment.draw(batch_size, generator))
 
     def close(self) -> None:
         """Stop the prefetch thread (a later ``sample`` starts it again)."""

@@ -27,6 +27,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from lejepa_core import artifacts
 from lejepa_core.artifacts import Summary
 from lejepa_core.build import build_model, check_memory, model_spec
+from lejepa_core.data.augment import window_augment
 from lejepa_core.data.prepare import open_data
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.errors import CheckpointError, TrainingError, UserInputError
@@ -76,7 +77,9 @@ def build_samplers(
             "data.val_fraction: no validation episodes (too few episodes in the file)"
         )
     kwargs = dict(context_frames=d.context_frames, horizons=tuple(d.horizons), device=device)
-    train_sampler = WindowSampler(data, train_episodes, **kwargs)
+    train_sampler = WindowSampler(
+        data, train_episodes, augment=window_augment(d.augment, data), **kwargs
+    )
     (windows,) = WindowSampler(data, val_episodes, **kwargs).fixed_batches(
         t.val_windows, 1, derive_seed(d.split_seed, "validation") % (2**31)
     )
