@@ -21,8 +21,10 @@ RETRIEVAL = {1: 0.60, 2: 0.40, 4: 0.20}
 
 def load(run: Path) -> tuple[dict, list[dict], dict]:
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return json.loads((run / "eval.json").read_text()), records, json.loads(
-        (run / "summary.json").read_text()
+    return (
+        json.loads((run / "eval.json").read_text()),
+        records,
+        json.loads((run / "summary.json").read_text()),
     )
 
 
@@ -36,7 +38,9 @@ def bar_rows(run: Path, reference: Path | None) -> list[tuple[str, str, str]]:
     latent = ev["latent"]
     out = []
     recall = ev["probe_sanity"]["grid"]["object_recall"]
-    out.append(("1. probe on true target latents: object recall", f"{recall:.3f}", mark(recall >= 0.8)))
+    out.append(
+        ("1. probe on true target latents: object recall", f"{recall:.3f}", mark(recall >= 0.8))
+    )
     figs, ok = [], True
     for k in KS:
         r = rows[k]
@@ -47,9 +51,13 @@ def bar_rows(run: Path, reference: Path | None) -> list[tuple[str, str, str]]:
         figs.append(f"k={k} {value:.3f} (>= {max(ACTIVE[k], floor):.3f}{'' if ok_k else ' ✗'})")
     out.append(("2. decoded prediction: active-cell accuracy", "; ".join(figs), mark(ok)))
     values = [rows[k]["model/object_recall"] for k in RECALL]
-    ok = all(v >= RECALL[k] for v, k in zip(values, RECALL))
+    ok = all(v >= RECALL[k] for v, k in zip(values, RECALL, strict=True))
     out.append(
-        ("3. decoded prediction: object recall (k = 1, 2)", " / ".join(f"{v:.3f}" for v in values), mark(ok))
+        (
+            "3. decoded prediction: object recall (k = 1, 2)",
+            " / ".join(f"{v:.3f}" for v in values),
+            mark(ok),
+        )
     )
     figs, ok = [], True
     for k in KS:
@@ -83,7 +91,9 @@ def bar_rows(run: Path, reference: Path | None) -> list[tuple[str, str, str]]:
         if reference is not None:
             ref = json.loads((reference / "eval.json").read_text())["latent"]
             ref_ratio = ref["model/err_signal/k1"] / ref["copy_last/err_signal/k1"]
-            text += f"; k=1 ratio {ratio[1]:.3f} vs {ref_ratio:.3f} ({ratio[1] / ref_ratio - 1:+.1%})"
+            text += (
+                f"; k=1 ratio {ratio[1]:.3f} vs {ref_ratio:.3f} ({ratio[1] / ref_ratio - 1:+.1%})"
+            )
             ok &= ratio[1] <= 1.1 * ref_ratio
         out.append(("7. quantizer", text, mark(ok)))
     shares = {}
