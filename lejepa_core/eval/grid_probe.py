@@ -33,19 +33,33 @@ PRIOR_FLOOR = 1e-3
 
 
 @attrs.define(kw_only=True)
-class GridProbe:
-    """A fitted prior-balanced ridge grid probe: ``decode(z [N, D])`` -> ``[N, H, W]``."""
+class _BalancedRidge:
+    """What both grid probes hold: a ridge onto one-hot cells and each cell's value prior."""
 
-    weight: torch.Tensor  # [D, C * V] float64
-    bias: torch.Tensor  # [C * V]
-    prior: torch.Tensor  # [C, V] value frequency per varying cell (floored)
-    varying: torch.Tensor  # [H*W] bool: the cells the ridge decodes
-    constant: torch.Tensor  # [H*W] long: the value of every other cell
-    shape: tuple[int, int]
+    weight: torch.Tensor  # float64 ridge weights
+    bias: torch.Tensor
+    prior: torch.Tensor  # [..., V] value frequency per decoded cell (floored)
+    varying: torch.Tensor  # bool: the cells the ridge decodes
+    constant: torch.Tensor  # long: the value of every other cell
     rules: GridRules
     samples: int
     alpha: float
     balance: float
+
+    def _balanced_values(self, scores: torch.Tensor) -> torch.Tensor:
+        """Cell scores [N, C, V] (C cells, in ``prior``'s order) -> values [N, C]: the argmax
+        of score / prior^balance (``rules.decode``)."""
+        prior = self.prior.reshape(-1, self.prior.shape[-1])
+        return self.rules.decode(scores / prior**self.balance)
+
+
+@attrs.define(kw_only=True)
+class GridProbe(_BalancedRidge):
+    """A fitted prior-balanced ridge grid probe: ``decode(z [N, D])`` -> ``[N, H, W]``.
+    ``weight`` [D, C * V], ``prior`` [C, V] (C varying cells), ``varying`` / ``constant``
+    [H*W]."""
+
+    shape: tuple[int, int]
 
     @classmethod
     def fit(
@@ -86,30 +100,23 @@ class GridProbe:
         out = self.constant.repeat(n, 1)  # [N, H*W]
         if bool(self.varying.any()):
             scores = ridge_predict(z.detach().float().cpu(), self.weight, self.bias)
-            scores = scores.reshape(n, -1, self.rules.cell_values) / self.prior**self.balance
-            out[:, self.varying] = self.rules.decode(scores)
+            out[:, self.varying] = self._balanced_values(
+                scores.reshape(n, -1, self.rules.cell_values)
+            )
         return out.reshape(n, *self.shape).to(z.device)
 
 
 @attrs.define(kw_only=True)
-class LocalGridProbe:
+class LocalGridProbe(_BalancedRidge):
     """The grid probe of a grid latent (``ModelSpec.latent_grid``): one ridge shared by every
     location maps its ``C`` features to its ``P x P`` cells' one-hot values, decoded with the
     same per-cell prior balance as ``GridProbe``. A linear read-out of each location alone
     (a 1 x 1 convolution), so it tests that the features *at* a place hold that place's cells.
     Cells outside the latent's region or never varying in the fit decode as their constant
-    value. ``decode(z [N, R*Q*C])`` -> ``[N, H, W]``."""
+    value. ``decode(z [N, R*Q*C])`` -> ``[N, H, W]``. ``weight`` [C, P*P*V], ``prior``
+    [R*P, Q*P, V] (every cell of the region), ``varying`` / ``constant`` [H, W]."""
 
-    weight: torch.Tensor  # [C, P*P*V] float64
-    bias: torch.Tensor  # [P*P*V]
-    prior: torch.Tensor  # [R*P, Q*P, V] value frequency per cell of the region (floored)
-    varying: torch.Tensor  # [H, W] bool: cells the ridge decodes
-    constant: torch.Tensor  # [H, W] long: the value of every other cell
     layout: tuple[int, int, int, int]  # R, Q, C, P
-    rules: GridRules
-    samples: int
-    alpha: float
-    balance: float
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -159,8 +166,8 @@ class LocalGridProbe:
         x = z.detach().float().cpu().reshape(n * rows * cols, channels)
         scores = ridge_predict(x, self.weight, self.bias).double()  # [N*R*Q, P*P*V]
         scores = scores.reshape(n, rows, cols, patch, patch, v).permute(0, 1, 3, 2, 4, 5)
-        scores = scores.reshape(n, rows * patch, cols * patch, v) / self.prior**self.balance
-        decoded = self.rules.decode(scores.reshape(n, -1, v)).reshape(n, rows * patch, -1)
+        scores = scores.reshape(n, rows * patch * cols * patch, v)
+        decoded = self._balanced_values(scores).reshape(n, rows * patch, -1)
         out = self.constant.repeat(n, 1, 1)  # [N, H, W]
         region = out[:, : rows * patch, : cols * patch]
         keep = self.varying[: rows * patch, : cols * patch]
