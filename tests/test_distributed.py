@@ -96,6 +96,33 @@ def test_validation_figures_of_two_ranks_equal_one_process(tiny_data, tmp_path):
     assert "loss/sigreg" in single
 
 
+def _barrier_worker(rank: int, world_size: int, port: int, out: str):
+    become_rank(rank, world_size, port)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("distributed.barrier called torch.distributed.barrier")
+
+    torch.distributed.barrier = refuse  # a gloo barrier's work can abort a rank at exit
+    with distributed.process_group(torch.device("cpu")):
+        for round_ in range(3):
+            if rank == 0:
+                time.sleep(0.3)
+                (Path(out) / f"round{round_}").write_text("written")
+            distributed.barrier()
+            seen = (Path(out) / f"round{round_}").is_file()
+            (Path(out) / f"rank{rank}-round{round_}.json").write_text(json.dumps(seen))
+    finish_rank()
+
+
+def test_barrier_holds_every_rank_until_the_slowest_arrives(tmp_path):
+    """Three barriers in a row (a key count each, in the group's store): rank 1 passes
+    none of them before rank 0, 0.3 s late each time, has written its file."""
+    _spawn(_barrier_worker, 2, str(tmp_path))
+    for round_ in range(3):
+        for rank in (0, 1):
+            assert json.loads((tmp_path / f"rank{rank}-round{round_}.json").read_text())
+
+
 # ----------------------------------------------------------------------------- launching
 def test_torchrun_command_is_standalone_on_one_node_and_c10d_across_nodes():
     command = distributed.torchrun_command(2, ["run", "r.toml"])

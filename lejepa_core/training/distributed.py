@@ -7,6 +7,7 @@ process group with NCCL on CUDA and gloo on CPU. Only rank 0 writes logs and che
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -74,9 +75,24 @@ def process_group(device: torch.device) -> Iterator[DistInfo]:
             teardown()
 
 
+_barriers = itertools.count()
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+    """Wait until every rank has reached this point (no-op without a process group).
+
+    A count in the process group's store, not a collective: gloo's worker thread frees a
+    barrier's work only after ``wait`` returns, and it needs the GIL for that; a rank that
+    exits right after a ``dist.barrier()`` can abort in interpreter shutdown ("terminate
+    called without an active exception", SIGABRT). No tensor, no worker thread here.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    store = dist.distributed_c10d._get_default_store()
+    key = f"lejepa/barrier/{next(_barriers)}"
+    if store.add(key, 1) == dist.get_world_size():
+        store.set(f"{key}/open", "1")
+    store.wait([f"{key}/open"])
 
 
 def any_flag(flags: torch.Tensor) -> torch.Tensor:
