@@ -17,7 +17,9 @@ margin (ARC's procedural 16 x 16 grids inside 30 x 30: ``latent_grid = [16, 16]`
                predicts for every location a distribution over the last frame's locations
                within ``radius`` and moves their features (a soft warp: rigid motion is a copy,
                not a regression), plus a residual correction (new colours, appearing cells).
-               Starts as copy-last.
+               ``mode = "splat"`` turns the warp around: every location of the last frame
+               sends its features by its own predicted motion (softmax splatting, Niklaus &
+               Liu 2020), so a cell's move is read where the cell is. Starts as copy-last.
 
 ``latent_windows`` cuts a grid latent into ``window x window`` blocks of locations, the
 vectors the quantizers code one by one (``window`` parameter of ``vq``, ``gumbel``, ``fsq``).
@@ -186,6 +188,14 @@ class TransportPredictor(Predictor):
             "initial logit of offset 0 above log(n - 1): the untrained warp copies "
             "e^b / (1 + e^b) of the last frame (3.0: 95 %)",
         )
+        mode: Literal["gather", "splat"] = param(
+            "gather",
+            "gather: every location draws from the last frame's locations within radius; "
+            "splat: every location of the last frame sends its features to the locations "
+            "within radius (its own motion: k x velocity), arrivals mixed by a learned "
+            "importance (softmax splatting)",
+            one_of(("gather", "splat")),
+        )
 
     def __init__(self, params: Params, spec):
         super().__init__(params, spec)
@@ -212,6 +222,14 @@ class TransportPredictor(Predictor):
         if self.correction is not None:
             nn.init.zeros_(self.correction.weight)
             nn.init.zeros_(self.correction.bias)
+        if params.mode == "splat":
+            # importance of a source where arrivals meet, and the features of a location
+            # that nothing reaches (a cell an object left); both start at zero
+            self.importance = nn.Conv2d(width, 1, 1)
+            self.fill = nn.Conv2d(width, self.channels, 1)
+            for layer in (self.importance, self.fill):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, z_context: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         check_context(z_context, k, self.spec.context_frames, self.spec.latent_dim)
@@ -223,14 +241,38 @@ class TransportPredictor(Predictor):
         for block in self.blocks:
             x = block(x, t)
         weights = self.logits(x).softmax(dim=1)  # [B, n, R, Q]
-        radius = self.params.radius
         last = maps[:, -1]  # [B, C, R, Q]
-        sources = F.unfold(last, 2 * radius + 1, padding=radius)  # [B, C * n, R * Q]
-        sources = sources.view(b, c, self.offsets, r, q)
-        out = (sources * weights[:, None]).sum(dim=2)  # [B, C, R, Q]
+        if self.params.mode == "splat":
+            out = self._splat(last, weights, x)
+        else:
+            out = self._gather(last, weights)
         if self.correction is not None:
             out = out + self.correction(x)
         return out.permute(0, 2, 3, 1).reshape(b, -1)  # [B, R*Q*C]
+
+    def _gather(self, last: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Location t takes sum_o weights[o, t] * last[t + o]. [B, C, R, Q], [B, n, R, Q]."""
+        b, c, r, q = last.shape
+        radius = self.params.radius
+        sources = F.unfold(last, 2 * radius + 1, padding=radius)  # [B, C * n, R * Q]
+        sources = sources.view(b, c, self.offsets, r, q)
+        return (sources * weights[:, None]).sum(dim=2)  # [B, C, R, Q]
+
+    def _splat(self, last: torch.Tensor, weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Location s sends weights[o, s] of last[s] to s + o (F.fold, unfold's transpose);
+        each arrival counts e^importance[s], a target is the weighted mean of its arrivals,
+        and a target with (almost) none falls back to ``fill``. [B, C, R, Q], [B, n, R, Q],
+        trunk [B, width, R, Q] -> [B, C, R, Q]."""
+        b, c, r, q = last.shape
+        size, radius = 2 * self.params.radius + 1, self.params.radius
+        importance = 4.0 * torch.tanh(self.importance(x) / 4.0)  # [B, 1, R, Q], in (-4, 4)
+        mass = weights * importance.exp()  # [B, n, R, Q]
+        sent = (last[:, :, None] * mass[:, None]).reshape(b, c * self.offsets, r * q)
+        received = F.fold(sent, (r, q), size, padding=radius)  # [B, C, R, Q]
+        total = F.fold(mass.reshape(b, self.offsets, r * q), (r, q), size, padding=radius)
+        floor = 0.05  # below 5 % of a source's features a target becomes fill, smoothly
+        missing = (floor - total).clamp_min(0.0)
+        return (received + missing * self.fill(x)) / total.clamp_min(floor)
 
 
 @hookimpl

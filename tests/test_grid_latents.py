@@ -3,6 +3,8 @@ windows and the per-location grid probe (docs/grids.md)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -117,10 +119,60 @@ def test_transport_starts_as_copy_last_and_moves_features_by_its_offset():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
-def test_transport_learns_a_constant_shift_in_a_few_steps():
+def test_splat_transport_starts_as_copy_last_and_sends_features_by_its_offset():
+    spec = grid_spec(rows=6, cols=7, channels=3)
+    torch.manual_seed(0)
+    params = TransportPredictor.Params(radius=2, copy_bias=30.0, residual=False, mode="splat")
+    predictor = TransportPredictor(params, spec)
+    z = torch.randn(4, 2, spec.latent_dim)
+    k = torch.tensor([1, 2, 4, 1])
+    assert torch.allclose(predictor(z, k), z[:, -1], atol=1e-5)
+    # all weight on the offset (+1 row, -2 cols): the last frame's (r, c) lands on (r+1, c-2);
+    # where nothing lands the output is the fill (zero here)
+    centre = 12  # of the 5 x 5 = 25 offsets
+    with torch.no_grad():
+        predictor.logits.bias.zero_()
+        predictor.logits.bias[centre + 1 * 5 - 2] = 50.0
+        predictor.fill.bias.copy_(torch.tensor([7.0, 8.0, 9.0]))
+    out = predictor(z, k).reshape(4, 6, 7, 3)
+    last = z[:, -1].reshape(4, 6, 7, 3)
+    expected = torch.tensor([7.0, 8.0, 9.0]).expand(4, 6, 7, 3).clone()
+    expected[:, 1:, :5] = last[:, :5, 2:]
+    assert torch.allclose(out, expected, atol=1e-4)
+
+
+def test_splat_importance_decides_which_arrival_a_location_shows():
+    """Two sources land on one location: the one with importance +4 outweighs the other
+    e^8 : 1, and the output is their weighted mean, not their sum."""
+    spec = grid_spec(rows=1, cols=3, channels=1, frames=1)
+    params = TransportPredictor.Params(radius=1, residual=False, mode="splat", depth=1, width=8)
+    predictor = TransportPredictor(params, spec)
+    last = torch.tensor([1.0, 0.0, 3.0]).reshape(1, 1, 1, 3)  # [B, C, R, Q]
+    weights = torch.zeros(1, 9, 1, 3)
+    weights[0, 5, 0, 0] = 1.0  # (0, +1): location 0 moves right
+    weights[0, 3, 0, 2] = 1.0  # (0, -1): location 2 moves left
+    weights[0, 4, 0, 1] = 1.0  # location 1 stays
+    with torch.no_grad():
+        predictor.importance.weight.zero_()
+        predictor.importance.bias.zero_()
+    x = torch.zeros(1, 8, 1, 3)
+    out = predictor._splat(last, weights, x)
+    assert torch.allclose(out[0, 0, 0, 1], torch.tensor(4.0 / 3.0))  # mean of 1, 0, 3
+    x[0, 0, 0] = torch.tensor([1.0, -1.0, -1.0])
+    with torch.no_grad():
+        predictor.importance.weight[0, 0] = 40.0  # 4 tanh(+-10): +4 at location 0, -4 elsewhere
+    out = predictor._splat(last, weights, x)
+    big, small = math.exp(4 * math.tanh(10)), math.exp(-4 * math.tanh(10))
+    expected = (1.0 * big + 3.0 * small) / (big + 2 * small)
+    assert out[0, 0, 0, 1].item() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["gather", "splat"])
+def test_transport_learns_a_constant_shift_in_a_few_steps(mode):
     spec = grid_spec(rows=6, cols=6, channels=4, frames=2)
     torch.manual_seed(0)
-    predictor = TransportPredictor(TransportPredictor.Params(width=16, depth=1, radius=1), spec)
+    params = TransportPredictor.Params(width=16, depth=1, radius=1, mode=mode)
+    predictor = TransportPredictor(params, spec)
     optimiser = torch.optim.Adam(predictor.parameters(), lr=3e-2)
     for _ in range(60):
         maps = torch.randn(16, 2, 6, 6, 4)
