@@ -64,8 +64,8 @@ def read_difficulty(data: Any) -> np.ndarray:
         raise DatasetError(
             f"{data.path}: data.curriculum = 'competence' needs a per-episode difficulty "
             f"(/episode_keys/{DIFFICULTY_KEY}), which this file does not store; generate it from "
-            "an env that reports one (e.g. lejepa/ArcGrid-v0 with difficulty = 'mixed') or set "
-            "data.curriculum = 'none'"
+            "an env whose metadata['episode_keys'] lists a float 'difficulty' (docs/data.md) or "
+            "set data.curriculum = 'none'"
         )
     values = np.asarray(values)
     if values.dtype.kind not in "iuf" or not np.all((values >= 0) & (values <= 1)):
