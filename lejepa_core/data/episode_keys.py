@@ -7,11 +7,13 @@ An env names them in its metadata; the core never learns what they mean::
 
 and the generator stores them as::
 
-    /episode_keys/<name>  [E] int64 or UTF-8 strings   the reset info's ``<name>`` per episode
+    /episode_keys/<name>  [E] int64, float64 or UTF-8   the reset info's ``<name>`` per episode
     /target_allowed       [T] int8                     1 where the frame may be a prediction
                                                        target (absent: every frame may)
 
 Files without them still read: ``read_keys`` gives ``{}`` and ``read_target_allowed`` None.
+A float key named ``difficulty`` (in [0, 1]) is what a training curriculum sorts episodes by
+(``curriculum.py``).
 """
 
 from __future__ import annotations
@@ -43,14 +45,20 @@ def declared(metadata: dict) -> tuple[tuple[str, ...], str | None]:
 
 
 def key_array(name: str, values: list[Any]) -> np.ndarray:
-    """``[n]`` int64 (ints) or object array of str (strings) of one key's values."""
+    """``[n]`` int64 (ints), float64 (numbers, some not int) or object array of str (strings)
+    of one key's values."""
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
         return np.asarray(values, np.int64)
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in values) and not any(
+        isinstance(v, (bool, np.bool_)) for v in values
+    ):
+        return np.asarray(values, np.float64)
     if all(isinstance(v, (str, np.str_)) for v in values):
         return np.asarray([str(v) for v in values], dtype=object)
     kinds = sorted({type(v).__name__ for v in values})
     raise ValueError(
-        f"episode key {name!r} has values of type {kinds}; expected all int or all str"
+        f"episode key {name!r} has values of type {kinds}; expected all int or all str (or "
+        "all numbers, stored as float)"
     )
 
 
@@ -108,13 +116,15 @@ class KeyBuffer:
 
 
 def read_keys(f: h5py.File) -> dict[str, np.ndarray]:
-    """name -> ``[E]`` int64 or object array of str; ``{}`` for files without keys."""
+    """name -> ``[E]`` int64, float64 or object array of str; ``{}`` for files without keys."""
     if EPISODE_KEYS not in f:
         return {}
     out = {}
     for name, ds in f[EPISODE_KEYS].items():
         if ds.dtype.kind in "OS":
             out[name] = np.asarray(ds.asstr()[...], dtype=object)
+        elif ds.dtype.kind == "f":
+            out[name] = ds[...].astype(np.float64)
         else:
             out[name] = ds[...].astype(np.int64)
     return out
@@ -135,8 +145,8 @@ def validate(path: str | Path, f: h5py.File, num_episodes: int, total: int) -> s
             if not isinstance(ds, h5py.Dataset) or ds.shape != (num_episodes,):
                 shape = list(ds.shape) if isinstance(ds, h5py.Dataset) else "a group"
                 return f"/{EPISODE_KEYS}/{name} has shape {shape}, expected [{num_episodes}]"
-            if ds.dtype.kind not in "iuOS":
-                return f"/{EPISODE_KEYS}/{name} has dtype {ds.dtype}, expected integers or strings"
+            if ds.dtype.kind not in "iufOS":
+                return f"/{EPISODE_KEYS}/{name} has dtype {ds.dtype}, expected numbers or strings"
     if TARGET_ALLOWED in f:
         ds = f[TARGET_ALLOWED]
         if not isinstance(ds, h5py.Dataset) or ds.shape != (total,):

@@ -14,7 +14,8 @@ located by ``/episode_offsets`` (see ``docs/data.md``)::
     /episode_ends     [E] int8                  optional; how the episode ended: bit 0
                                                 terminated, bit 1 truncated, 0 = cut at
                                                 ``steps`` (``END_*`` below)
-    /episode_keys/*   [E] int64 or str          optional; per-episode identifiers, and
+    /episode_keys/*   [E] int64, float64 or str optional; per-episode keys (identifiers,
+                                                a float ``difficulty``), and
     /target_allowed   [T] int8                  optional; frames that may be targets
                                                 (``episode_keys.py``)
 

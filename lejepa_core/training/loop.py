@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from lejepa_core import artifacts
+from lejepa_core.data import curriculum
 from lejepa_core.data.sampler import Batch, WindowSampler
 from lejepa_core.interfaces import StepOutputs
 from lejepa_core.progress import Progress
@@ -113,6 +114,7 @@ def train(
             run, sampler, val_batches = start_run(
                 recipe, directory, torch_device, dist_info, data=data, progress=show_progress
             )
+            sampler = curriculum.wrap(sampler, recipe.data, lambda: run.state.step)
             step_module = wrap_model(
                 run, compile=compile if compile is not None else recipe.train.compile
             )
@@ -165,7 +167,7 @@ def _loop(
     while state.step < run.total_steps:
         batch = sampler.sample(t.batch_size, run.generators["sampler"])
         result = train_step(run, step_module, batch, params, loss_generator, stop)
-        window.add(result.metrics, result.applied)
+        window.add(curriculum.with_competence(result.metrics, sampler), result.applied)
         epoch = (state.step - 1) // t.steps_per_epoch  # 0-based epoch this step belongs to
 
         if state.step % run.recipe.log.every == 0 or state.step == run.total_steps:
