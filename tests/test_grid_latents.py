@@ -99,15 +99,16 @@ def test_cells_encoder_reads_patches_and_refuses_a_grid_larger_than_the_observat
         )
 
 
-def test_transport_starts_as_copy_last_and_moves_features_by_its_offset():
+@pytest.mark.parametrize("mode", ["gather", "splat"])
+def test_transport_starts_as_copy_last_and_moves_features_by_its_offset(mode):
     spec = grid_spec(rows=6, cols=7, channels=3)
     torch.manual_seed(0)
-    params = TransportPredictor.Params(radius=2, copy_bias=30.0, residual=False)
+    params = TransportPredictor.Params(radius=2, copy_bias=30.0, residual=False, mode=mode)
     predictor = TransportPredictor(params, spec)
     z = torch.randn(4, 2, spec.latent_dim)
     k = torch.tensor([1, 2, 4, 1])
     assert torch.allclose(predictor(z, k), z[:, -1], atol=1e-5)
-    # all weight on the offset (+1 row, -2 cols): output (r, c) takes the last frame's (r+1, c-2)
+    # all weight on the offset (+1 row, -2 cols)
     centre = 12  # of the 5 x 5 = 25 offsets
     with torch.no_grad():
         predictor.logits.bias.zero_()
@@ -115,30 +116,25 @@ def test_transport_starts_as_copy_last_and_moves_features_by_its_offset():
     out = predictor(z, k).reshape(4, 6, 7, 3)
     last = z[:, -1].reshape(4, 6, 7, 3)
     expected = torch.zeros_like(last)
-    expected[:, :5, 2:] = last[:, 1:, :5]  # what comes from outside the grid is zero
-    assert torch.allclose(out, expected, atol=1e-5)
+    if mode == "gather":  # output (r, c) takes the last frame's (r+1, c-2); outside is zero
+        expected[:, :5, 2:] = last[:, 1:, :5]
+    else:  # the last frame's (r, c) lands on (r+1, c-2); where nothing lands: the fill (0)
+        expected[:, 1:, :5] = last[:, :5, 2:]
+    assert torch.allclose(out, expected, atol=1e-4)
 
 
-def test_splat_transport_starts_as_copy_last_and_sends_features_by_its_offset():
+def test_splat_fills_the_locations_nothing_reaches():
     spec = grid_spec(rows=6, cols=7, channels=3)
-    torch.manual_seed(0)
-    params = TransportPredictor.Params(radius=2, copy_bias=30.0, residual=False, mode="splat")
+    params = TransportPredictor.Params(radius=2, residual=False, mode="splat")
     predictor = TransportPredictor(params, spec)
-    z = torch.randn(4, 2, spec.latent_dim)
-    k = torch.tensor([1, 2, 4, 1])
-    assert torch.allclose(predictor(z, k), z[:, -1], atol=1e-5)
-    # all weight on the offset (+1 row, -2 cols): the last frame's (r, c) lands on (r+1, c-2);
-    # where nothing lands the output is the fill (zero here)
-    centre = 12  # of the 5 x 5 = 25 offsets
     with torch.no_grad():
         predictor.logits.bias.zero_()
-        predictor.logits.bias[centre + 1 * 5 - 2] = 50.0
+        predictor.logits.bias[12 + 1 * 5 - 2] = 50.0  # everything moves (+1, -2)
         predictor.fill.bias.copy_(torch.tensor([7.0, 8.0, 9.0]))
-    out = predictor(z, k).reshape(4, 6, 7, 3)
-    last = z[:, -1].reshape(4, 6, 7, 3)
-    expected = torch.tensor([7.0, 8.0, 9.0]).expand(4, 6, 7, 3).clone()
-    expected[:, 1:, :5] = last[:, :5, 2:]
-    assert torch.allclose(out, expected, atol=1e-4)
+    out = predictor(torch.randn(2, 2, spec.latent_dim), torch.tensor([1, 4])).reshape(2, 6, 7, 3)
+    fill = torch.tensor([7.0, 8.0, 9.0])
+    assert torch.allclose(out[:, 0], fill.expand(2, 7, 3))  # row 0: nothing comes from above
+    assert torch.allclose(out[:, :, 5:], fill.expand(2, 6, 2, 3))  # the last two columns
 
 
 def test_splat_importance_decides_which_arrival_a_location_shows():
